@@ -1,0 +1,266 @@
+//! Binding contexts (`$BINDING_CONTEXT_PATH`) and typed snapshot access.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::config::WatchEvent;
+
+/// The `type` of a binding context. Lifecycle contexts (`onStartup`, `beforeHelm`, ...)
+/// carry no type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContextType {
+    /// Initial list of a kubernetes binding's objects.
+    Synchronization,
+    /// One watch event.
+    Event,
+    /// A crontab tick.
+    Schedule,
+    /// Several bindings of one group, delivered as snapshots only.
+    Group,
+}
+
+/// Deserialises a field so that "absent" (`None`) and "present but null"
+/// (`Some(Value::Null)`) stay apart: a jqFilter that yields `null` is a result.
+fn present<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// One object of a snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotItem {
+    /// The full object (absent with `keepFullObjectsInMemory: false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<Value>,
+    /// The jqFilter result (present only with a jqFilter; may be `null`).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub filter_result: Option<Value>,
+}
+
+impl SnapshotItem {
+    /// The value a hook works with: `filterResult` when present, else `object`, else null.
+    pub fn value(&self) -> &Value {
+        static NULL: Value = Value::Null;
+        self.filter_result
+            .as_ref()
+            .or(self.object.as_ref())
+            .unwrap_or(&NULL)
+    }
+}
+
+/// One binding context.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BindingContext {
+    /// Binding name (`onStartup`, `beforeHelm`, a schedule or kubernetes binding, or
+    /// the group name).
+    pub binding: String,
+    /// Context type; `None` for lifecycle bindings.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ContextType>,
+    /// For `Event`: what happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_event: Option<WatchEvent>,
+    /// For `Group`: the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_name: Option<String>,
+    /// For `Synchronization`: the binding's objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<Vec<SnapshotItem>>,
+    /// For `Event`: the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<Value>,
+    /// For `Event`: the object's filter result.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub filter_result: Option<Value>,
+    /// Snapshots of bindings by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub snapshots: BTreeMap<String, Vec<SnapshotItem>>,
+}
+
+/// Parses a binding context file's content: a JSON array of contexts.
+pub fn parse_contexts(text: &str) -> Result<Vec<BindingContext>> {
+    if text.trim().is_empty() {
+        anyhow::bail!("empty file: expected a JSON array of binding contexts");
+    }
+    let contexts: Vec<BindingContext> = serde_json::from_str(text)
+        .map_err(|e| anyhow::anyhow!(crate::log::redact(&e.to_string())))
+        .context("not a JSON array of binding contexts")?;
+    for (i, c) in contexts.iter().enumerate() {
+        if c.binding.is_empty() {
+            anyhow::bail!("context {i}: binding is empty");
+        }
+        if c.kind == Some(ContextType::Event) && c.watch_event.is_none() {
+            anyhow::bail!(
+                "context {i} ({}): an Event context needs watchEvent",
+                c.binding
+            );
+        }
+    }
+    Ok(contexts)
+}
+
+/// Snapshots by binding name.
+///
+/// Built from the last context of a run: it holds the freshest view. A
+/// `Synchronization` context's own `objects` count as the snapshot of its binding.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshots {
+    by_binding: BTreeMap<String, Vec<SnapshotItem>>,
+}
+
+impl Snapshots {
+    /// Merges the contexts of one run, later contexts overriding earlier ones.
+    pub fn from_contexts(contexts: &[BindingContext]) -> Self {
+        let mut by_binding = BTreeMap::new();
+        for c in contexts {
+            for (k, v) in &c.snapshots {
+                by_binding.insert(k.clone(), v.clone());
+            }
+            if let (Some(ContextType::Synchronization), Some(objects)) = (c.kind, &c.objects) {
+                by_binding.insert(c.binding.clone(), objects.clone());
+            }
+        }
+        Snapshots { by_binding }
+    }
+
+    /// Whether the run carried a snapshot for `binding` (it may be empty).
+    pub fn has(&self, binding: &str) -> bool {
+        self.by_binding.contains_key(binding)
+    }
+
+    /// The raw items of `binding` (empty when the binding is absent).
+    pub fn items(&self, binding: &str) -> &[SnapshotItem] {
+        self.by_binding
+            .get(binding)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Deserialises every non-null value of `binding` into `T`.
+    ///
+    /// A `null` value (a jqFilter that answered `null`, or an item with neither
+    /// object nor filter result) is skipped: it means "nothing of interest here".
+    pub fn get<T: DeserializeOwned>(&self, binding: &str) -> Result<Vec<T>> {
+        self.items(binding)
+            .iter()
+            .enumerate()
+            .filter(|(_, item)| !item.value().is_null())
+            .map(|(i, item)| {
+                T::deserialize(item.value()).map_err(|e| {
+                    anyhow::anyhow!(
+                        "snapshot {binding}[{i}]: {}",
+                        crate::log::redact(&e.to_string())
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_every_context_type() {
+        let text = json!([
+            {"binding": "onStartup"},
+            {"binding": "beforeHelm", "snapshots": {"nodes": [{"filterResult": {"name": "n1"}}]}},
+            {"binding": "every-min", "type": "Schedule"},
+            {"binding": "pods", "type": "Synchronization", "objects": []},
+            {"binding": "pods", "type": "Event", "watchEvent": "Modified",
+             "object": {"kind": "Pod"}, "filterResult": null,
+             "snapshots": {"cm": [{"object": {"kind": "ConfigMap"}}]}},
+            {"binding": "main", "type": "Group", "groupName": "main",
+             "snapshots": {"nodes": [{"filterResult": {"name": "n2"}}], "secrets": []}}
+        ])
+        .to_string();
+        let cs = parse_contexts(&text).unwrap();
+        assert_eq!(cs.len(), 6);
+        assert_eq!(cs[0].kind, None);
+        assert_eq!(cs[2].kind, Some(ContextType::Schedule));
+        assert_eq!(cs[3].objects.as_ref().unwrap().len(), 0);
+        assert_eq!(cs[4].watch_event, Some(WatchEvent::Modified));
+        assert_eq!(
+            cs[4].filter_result,
+            Some(Value::Null),
+            "present null is kept"
+        );
+        assert_eq!(cs[3].filter_result, None, "absent stays absent");
+        assert_eq!(cs[5].group_name.as_deref(), Some("main"));
+        let snaps = Snapshots::from_contexts(&cs);
+        #[derive(Deserialize)]
+        struct N {
+            name: String,
+        }
+        let nodes: Vec<N> = snaps.get("nodes").unwrap();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes[0].name, "n2", "the last context wins");
+        assert!(snaps.has("secrets") && snaps.items("secrets").is_empty());
+        assert!(snaps.has("pods"), "Synchronization objects are a snapshot");
+        assert!(!snaps.has("absent"));
+    }
+
+    #[test]
+    fn filter_result_is_preferred_and_null_is_skipped() {
+        let item: SnapshotItem =
+            serde_json::from_value(json!({"object": {"a": 1}, "filterResult": "x"})).unwrap();
+        assert_eq!(item.value(), &json!("x"));
+        let item: SnapshotItem = serde_json::from_value(json!({"object": {"a": 1}})).unwrap();
+        assert_eq!(item.value(), &json!({"a": 1}));
+        let cs = parse_contexts(
+            &json!([{"binding": "b", "type": "Synchronization",
+                      "objects": [{"filterResult": null}, {"filterResult": "n"}]}])
+            .to_string(),
+        )
+        .unwrap();
+        let got: Vec<String> = Snapshots::from_contexts(&cs).get("b").unwrap();
+        assert_eq!(got, vec!["n".to_string()]);
+    }
+
+    #[test]
+    fn malformed_contexts_are_refused() {
+        assert!(parse_contexts("").is_err());
+        assert!(parse_contexts("[{\"binding\": \"x\"").is_err());
+        assert!(
+            parse_contexts("{\"binding\": \"x\"}").is_err(),
+            "not an array"
+        );
+        assert!(
+            parse_contexts("[{\"type\": \"Schedule\"}]").is_err(),
+            "no binding"
+        );
+        assert!(parse_contexts("[{\"binding\": \"x\", \"type\": \"Event\"}]").is_err());
+        assert!(parse_contexts("[{\"binding\": \"x\", \"type\": \"Bogus\"}]").is_err());
+    }
+
+    #[test]
+    fn typed_errors_name_the_binding_and_hide_values() {
+        let cs = parse_contexts(
+            &json!([{"binding": "b", "type": "Synchronization",
+                      "objects": [{"filterResult": "hunter2-secret"}]}])
+            .to_string(),
+        )
+        .unwrap();
+        let e = Snapshots::from_contexts(&cs)
+            .get::<u32>("b")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("snapshot b[0]"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+}

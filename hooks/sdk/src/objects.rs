@@ -1,0 +1,335 @@
+//! Kubernetes object operations (`$KUBERNETES_PATCH_PATH`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The operations the runner performs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    /// Create; fails if the object exists.
+    Create,
+    /// Create, or replace an existing object.
+    CreateOrUpdate,
+    /// Create unless it exists.
+    CreateIfNotExists,
+    /// Delete in the foreground.
+    Delete,
+    /// Delete in the background.
+    DeleteInBackground,
+    /// Delete orphaning dependents.
+    DeleteNonCascading,
+    /// Patch with a jq program.
+    JQPatch,
+    /// RFC 7386 merge patch.
+    MergePatch,
+    /// RFC 6902 JSON patch.
+    JSONPatch,
+}
+
+/// One object operation, as the runner reads it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectOperation {
+    /// What to do.
+    pub operation: Operation,
+    /// Target apiVersion (for Delete and patches).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub api_version: String,
+    /// Target kind (for Delete and patches).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    /// Target namespace; empty = cluster-scoped.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    /// Target name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// e.g. `status`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subresource: String,
+    /// The object for Create*.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<Value>,
+    /// For JQPatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jq_filter: Option<String>,
+    /// For MergePatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_patch: Option<Value>,
+    /// For JSONPatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_patch: Option<Value>,
+    /// A patch of a missing object is not an error.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_missing_object: bool,
+    /// A failure of this operation does not fail the hook.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_hook_error: bool,
+}
+
+impl ObjectOperation {
+    fn targeted(op: Operation, api_version: &str, kind: &str, namespace: &str, name: &str) -> Self {
+        ObjectOperation {
+            operation: op,
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            subresource: String::new(),
+            object: None,
+            jq_filter: None,
+            merge_patch: None,
+            json_patch: None,
+            ignore_missing_object: false,
+            ignore_hook_error: false,
+        }
+    }
+
+    /// Checks that the fields the operation needs are there.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use Operation::*;
+        let needs_target = || {
+            if self.kind.is_empty() || self.name.is_empty() {
+                anyhow::bail!("{:?} needs kind and name", self.operation)
+            }
+            Ok(())
+        };
+        match self.operation {
+            Create | CreateOrUpdate | CreateIfNotExists => {
+                let obj = self
+                    .object
+                    .as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("{:?} needs object", self.operation))?;
+                for f in ["apiVersion", "kind"] {
+                    if obj.get(f).and_then(Value::as_str).is_none() {
+                        anyhow::bail!("{:?}: object has no {f}", self.operation);
+                    }
+                }
+                if obj
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .is_none()
+                {
+                    anyhow::bail!("{:?}: object has no metadata.name", self.operation);
+                }
+                Ok(())
+            }
+            Delete | DeleteInBackground | DeleteNonCascading => needs_target(),
+            JQPatch if self.jq_filter.is_none() => anyhow::bail!("JQPatch needs jqFilter"),
+            MergePatch if self.merge_patch.is_none() => {
+                anyhow::bail!("MergePatch needs mergePatch")
+            }
+            JSONPatch if self.json_patch.is_none() => anyhow::bail!("JSONPatch needs jsonPatch"),
+            JQPatch | MergePatch | JSONPatch => needs_target(),
+        }
+    }
+}
+
+/// Collects object operations in order.
+#[derive(Clone, Debug, Default)]
+pub struct ObjectPatchCollector {
+    ops: Vec<ObjectOperation>,
+}
+
+impl ObjectPatchCollector {
+    fn create_with(&mut self, op: Operation, object: Value) {
+        let mut o = ObjectOperation::targeted(op, "", "", "", "");
+        o.object = Some(object);
+        self.ops.push(o);
+    }
+
+    /// Creates the object; the runner fails if it exists.
+    pub fn create(&mut self, object: Value) {
+        self.create_with(Operation::Create, object)
+    }
+
+    /// Creates or replaces the object.
+    pub fn create_or_update(&mut self, object: Value) {
+        self.create_with(Operation::CreateOrUpdate, object)
+    }
+
+    /// Creates the object unless it exists.
+    pub fn create_if_not_exists(&mut self, object: Value) {
+        self.create_with(Operation::CreateIfNotExists, object)
+    }
+
+    /// Deletes in the foreground.
+    pub fn delete(&mut self, api_version: &str, kind: &str, namespace: &str, name: &str) {
+        self.ops.push(ObjectOperation::targeted(
+            Operation::Delete,
+            api_version,
+            kind,
+            namespace,
+            name,
+        ));
+    }
+
+    /// Deletes in the background.
+    pub fn delete_in_background(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) {
+        self.ops.push(ObjectOperation::targeted(
+            Operation::DeleteInBackground,
+            api_version,
+            kind,
+            namespace,
+            name,
+        ));
+    }
+
+    /// Deletes leaving dependents.
+    pub fn delete_non_cascading(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) {
+        self.ops.push(ObjectOperation::targeted(
+            Operation::DeleteNonCascading,
+            api_version,
+            kind,
+            namespace,
+            name,
+        ));
+    }
+
+    /// RFC 7386 merge patch; `ignore_missing` makes a missing object not an error.
+    #[allow(clippy::too_many_arguments)]
+    pub fn merge_patch(
+        &mut self,
+        patch: Value,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        subresource: &str,
+        ignore_missing: bool,
+    ) {
+        let mut o =
+            ObjectOperation::targeted(Operation::MergePatch, api_version, kind, namespace, name);
+        o.merge_patch = Some(patch);
+        o.subresource = subresource.into();
+        o.ignore_missing_object = ignore_missing;
+        self.ops.push(o);
+    }
+
+    /// RFC 6902 JSON patch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn json_patch(
+        &mut self,
+        ops: Value,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        subresource: &str,
+        ignore_missing: bool,
+    ) {
+        let mut o =
+            ObjectOperation::targeted(Operation::JSONPatch, api_version, kind, namespace, name);
+        o.json_patch = Some(ops);
+        o.subresource = subresource.into();
+        o.ignore_missing_object = ignore_missing;
+        self.ops.push(o);
+    }
+
+    /// Patch with a jq program.
+    pub fn jq_patch(
+        &mut self,
+        filter: &str,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) {
+        let mut o =
+            ObjectOperation::targeted(Operation::JQPatch, api_version, kind, namespace, name);
+        o.jq_filter = Some(filter.into());
+        self.ops.push(o);
+    }
+
+    /// The recorded operations.
+    pub fn operations(&self) -> &[ObjectOperation] {
+        &self.ops
+    }
+}
+
+/// Parses a Kubernetes patch file: a stream of JSON objects (YAML is not produced by
+/// this SDK and not read here).
+pub fn parse_object_operations(text: &str) -> anyhow::Result<Vec<ObjectOperation>> {
+    let mut out = Vec::new();
+    for (i, item) in serde_json::Deserializer::from_str(text)
+        .into_iter::<ObjectOperation>()
+        .enumerate()
+    {
+        let op = item.map_err(|e| anyhow::anyhow!("operation {i}: {e}"))?;
+        op.validate()
+            .map_err(|e| anyhow::anyhow!("operation {i}: {e}"))?;
+        out.push(op);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_operation_round_trips_and_validates() {
+        let obj = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "ns"}});
+        let mut c = ObjectPatchCollector::default();
+        c.create(obj.clone());
+        c.create_or_update(obj.clone());
+        c.create_if_not_exists(obj);
+        c.delete("v1", "Secret", "ns", "s");
+        c.delete_in_background("v1", "Secret", "ns", "s");
+        c.delete_non_cascading("v1", "Secret", "ns", "s");
+        c.merge_patch(json!({"data": null}), "v1", "Secret", "ns", "s", "", true);
+        c.json_patch(
+            json!([{"op": "remove", "path": "/data"}]),
+            "v1",
+            "Secret",
+            "ns",
+            "s",
+            "status",
+            false,
+        );
+        c.jq_patch(".data = {}", "v1", "Secret", "ns", "s");
+        let stream: String = c
+            .operations()
+            .iter()
+            .map(|o| serde_json::to_string(o).unwrap() + "\n")
+            .collect();
+        let back = parse_object_operations(&stream).unwrap();
+        assert_eq!(back, c.operations());
+        assert!(stream
+            .lines()
+            .next()
+            .unwrap()
+            .starts_with("{\"operation\":\"Create\""));
+        assert!(stream.contains("\"ignoreMissingObject\":true"));
+        assert!(
+            !stream.contains("ignoreHookError"),
+            "false flags are omitted"
+        );
+    }
+
+    #[test]
+    fn incomplete_operations_are_refused() {
+        for bad in [
+            json!({"operation": "Create"}),
+            json!({"operation": "Create", "object": {"kind": "Secret", "metadata": {"name": "x"}}}),
+            json!({"operation": "Delete", "kind": "Secret"}),
+            json!({"operation": "MergePatch", "kind": "Secret", "name": "x"}),
+            json!({"operation": "Explode", "kind": "Secret", "name": "x"}),
+        ] {
+            assert!(parse_object_operations(&bad.to_string()).is_err(), "{bad}");
+        }
+    }
+}
