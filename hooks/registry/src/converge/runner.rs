@@ -1,0 +1,395 @@
+//! Plays addon-operator for a batch hook binary: learns the hooks from `hook list` and
+//! `hook config`, builds binding contexts from the file-backed cluster, runs
+//! `hook run N` with the runner's environment, and reads the output files back.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+use hook_sdk::config::{FieldSelector, LabelSelector};
+use hook_sdk::metrics::parse_metric_operations;
+use hook_sdk::objects::parse_object_operations;
+use hook_sdk::runtime::HookOutputs;
+use hook_sdk::values::parse_values_patch;
+use hook_sdk::{BindingContext, ContextType, SnapshotItem};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::store::Store;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MatchNames {
+    #[serde(default)]
+    match_names: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NamespaceSel {
+    name_selector: Option<MatchNames>,
+    label_selector: Option<LabelSelector>,
+}
+
+/// A kubernetes binding as the batch config states it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Binding {
+    /// Binding name.
+    pub name: String,
+    /// apiVersion of watched objects.
+    #[serde(default)]
+    pub api_version: String,
+    /// Kind of watched objects.
+    pub kind: String,
+    name_selector: Option<MatchNames>,
+    namespace: Option<NamespaceSel>,
+    label_selector: Option<LabelSelector>,
+    field_selector: Option<FieldSelector>,
+    jq_filter: Option<String>,
+    execute_hook_on_synchronization: Option<bool>,
+    keep_full_objects_in_memory: Option<bool>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct Metadata {
+    name: String,
+}
+
+/// A hook as the batch config states it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchHook {
+    metadata: Metadata,
+    /// Its index for `hook run`.
+    #[serde(skip)]
+    pub index: usize,
+    #[serde(default)]
+    kubernetes: Vec<Binding>,
+    on_startup: Option<u32>,
+    before_helm: Option<u32>,
+    after_helm: Option<u32>,
+}
+
+impl BatchHook {
+    /// The hook's name.
+    pub fn name(&self) -> &str {
+        &self.metadata.name
+    }
+
+    /// Its order for a lifecycle binding (`onStartup`, `beforeHelm`, `afterHelm`).
+    pub fn order(&self, binding: &str) -> Option<u32> {
+        match binding {
+            "onStartup" => self.on_startup,
+            "beforeHelm" => self.before_helm,
+            "afterHelm" => self.after_helm,
+            _ => None,
+        }
+    }
+
+    /// Whether the initial Synchronization runs the hook.
+    pub fn runs_on_synchronization(&self) -> bool {
+        self.kubernetes
+            .iter()
+            .any(|b| b.execute_hook_on_synchronization != Some(false))
+    }
+
+    /// Snapshots of every binding, built from the cluster.
+    pub fn snapshots(
+        &self,
+        store: &Store,
+    ) -> Result<std::collections::BTreeMap<String, Vec<SnapshotItem>>> {
+        self.kubernetes
+            .iter()
+            .map(|b| {
+                Ok((
+                    b.name.clone(),
+                    snapshot(store, b).with_context(|| format!("binding {}", b.name))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The Group context the batch runner sends on Synchronization.
+    pub fn synchronization_context(&self, store: &Store) -> Result<BindingContext> {
+        Ok(BindingContext {
+            binding: "main".into(),
+            kind: Some(ContextType::Group),
+            group_name: Some("main".into()),
+            snapshots: self.snapshots(store)?,
+            ..Default::default()
+        })
+    }
+
+    /// A lifecycle context (`beforeHelm`, ...) carrying all snapshots.
+    pub fn lifecycle_context(&self, binding: &str, store: &Store) -> Result<BindingContext> {
+        Ok(BindingContext {
+            binding: binding.into(),
+            snapshots: if binding == "onStartup" {
+                Default::default()
+            } else {
+                self.snapshots(store)?
+            },
+            ..Default::default()
+        })
+    }
+}
+
+/// Asks the binary for its hooks exactly as addon-operator does (empty environment).
+pub fn discover(exe: &Path) -> Result<Vec<BatchHook>> {
+    let list = Command::new(exe)
+        .args(["hook", "list"])
+        .env_clear()
+        .output()
+        .context("cannot run `hook list`")?;
+    let text = String::from_utf8_lossy(&list.stdout);
+    let count: usize = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("Found "))
+        .and_then(|l| l.strip_suffix(" items:"))
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("`hook list` did not print `Found N items:`: {text:?}"))?;
+    let config = Command::new(exe)
+        .args(["hook", "config"])
+        .env_clear()
+        .output()
+        .context("cannot run `hook config`")?;
+    if !config.status.success() {
+        bail!(
+            "`hook config` failed: {}",
+            String::from_utf8_lossy(&config.stderr).trim()
+        );
+    }
+    #[derive(Deserialize)]
+    struct Doc {
+        version: String,
+        hooks: Vec<BatchHook>,
+    }
+    let doc: Doc = serde_json::from_slice(&config.stdout)
+        .context("`hook config` is not the batch document")?;
+    if doc.version != "v1" || doc.hooks.len() != count {
+        bail!(
+            "`hook config` lists {} hooks (version {}), `hook list` {count}",
+            doc.hooks.len(),
+            doc.version
+        );
+    }
+    Ok(doc
+        .hooks
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut h)| {
+            h.index = i;
+            h
+        })
+        .collect())
+}
+
+fn labels_match(sel: &LabelSelector, labels: &Map<String, Value>) -> Result<bool> {
+    let get = |k: &str| labels.get(k).and_then(Value::as_str);
+    for (k, v) in &sel.match_labels {
+        if get(k) != Some(v.as_str()) {
+            return Ok(false);
+        }
+    }
+    for e in &sel.match_expressions {
+        let value = get(&e.key);
+        let ok = match e.operator.as_str() {
+            "In" => value.is_some_and(|v| e.values.iter().any(|x| x == v)),
+            "NotIn" => value.is_none_or(|v| !e.values.iter().any(|x| x == v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            other => {
+                bail!("label selector operator {other:?} is not In, NotIn, Exists or DoesNotExist")
+            }
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn fields_match(sel: &FieldSelector, obj: &Value) -> Result<bool> {
+    for e in &sel.match_expressions {
+        let pointer = format!("/{}", e.field.replace('.', "/"));
+        let actual = obj
+            .pointer(&pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let ok = match e.operator.as_str() {
+            "=" | "==" | "Equals" => actual == e.value,
+            "!=" | "NotEquals" => actual != e.value,
+            other => {
+                bail!("field selector operator {other:?} is not =, ==, Equals, != or NotEquals")
+            }
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn snapshot(store: &Store, b: &Binding) -> Result<Vec<SnapshotItem>> {
+    let empty = Map::new();
+    let mut objects = Vec::new();
+    for (key, obj) in store.iter() {
+        if key.kind != b.kind {
+            continue;
+        }
+        let api = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !b.api_version.is_empty() && api != b.api_version {
+            continue;
+        }
+        if let Some(n) = &b.name_selector {
+            if !n.match_names.contains(&key.name) {
+                continue;
+            }
+        }
+        if let Some(ns) = &b.namespace {
+            if let Some(n) = &ns.name_selector {
+                if !n.match_names.contains(&key.namespace) {
+                    continue;
+                }
+            }
+            if ns.label_selector.is_some() {
+                bail!("namespace label selectors are not supported by the local converge");
+            }
+        }
+        let labels = obj
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
+        if let Some(sel) = &b.label_selector {
+            if !labels_match(sel, labels)? {
+                continue;
+            }
+        }
+        if let Some(sel) = &b.field_selector {
+            if !fields_match(sel, obj)? {
+                continue;
+            }
+        }
+        objects.push(obj.clone());
+    }
+    let Some(filter) = &b.jq_filter else {
+        return Ok(objects
+            .into_iter()
+            .map(|o| SnapshotItem {
+                object: Some(o),
+                filter_result: None,
+            })
+            .collect());
+    };
+    let results = super::jq::map_filter(filter, &objects)?;
+    let keep = b.keep_full_objects_in_memory.unwrap_or(false);
+    Ok(objects
+        .into_iter()
+        .zip(results)
+        .map(|(o, r)| SnapshotItem {
+            object: keep.then_some(o),
+            filter_result: Some(r),
+        })
+        .collect())
+}
+
+/// Runs `hook run N` with input files in a temporary directory.
+pub fn run(
+    exe: &Path,
+    hook: &BatchHook,
+    contexts: &[BindingContext],
+    values: &Value,
+    config_values: &Value,
+) -> Result<HookOutputs> {
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let p = |n: &str| dir.path().join(n);
+    std::fs::write(p("binding-context.json"), serde_json::to_vec(contexts)?)?;
+    std::fs::write(p("values.json"), serde_json::to_vec(values)?)?;
+    std::fs::write(p("config-values.json"), serde_json::to_vec(config_values)?)?;
+    let outputs = [
+        "values-patch.json",
+        "config-values-patch.json",
+        "kubernetes-patch.json",
+        "metrics.json",
+    ];
+    for o in outputs {
+        std::fs::write(p(o), "")?;
+    }
+    let out = Command::new(exe)
+        .args(["hook", "run", &hook.index.to_string()])
+        .env_clear()
+        .env("BINDING_CONTEXT_PATH", p("binding-context.json"))
+        .env("VALUES_PATH", p("values.json"))
+        .env("CONFIG_VALUES_PATH", p("config-values.json"))
+        .env("VALUES_JSON_PATCH_PATH", p(outputs[0]))
+        .env("CONFIG_VALUES_JSON_PATCH_PATH", p(outputs[1]))
+        .env("KUBERNETES_PATCH_PATH", p(outputs[2]))
+        .env("METRICS_PATH", p(outputs[3]))
+        .output()
+        .with_context(|| format!("cannot run hook {}", hook.name()))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // The last JSON error line carries the message; fall back to raw stderr.
+        let msg = stderr
+            .lines()
+            .rev()
+            .find_map(|l| {
+                serde_json::from_str::<Value>(l)
+                    .ok()?
+                    .get("msg")?
+                    .as_str()
+                    .map(String::from)
+            })
+            .unwrap_or_else(|| stderr.trim().to_string());
+        bail!("hook {} failed: {msg}", hook.name());
+    }
+    let read = |n: &str| {
+        std::fs::read_to_string(p(n)).with_context(|| format!("hook {}: {n}", hook.name()))
+    };
+    Ok(HookOutputs {
+        values_patch: parse_values_patch(&read(outputs[0])?)
+            .with_context(|| format!("hook {}: values patch", hook.name()))?,
+        config_values_patch: parse_values_patch(&read(outputs[1])?)
+            .with_context(|| format!("hook {}: config values patch", hook.name()))?,
+        objects: parse_object_operations(&read(outputs[2])?)
+            .with_context(|| format!("hook {}: kubernetes patch", hook.name()))?,
+        metrics: parse_metric_operations(&read(outputs[3])?)
+            .with_context(|| format!("hook {}: metrics", hook.name()))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn selectors_match_like_the_api_server() {
+        let labels = json!({"node-role.kubernetes.io/master": "", "zone": "a"});
+        let labels = labels.as_object().unwrap();
+        let sel = |v: Value| -> LabelSelector { serde_json::from_value(v).unwrap() };
+        assert!(labels_match(&sel(json!({"matchExpressions": [{"key": "node-role.kubernetes.io/master", "operator": "Exists"}]})), labels).unwrap());
+        assert!(!labels_match(
+            &sel(
+                json!({"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]})
+            ),
+            labels
+        )
+        .unwrap());
+        assert!(labels_match(&sel(json!({"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}], "matchLabels": {"zone": "a"}})), labels).unwrap());
+        assert!(labels_match(
+            &sel(json!({"matchExpressions": [{"key": "x", "operator": "Bogus"}]})),
+            labels
+        )
+        .is_err());
+        let obj = json!({"metadata": {"name": "n1", "namespace": "ns"}});
+        let fs = |v: Value| -> FieldSelector { serde_json::from_value(v).unwrap() };
+        assert!(fields_match(&fs(json!({"matchExpressions": [{"field": "metadata.name", "operator": "=", "value": "n1"}]})), &obj).unwrap());
+        assert!(!fields_match(&fs(json!({"matchExpressions": [{"field": "metadata.name", "operator": "NotEquals", "value": "n1"}]})), &obj).unwrap());
+    }
+}

@@ -1,0 +1,20 @@
+//! The module's hooks: one file per hook, each a config and a handler.
+
+pub mod discover_masters;
+pub mod resolve_mode;
+
+use hook_sdk::Hook;
+
+/// The module's key in values (`embedded-registry` in lowerCamel).
+pub const MODULE_KEY: &str = "embeddedRegistry";
+
+/// Hooks run by addon-operator (listed by `hook list`, run by `hook run N`).
+/// Order matters: indexes are the batch protocol's hook ids.
+pub fn module_hooks() -> Vec<Hook> {
+    vec![discover_masters::hook(), resolve_mode::hook()]
+}
+
+/// Hooks run by shell-operator inside the manager DaemonSet (classic protocol only).
+pub fn node_hooks() -> Vec<Hook> {
+    vec![]
+}

@@ -1,0 +1,113 @@
+//! Decides what the chart renders: the effective mode and whether the registry runs in
+//! HA. Runs before every Helm render, after the masters are known.
+
+use anyhow::{bail, Context as _};
+use hook_sdk::{Hook, HookConfig, HookInput};
+
+use super::MODULE_KEY;
+use crate::internal::Master;
+use crate::settings::{Mode, Settings};
+
+/// The hook.
+pub fn hook() -> Hook {
+    Hook::new(
+        HookConfig {
+            name: "resolve-mode".into(),
+            before_helm: Some(10),
+            ..Default::default()
+        },
+        handle,
+    )
+}
+
+fn handle(input: &mut HookInput) -> anyhow::Result<()> {
+    let settings: Settings = input
+        .values
+        .get_as(MODULE_KEY)?
+        .context("values have no embeddedRegistry section")?;
+    let masters: Vec<Master> = input
+        .values
+        .get_as(&format!("{MODULE_KEY}.internal.masters"))?
+        .unwrap_or_default();
+    if settings.mode != Mode::Direct && masters.is_empty() {
+        bail!(
+            "mode {} needs at least one master node with an InternalIP (label node-role.kubernetes.io/control-plane); none found",
+            settings.mode
+        );
+    }
+    let control_plane_ha: Option<bool> = input
+        .values
+        .get_as("global.discovery.clusterControlPlaneIsHighlyAvailable")?;
+    let ha = match settings.mode {
+        Mode::Proxy => settings
+            .high_availability
+            .or(control_plane_ha)
+            .unwrap_or(masters.len() > 1),
+        Mode::Direct | Mode::Detached => false,
+    };
+    input
+        .values
+        .set(&format!("{MODULE_KEY}.internal.mode"), &settings.mode)?;
+    input
+        .values
+        .set(&format!("{MODULE_KEY}.internal.highAvailability"), &ha)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hook_sdk::testing::HookTest;
+    use serde_json::{json, Value};
+
+    fn run(settings: Value, masters: usize, global: Value) -> anyhow::Result<Value> {
+        let masters: Vec<Value> = (0..masters)
+            .map(|i| json!({"name": format!("m{i}"), "internalIP": format!("10.0.0.{i}")}))
+            .collect();
+        let mut er = settings;
+        er["internal"] = json!({"masters": masters});
+        HookTest::new()
+            .values(json!({"global": global, "embeddedRegistry": er}))
+            .lifecycle("beforeHelm")
+            .run(&hook())
+            .map(|o| o.values["embeddedRegistry"]["internal"].clone())
+    }
+
+    #[test]
+    fn ha_follows_setting_then_control_plane_then_master_count() {
+        let proxy = json!({"mode": "Proxy", "proxy": {"host": "h"}});
+        assert_eq!(
+            run(proxy.clone(), 3, json!({})).unwrap()["highAvailability"],
+            true
+        );
+        assert_eq!(
+            run(proxy.clone(), 1, json!({})).unwrap()["highAvailability"],
+            false
+        );
+        let cp = json!({"discovery": {"clusterControlPlaneIsHighlyAvailable": false}});
+        assert_eq!(
+            run(proxy.clone(), 3, cp).unwrap()["highAvailability"],
+            false
+        );
+        let mut forced = proxy;
+        forced["highAvailability"] = json!(true);
+        assert_eq!(run(forced, 1, json!({})).unwrap()["highAvailability"], true);
+        let detached = json!({"mode": "Detached", "detached": {}});
+        let out = run(detached, 3, json!({})).unwrap();
+        assert_eq!(
+            (out["mode"].clone(), out["highAvailability"].clone()),
+            (json!("Detached"), json!(false))
+        );
+    }
+
+    #[test]
+    fn a_registry_mode_without_masters_fails_clearly() {
+        let e = run(
+            json!({"mode": "Proxy", "proxy": {"host": "h"}}),
+            0,
+            json!({}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("at least one master"), "{e}");
+        assert!(run(json!({"mode": "Direct"}), 0, json!({})).is_ok());
+    }
+}

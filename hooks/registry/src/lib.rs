@@ -1,0 +1,29 @@
+//! The embedded-registry Deckhouse module: its hooks, settings and the local converge.
+//!
+//! The binary `embedded-registry` serves the module hooks to addon-operator (batch
+//! protocol), node hooks to shell-operator (classic protocol, by the name it is invoked
+//! under), and runs the local converge.
+
+pub mod converge;
+pub mod hooks;
+pub mod internal;
+pub mod settings;
+
+/// The batch registry of module hooks, as addon-operator sees it.
+pub fn module_registry() -> hook_sdk::runtime::Registry {
+    hook_sdk::runtime::Registry::new("embedded-registry", hooks::module_hooks())
+}
+
+/// Every hook that can run under the classic protocol, with its runner kind.
+pub fn classic_hooks() -> Vec<(hook_sdk::Hook, hook_sdk::config::RunnerKind)> {
+    use hook_sdk::config::RunnerKind;
+    hooks::module_hooks()
+        .into_iter()
+        .map(|h| (h, RunnerKind::Module))
+        .chain(
+            hooks::node_hooks()
+                .into_iter()
+                .map(|h| (h, RunnerKind::Shell)),
+        )
+        .collect()
+}

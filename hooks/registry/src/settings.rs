@@ -1,0 +1,334 @@
+//! The module's settings (ModuleConfig `spec.settings`), typed, with the cross-field
+//! rules that JSON Schema can only express as unhelpful `anyOf` failures.
+//!
+//! `openapi/config-values.yaml` is the authority the runner enforces; [`check`] runs
+//! first so that a user gets a sentence naming the field and the fix.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Where nodes pull platform images from.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum Mode {
+    /// No local registry.
+    #[default]
+    Direct,
+    /// A pull-through cache of the upstream registry.
+    Proxy,
+    /// A full local copy ("Mirror").
+    Detached,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Direct => "Direct",
+            Mode::Proxy => "Proxy",
+            Mode::Detached => "Detached",
+        })
+    }
+}
+
+/// `proxy` settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxySettings {
+    /// host[:port] of the upstream registry.
+    pub host: String,
+    /// `http` or `https`.
+    #[serde(default = "https")]
+    pub scheme: String,
+    /// Repository path, e.g. `/deckhouse/ee`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Upstream user.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Upstream password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// PEM CA bundle of the upstream.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// Go duration; `0` = never expire.
+    #[serde(default = "default_ttl")]
+    pub ttl: String,
+    /// `Fs`.
+    #[serde(default = "fs")]
+    pub storage_mode: String,
+}
+
+fn https() -> String {
+    "https".into()
+}
+fn default_ttl() -> String {
+    "168h".into()
+}
+fn fs() -> String {
+    "Fs".into()
+}
+
+/// `detached` settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DetachedSettings {
+    /// `Fs`.
+    #[serde(default = "fs")]
+    pub storage_mode: String,
+    /// Rotation of old releases.
+    #[serde(default)]
+    pub rotation: Rotation,
+}
+
+/// `detached.rotation`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rotation {
+    /// Latest releases to keep.
+    #[serde(default = "three")]
+    pub keep_releases: u32,
+}
+
+fn three() -> u32 {
+    3
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation { keep_releases: 3 }
+    }
+}
+
+/// All settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Settings {
+    /// The mode.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Proxy mode settings.
+    #[serde(default)]
+    pub proxy: Option<ProxySettings>,
+    /// Detached mode settings.
+    #[serde(default)]
+    pub detached: Option<DetachedSettings>,
+    /// HA override (Proxy only).
+    #[serde(default)]
+    pub high_availability: Option<bool>,
+}
+
+/// A settings error that names the field and the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted field path from the ModuleConfig root, e.g. `spec.settings.proxy.host`.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+fn err(field: &str, message: &str) -> FieldError {
+    FieldError {
+        field: format!(
+            "spec.settings{}{field}",
+            if field.is_empty() { "" } else { "." }
+        ),
+        message: message.into(),
+    }
+}
+
+/// Parses a Go duration (`1h30m`, `72h`, `0`, `1.5s`) into seconds.
+pub fn parse_go_duration(s: &str) -> Option<f64> {
+    if s == "0" {
+        return Some(0.0);
+    }
+    let mut rest = s;
+    let mut total = 0.0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return None;
+        }
+        let n: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += n * scale;
+    }
+    Some(total)
+}
+
+/// The cross-field rules, checked on settings with defaults applied.
+pub fn check(settings: &Value) -> Result<(), FieldError> {
+    let Some(obj) = settings.as_object() else {
+        return Err(err("", "must be an object (a map of settings)"));
+    };
+    let mode = obj.get("mode").and_then(Value::as_str).unwrap_or("Direct");
+    let has = |k: &str| obj.get(k).is_some_and(|v| !v.is_null());
+    match mode {
+        "Proxy" if !has("proxy") => {
+            return Err(err(
+                "proxy",
+                "is required when mode is Proxy: add proxy.host (and path, user, password as the upstream needs)",
+            ))
+        }
+        "Detached" if !has("detached") => {
+            return Err(err(
+                "detached",
+                "is required when mode is Detached: add detached: {storageMode: Fs}",
+            ))
+        }
+        _ => {}
+    }
+    if has("proxy") && mode != "Proxy" {
+        return Err(err(
+            "proxy",
+            &format!(
+                "is allowed only with mode Proxy (mode is {mode}): remove proxy or set mode: Proxy"
+            ),
+        ));
+    }
+    if has("detached") && mode != "Detached" {
+        return Err(err(
+            "detached",
+            &format!("is allowed only with mode Detached (mode is {mode}): remove detached or set mode: Detached"),
+        ));
+    }
+    if has("highAvailability") && mode != "Proxy" {
+        return Err(err(
+            "highAvailability",
+            &format!("is allowed only with mode Proxy (mode is {mode}): remove highAvailability"),
+        ));
+    }
+    if let Some(proxy) = obj.get("proxy").and_then(Value::as_object) {
+        let set = |k: &str| proxy.get(k).is_some_and(|v| !v.is_null());
+        if !set("host") {
+            return Err(err(
+                "proxy.host",
+                "is required: the upstream registry host, e.g. registry.deckhouse.io",
+            ));
+        }
+        match (set("user"), set("password")) {
+            (true, false) => {
+                return Err(err(
+                    "proxy.password",
+                    "is required when proxy.user is set: give both or neither",
+                ))
+            }
+            (false, true) => {
+                return Err(err(
+                    "proxy.user",
+                    "is required when proxy.password is set: give both or neither",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(ttl) = proxy.get("ttl").and_then(Value::as_str) {
+            if parse_go_duration(ttl).is_none() {
+                return Err(err(
+                    "proxy.ttl",
+                    &format!("{ttl:?} is not a Go duration: use e.g. 72h, 30m or 0 (never expire)"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("72h"), Some(259_200.0));
+        assert_eq!(parse_go_duration("1h30m"), Some(5400.0));
+        assert_eq!(parse_go_duration("0"), Some(0.0));
+        assert_eq!(parse_go_duration("1.5s"), Some(1.5));
+        for bad in ["", "h", "10", "10d", "1h-3m", "abc"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn cross_field_rules_name_the_field() {
+        let cases = [
+            (json!({"mode": "Proxy"}), "spec.settings.proxy"),
+            (json!({"mode": "Detached"}), "spec.settings.detached"),
+            (
+                json!({"mode": "Direct", "proxy": {"host": "h"}}),
+                "spec.settings.proxy",
+            ),
+            (
+                json!({"mode": "Proxy", "proxy": {"host": "h"}, "detached": {}}),
+                "spec.settings.detached",
+            ),
+            (
+                json!({"mode": "Detached", "detached": {}, "highAvailability": true}),
+                "spec.settings.highAvailability",
+            ),
+            (
+                json!({"mode": "Proxy", "proxy": {"host": "h", "user": "u"}}),
+                "spec.settings.proxy.password",
+            ),
+            (
+                json!({"mode": "Proxy", "proxy": {"host": "h", "password": "p"}}),
+                "spec.settings.proxy.user",
+            ),
+            (
+                json!({"mode": "Proxy", "proxy": {"path": "/x"}}),
+                "spec.settings.proxy.host",
+            ),
+            (
+                json!({"mode": "Proxy", "proxy": {"host": "h", "ttl": "7d"}}),
+                "spec.settings.proxy.ttl",
+            ),
+        ];
+        for (settings, field) in cases {
+            let e = check(&settings).unwrap_err();
+            assert_eq!(e.field, field, "{settings}");
+        }
+        assert!(check(
+            &json!({"mode": "Proxy", "proxy": {"host": "h", "user": "u", "password": "p"}})
+        )
+        .is_ok());
+        assert!(check(&json!({})).is_ok());
+    }
+
+    #[test]
+    fn typed_settings_fill_defaults() {
+        let s: Settings =
+            serde_json::from_value(json!({"mode": "Proxy", "proxy": {"host": "h"}})).unwrap();
+        let p = s.proxy.unwrap();
+        assert_eq!(
+            (p.scheme.as_str(), p.ttl.as_str(), p.storage_mode.as_str()),
+            ("https", "168h", "Fs")
+        );
+    }
+}
