@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::config::WatchEvent;
@@ -29,30 +30,78 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Value>
     Value::deserialize(d).map(Some)
 }
 
-/// One object of a snapshot.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// As [`present`], keeping the JSON text unparsed.
+fn present_raw<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+/// One object of a snapshot, kept as JSON text: a hook deserialises it straight into
+/// its own type, so fields it does not read cost no allocation (snapshots of thousands
+/// of full objects are most of a run's input).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotItem {
     /// The full object (absent with `keepFullObjectsInMemory: false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub object: Option<Value>,
+    pub object: Option<Box<RawValue>>,
     /// The jqFilter result (present only with a jqFilter; may be `null`).
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "present_raw",
         skip_serializing_if = "Option::is_none"
     )]
-    pub filter_result: Option<Value>,
+    pub filter_result: Option<Box<RawValue>>,
+}
+
+impl PartialEq for SnapshotItem {
+    fn eq(&self, other: &Self) -> bool {
+        let text = |v: &Option<Box<RawValue>>| v.as_ref().map(|r| r.get().to_owned());
+        text(&self.object) == text(&other.object)
+            && text(&self.filter_result) == text(&other.filter_result)
+    }
+}
+
+fn raw(v: &Value) -> Box<RawValue> {
+    serde_json::value::to_raw_value(v).expect("a Value always serialises")
 }
 
 impl SnapshotItem {
-    /// The value a hook works with: `filterResult` when present, else `object`, else null.
-    pub fn value(&self) -> &Value {
-        static NULL: Value = Value::Null;
+    /// An item holding only a filter result.
+    pub fn filtered(v: &Value) -> Self {
+        SnapshotItem {
+            object: None,
+            filter_result: Some(raw(v)),
+        }
+    }
+
+    /// An item holding a full object and, optionally, a filter result.
+    pub fn full(object: &Value, filter_result: Option<&Value>) -> Self {
+        SnapshotItem {
+            object: Some(raw(object)),
+            filter_result: filter_result.map(raw),
+        }
+    }
+
+    /// The JSON text a hook works with: `filterResult` when present, else `object`,
+    /// else `null`.
+    pub fn raw(&self) -> &str {
         self.filter_result
-            .as_ref()
-            .or(self.object.as_ref())
-            .unwrap_or(&NULL)
+            .as_deref()
+            .or(self.object.as_deref())
+            .map(RawValue::get)
+            .unwrap_or("null")
+    }
+
+    /// Whether that value is `null`.
+    pub fn is_null(&self) -> bool {
+        self.raw().trim() == "null"
+    }
+
+    /// Deserialises that value.
+    pub fn parse<T: DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_str(self.raw())
     }
 }
 
@@ -136,6 +185,22 @@ impl Snapshots {
         Snapshots { by_binding }
     }
 
+    /// As [`Snapshots::from_contexts`], moving the snapshots out of the contexts instead
+    /// of copying them (snapshots of thousands of objects are the bulk of the input).
+    /// The contexts keep everything else.
+    pub fn take_from_contexts(contexts: &mut [BindingContext]) -> Self {
+        let mut by_binding = BTreeMap::new();
+        for c in contexts {
+            by_binding.append(&mut std::mem::take(&mut c.snapshots));
+            if c.kind == Some(ContextType::Synchronization) {
+                if let Some(objects) = c.objects.take() {
+                    by_binding.insert(c.binding.clone(), objects);
+                }
+            }
+        }
+        Snapshots { by_binding }
+    }
+
     /// Whether the run carried a snapshot for `binding` (it may be empty).
     pub fn has(&self, binding: &str) -> bool {
         self.by_binding.contains_key(binding)
@@ -157,9 +222,9 @@ impl Snapshots {
         self.items(binding)
             .iter()
             .enumerate()
-            .filter(|(_, item)| !item.value().is_null())
+            .filter(|(_, item)| !item.is_null())
             .map(|(i, item)| {
-                T::deserialize(item.value()).map_err(|e| {
+                item.parse::<T>().map_err(|e| {
                     anyhow::anyhow!(
                         "snapshot {binding}[{i}]: {}",
                         crate::log::redact(&e.to_string())
@@ -216,12 +281,33 @@ mod tests {
     }
 
     #[test]
+    fn taking_snapshots_equals_copying_them() {
+        let text = json!([
+            {"binding": "a", "type": "Synchronization", "objects": [{"object": 1}]},
+            {"binding": "main", "type": "Group", "snapshots": {"a": [{"object": 2}], "b": []}},
+            {"binding": "b", "type": "Event", "watchEvent": "Deleted", "snapshots": {"b": [{"object": 3}]}}
+        ])
+        .to_string();
+        let mut cs = parse_contexts(&text).unwrap();
+        let copied = Snapshots::from_contexts(&cs);
+        let taken = Snapshots::take_from_contexts(&mut cs);
+        assert_eq!(copied, taken);
+        assert_eq!(taken.get::<u32>("a").unwrap(), vec![2]);
+        assert_eq!(taken.get::<u32>("b").unwrap(), vec![3]);
+        assert!(cs.iter().all(|c| c.snapshots.is_empty()));
+    }
+
+    #[test]
     fn filter_result_is_preferred_and_null_is_skipped() {
         let item: SnapshotItem =
-            serde_json::from_value(json!({"object": {"a": 1}, "filterResult": "x"})).unwrap();
-        assert_eq!(item.value(), &json!("x"));
-        let item: SnapshotItem = serde_json::from_value(json!({"object": {"a": 1}})).unwrap();
-        assert_eq!(item.value(), &json!({"a": 1}));
+            serde_json::from_str(r#"{"object": {"a": 1}, "filterResult": "x"}"#).unwrap();
+        assert_eq!(item.parse::<Value>().unwrap(), json!("x"));
+        let item: SnapshotItem = serde_json::from_str(r#"{"object": {"a": 1}}"#).unwrap();
+        assert_eq!(item.parse::<Value>().unwrap(), json!({"a": 1}));
+        let item: SnapshotItem =
+            serde_json::from_str(r#"{"object": {"a": 1}, "filterResult": null}"#).unwrap();
+        assert!(item.is_null(), "a null filter result is a result");
+        assert!(SnapshotItem::default().is_null());
         let cs = parse_contexts(
             &json!([{"binding": "b", "type": "Synchronization",
                       "objects": [{"filterResult": null}, {"filterResult": "n"}]}])

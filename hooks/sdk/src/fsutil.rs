@@ -28,9 +28,20 @@ impl Drop for Staged {
     }
 }
 
-/// Writes `content` to a temporary file beside `target` and syncs it; call
+/// Writes `content` to a temporary file beside `target` and syncs it to disk; call
 /// [`Staged::commit`] to move it into place. Dropping it removes the temporary file.
 pub fn stage(target: &Path, content: &[u8], mode: Option<u32>) -> Result<Staged> {
+    stage_with(target, content, mode, true)
+}
+
+/// As [`stage`]; `durable: false` skips the fsync, for files a reader consumes right
+/// away and that need not survive a power loss (a hook's output files).
+pub fn stage_with(
+    target: &Path,
+    content: &[u8],
+    mode: Option<u32>,
+    durable: bool,
+) -> Result<Staged> {
     let dir = target
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -57,7 +68,7 @@ pub fn stage(target: &Path, content: &[u8], mode: Option<u32>) -> Result<Staged>
     #[cfg(not(unix))]
     let _ = mode;
     f.write_all(content)
-        .and_then(|_| f.sync_all())
+        .and_then(|_| if durable { f.sync_all() } else { Ok(()) })
         .with_context(|| format!("{}: cannot write", tmp.display()))?;
     Ok(staged)
 }

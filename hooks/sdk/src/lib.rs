@@ -81,7 +81,8 @@ impl Hook {
 
 /// Everything a handler sees and everything it may change.
 pub struct HookInput {
-    /// The binding contexts of this run, in the order the runner delivered them.
+    /// The binding contexts of this run, in the order the runner delivered them; their
+    /// snapshots and Synchronization objects have moved to `snapshots`.
     pub contexts: Vec<BindingContext>,
     /// Snapshots by binding name, as of the last context of this run.
     pub snapshots: Snapshots,
@@ -101,11 +102,11 @@ impl HookInput {
     /// Builds an input from parsed contexts and values documents.
     pub fn new(
         hook_name: &str,
-        contexts: Vec<BindingContext>,
+        mut contexts: Vec<BindingContext>,
         values: serde_json::Value,
         config_values: serde_json::Value,
     ) -> Self {
-        let snapshots = Snapshots::from_contexts(&contexts);
+        let snapshots = Snapshots::take_from_contexts(&mut contexts);
         HookInput {
             contexts,
             snapshots,

@@ -171,7 +171,10 @@ pub fn execute(hook: &Hook, io: &IoPaths, module: bool) -> Result<HookOutputs> {
     let mut staged = Vec::new();
     for (var, path, produced, content) in files {
         match path {
-            Some(p) => staged.push(crate::fsutil::stage(p, content.as_bytes(), None).context(var)?),
+            // The runner reads these right after the process exits: the rename keeps
+            // them whole; a flush to disk would only cost time.
+            Some(p) => staged
+                .push(crate::fsutil::stage_with(p, content.as_bytes(), None, false).context(var)?),
             None if produced => bail!("{var} is not set, but the hook produced output for it"),
             None => {}
         }

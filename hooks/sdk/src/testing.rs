@@ -16,18 +16,12 @@ use crate::Hook;
 
 /// A snapshot item holding only a filter result.
 pub fn filtered(v: impl Into<Value>) -> SnapshotItem {
-    SnapshotItem {
-        object: None,
-        filter_result: Some(v.into()),
-    }
+    SnapshotItem::filtered(&v.into())
 }
 
 /// A snapshot item holding only a full object.
 pub fn full(object: Value) -> SnapshotItem {
-    SnapshotItem {
-        object: Some(object),
-        filter_result: None,
-    }
+    SnapshotItem::full(&object, None)
 }
 
 /// What a run produced, with the values patch already applied (strictly).

@@ -280,10 +280,7 @@ fn snapshot(store: &Store, b: &Binding) -> Result<Vec<SnapshotItem>> {
     let Some(filter) = &b.jq_filter else {
         return Ok(objects
             .into_iter()
-            .map(|o| SnapshotItem {
-                object: Some(o),
-                filter_result: None,
-            })
+            .map(|o| SnapshotItem::full(&o, None))
             .collect());
     };
     let results = super::jq::map_filter(filter, &objects)?;
@@ -291,9 +288,12 @@ fn snapshot(store: &Store, b: &Binding) -> Result<Vec<SnapshotItem>> {
     Ok(objects
         .into_iter()
         .zip(results)
-        .map(|(o, r)| SnapshotItem {
-            object: keep.then_some(o),
-            filter_result: Some(r),
+        .map(|(o, r)| {
+            if keep {
+                SnapshotItem::full(&o, Some(&r))
+            } else {
+                SnapshotItem::filtered(&r)
+            }
         })
         .collect())
 }

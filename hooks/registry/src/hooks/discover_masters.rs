@@ -61,34 +61,32 @@ struct NodeMeta {
     name: String,
 }
 
-/// A snapshot item: the filter result, or a full Node when the runner keeps objects.
+/// A snapshot item: the filter result (`name`, `internalIP`) or, when the runner
+/// passes whole objects, a Node (`metadata`, `status`). One struct reads both in one
+/// pass; an untagged enum would parse every object twice.
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum NodeItem {
-    Filtered {
-        name: String,
-        #[serde(rename = "internalIP")]
-        internal_ip: Option<String>,
-    },
-    Full {
-        metadata: NodeMeta,
-        status: Option<NodeStatus>,
-    },
+struct NodeItem {
+    name: Option<String>,
+    #[serde(rename = "internalIP")]
+    internal_ip: Option<String>,
+    metadata: Option<NodeMeta>,
+    status: Option<NodeStatus>,
 }
 
 impl NodeItem {
-    fn into_parts(self) -> (String, Option<String>) {
-        match self {
-            NodeItem::Filtered { name, internal_ip } => (name, internal_ip),
-            NodeItem::Full { metadata, status } => {
-                let ip = status.and_then(|s| {
+    fn into_parts(self) -> Option<(String, Option<String>)> {
+        match (self.name, self.metadata) {
+            (Some(name), _) => Some((name, self.internal_ip)),
+            (None, Some(meta)) => {
+                let ip = self.status.and_then(|s| {
                     s.addresses
                         .into_iter()
                         .find(|a| a.kind == "InternalIP")
                         .map(|a| a.address)
                 });
-                (metadata.name, ip)
+                Some((meta.name, ip))
             }
+            (None, None) => None,
         }
     }
 }
@@ -97,8 +95,16 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let mut masters = BTreeMap::new();
     let mut without_ip = Vec::new();
     for (binding, _) in MASTER_LABELS {
-        for item in input.snapshots.get::<NodeItem>(binding)? {
-            match item.into_parts() {
+        for (i, item) in input
+            .snapshots
+            .get::<NodeItem>(binding)?
+            .into_iter()
+            .enumerate()
+        {
+            let parts = item.into_parts().ok_or_else(|| {
+                anyhow::anyhow!("snapshot {binding}[{i}]: neither a Node nor a filter result")
+            })?;
+            match parts {
                 (name, Some(ip)) if !ip.is_empty() => {
                     masters.insert(
                         name.clone(),

@@ -1,0 +1,97 @@
+"""Shared helpers for the end-to-end tests: the real hook binary, the real Helm engine
+(through the converge), real Kubernetes schemas."""
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+BIN = pathlib.Path(os.environ.get("EMBEDDED_REGISTRY_BIN", ROOT / "target" / "release" / "embedded-registry"))
+
+
+def run(args, env=None, cwd=None, stdin=None):
+    """Runs the binary; returns the CompletedProcess (text mode)."""
+    return subprocess.run([str(BIN), *args], env=env, cwd=cwd, input=stdin,
+                          capture_output=True, text=True, timeout=120)
+
+
+def tree_digest(path: pathlib.Path) -> str:
+    """A digest of every file (name and content) under path; '' when absent."""
+    if not path.exists():
+        return ""
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        h.update(str(p.relative_to(path)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+class Converge:
+    """Runs `embedded-registry converge` against a state directory."""
+
+    def __init__(self, state: pathlib.Path):
+        self.state = state
+
+    def __call__(self, module_config, nodes=None, extra=(), expect_rc=0, python=sys.executable):
+        args = ["converge", "--module-config", str(module_config), "--state", str(self.state),
+                "--module-dir", str(ROOT), "--python", str(python), "--json", *extra]
+        if nodes is not None:
+            args += ["--nodes", str(nodes)]
+        p = run(args)
+        assert p.returncode == expect_rc, f"rc={p.returncode}\nstdout={p.stdout}\nstderr={p.stderr}"
+        if expect_rc == 0:
+            return json.loads(p.stdout)
+        return p
+
+    def values(self):
+        return json.loads((self.state / "values.json").read_text())
+
+    def rendered(self):
+        root = self.state / "rendered"
+        return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def converge(tmp_path):
+    return Converge(tmp_path / "state")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def built_binary():
+    assert BIN.exists(), f"{BIN} is missing: run `cargo build --release` (scripts/test does)"
+
+
+def module_config(tmp_path, settings, name="mc.yaml", enabled=True, **spec):
+    """Writes a ModuleConfig with the given settings; returns its path."""
+    import yaml
+    doc = {"apiVersion": "deckhouse.io/v1alpha1", "kind": "ModuleConfig",
+           "metadata": {"name": "embedded-registry"},
+           "spec": {"version": 1, "enabled": enabled, "settings": settings, **spec}}
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def nodes_file(tmp_path, masters, workers=0, name="nodes.yaml", legacy=()):
+    """Writes a node list: masters as (name, ip) pairs, `legacy` names labelled the old way."""
+    import yaml
+    items = []
+    for n, ip in masters:
+        label = "node-role.kubernetes.io/master" if n in legacy else "node-role.kubernetes.io/control-plane"
+        addresses = [{"type": "Hostname", "address": n}]
+        if ip:
+            addresses.insert(0, {"type": "InternalIP", "address": ip})
+        items.append({"apiVersion": "v1", "kind": "Node", "metadata": {"name": n, "labels": {label: ""}},
+                      "status": {"addresses": addresses}})
+    for i in range(workers):
+        items.append({"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"worker-{i}", "labels": {}},
+                      "status": {"addresses": [{"type": "InternalIP", "address": f"10.1.0.{i + 1}"}]}})
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}))
+    return path
