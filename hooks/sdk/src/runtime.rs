@@ -171,6 +171,10 @@ pub fn execute(hook: &Hook, io: &IoPaths, module: bool) -> Result<HookOutputs> {
     let mut staged = Vec::new();
     for (var, path, produced, content) in files {
         match path {
+            // Nothing to say and nothing stale to overwrite (absent or empty, as the
+            // runner creates it): an empty file means "no output", so leave it.
+            Some(p)
+                if content.is_empty() && std::fs::metadata(p).map_or(true, |m| m.len() == 0) => {}
             // The runner reads these right after the process exits: the rename keeps
             // them whole; a flush to disk would only cost time.
             Some(p) => staged
@@ -355,17 +359,17 @@ mod tests {
     }
 
     #[test]
-    fn a_successful_run_writes_every_output() {
+    fn a_successful_run_writes_its_outputs_and_clears_stale_ones() {
         let (d, io) = Dir::new(r#"{"m":{}}"#);
+        fs::write(io.kubernetes_patch.as_ref().unwrap(), "stale").unwrap();
         execute(&setting_hook(), &io, true).unwrap();
         assert_eq!(
             d.outputs(),
-            [
-                "config-patch.json",
-                "k8s.json",
-                "metrics.json",
-                "values-patch.json"
-            ]
+            ["k8s.json", "metrics.json", "values-patch.json"]
+        );
+        assert_eq!(
+            fs::read_to_string(io.kubernetes_patch.as_ref().unwrap()).unwrap(),
+            ""
         );
         let patch = fs::read_to_string(io.values_patch.unwrap()).unwrap();
         let ops: Value = serde_json::from_str(&patch).unwrap();
