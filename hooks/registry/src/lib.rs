@@ -4,9 +4,11 @@
 //! protocol), node hooks to shell-operator (classic protocol, by the name it is invoked
 //! under), and runs the local converge.
 
+pub mod clock;
 pub mod converge;
 pub mod hooks;
 pub mod internal;
+pub mod pki;
 pub mod settings;
 
 /// The batch registry of module hooks, as addon-operator sees it.
