@@ -27,7 +27,8 @@ def test_converge_twice_changes_nothing(converge, example):
     assert not second["changed"], second
     assert second["objects"] == {"created": [], "updated": [], "deleted": []}
     assert tree_digest(converge.state) == state_after_first
-    assert first["hookRuns"] == ["Synchronization:discover-masters", "beforeHelm:resolve-mode"]
+    assert first["hookRuns"] == ["Synchronization:discover-masters", "beforeHelm:resolve-mode",
+                                 "beforeHelm:pki", "beforeHelm:users"]
 
 
 def test_proxy_on_three_masters(converge):
@@ -92,8 +93,11 @@ def test_master_set_changes_follow_the_nodes(converge, tmp_path):
     s = converge(EXAMPLES / "moduleconfig-detached.yaml", two)
     assert s["masters"] == [{"name": "master-0", "internalIP": "10.128.0.10"},
                             {"name": "master-1", "internalIP": "10.128.0.99"}]
-    assert sorted(s["objects"]["deleted"]) == ["Node/master-2", "Node/worker-0", "Node/worker-1"]
-    assert s["objects"]["updated"] == ["Node/master-0", "Node/master-1"], "both files differ from the example"
+    assert sorted(s["objects"]["deleted"]) == ["Node/master-2", "Node/worker-0", "Node/worker-1",
+                                               "d8-system/Secret/registry-node-master-2-pki"]
+    assert s["objects"]["updated"] == ["Node/master-0", "Node/master-1",
+                                       "d8-system/Secret/registry-node-master-1-pki",  # its IP changed
+                                       "d8-system/Secret/registry-ro-pull"]  # lists master endpoints
     assert s["valuesChanged"]
 
 

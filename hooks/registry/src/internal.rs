@@ -2,8 +2,11 @@
 //!
 //! `openapi/values.yaml` describes the same tree; a test keeps the two from drifting.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::pki::Pair;
 use crate::settings::Mode;
 
 /// A master node that runs the registry.
@@ -19,6 +22,50 @@ pub struct Master {
     pub internal_ip: String,
 }
 
+/// A master's server certificates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct NodePki {
+    /// distribution's TLS pair.
+    pub distribution: Pair,
+    /// docker_auth's TLS pair.
+    pub auth: Pair,
+}
+
+/// Certificates and shared secrets the chart renders into the registry's configs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PkiValues {
+    /// Every CA certificate to trust (during a rotation, old and new).
+    pub ca_bundle: String,
+    /// The token signer docker_auth uses now.
+    pub token: Pair,
+    /// Every token certificate distribution trusts (its `rootcertbundle`).
+    pub token_bundle: String,
+    /// distribution's `http.secret`, shared by every instance.
+    pub http_secret: String,
+    /// Server certificates by master name.
+    pub nodes: BTreeMap<String, NodePki>,
+}
+
+/// A registry user as docker_auth needs it (no password).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserValues {
+    /// Login name.
+    pub name: String,
+    /// bcrypt hash of the password.
+    pub password_hash: String,
+}
+
+/// The registry's users.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Users {
+    /// Pull only.
+    pub ro: UserValues,
+    /// Pull, push, delete.
+    pub rw: UserValues,
+}
+
 /// The computed values.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -32,6 +79,12 @@ pub struct Internal {
     /// Registry on every master (Proxy only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub high_availability: Option<bool>,
+    /// Certificates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pki: Option<PkiValues>,
+    /// Users.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<Users>,
 }
 
 #[cfg(test)]
@@ -81,12 +134,14 @@ mod tests {
                     .and_then(Value::as_object)
                     .cloned()
                     .unwrap_or_default();
-                Value::Object(
-                    props
-                        .iter()
-                        .map(|(k, v)| (k.clone(), shape(v, defs)))
-                        .collect(),
-                )
+                let mut out: serde_json::Map<String, Value> = props
+                    .iter()
+                    .map(|(k, v)| (k.clone(), shape(v, defs)))
+                    .collect();
+                if let Some(extra) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                    out.insert("*".into(), shape(extra, defs));
+                }
+                Value::Object(out)
             }
             Some("array") => Value::Array(vec![shape(&schema["items"], defs)]),
             _ => ty,

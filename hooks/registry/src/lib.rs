@@ -9,6 +9,7 @@ pub mod converge;
 pub mod hooks;
 pub mod internal;
 pub mod pki;
+pub mod secrets;
 pub mod settings;
 
 /// The batch registry of module hooks, as addon-operator sees it.

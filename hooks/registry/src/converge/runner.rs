@@ -320,9 +320,14 @@ pub fn run(
     for o in outputs {
         std::fs::write(p(o), "")?;
     }
-    let out = Command::new(exe)
-        .args(["hook", "run", &hook.index.to_string()])
-        .env_clear()
+    let mut cmd = Command::new(exe);
+    cmd.args(["hook", "run", &hook.index.to_string()])
+        .env_clear();
+    // The one variable a converge passes through: a fixed clock, to step time.
+    if let Some(now) = std::env::var_os(crate::clock::NOW_VAR) {
+        cmd.env(crate::clock::NOW_VAR, now);
+    }
+    let out = cmd
         .env("BINDING_CONTEXT_PATH", p("binding-context.json"))
         .env("VALUES_PATH", p("values.json"))
         .env("CONFIG_VALUES_PATH", p("config-values.json"))

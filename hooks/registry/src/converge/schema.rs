@@ -221,7 +221,10 @@ mod tests {
         assert_eq!(v["proxy"]["scheme"], "https");
         let mut v = json!({});
         s.values.apply_defaults(&mut v);
-        assert_eq!(v, json!({"mode": "Direct", "internal": {}}));
+        assert_eq!(
+            v,
+            json!({"mode": "Direct", "certificates": {"renewalThresholdPercent": 33}, "internal": {}})
+        );
     }
 
     /// The schema alone (what the runner enforces) rejects what `settings::check` does.

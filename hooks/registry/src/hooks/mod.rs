@@ -1,7 +1,9 @@
 //! The module's hooks: one file per hook, each a config and a handler.
 
 pub mod discover_masters;
+pub mod pki;
 pub mod resolve_mode;
+pub mod users;
 
 use hook_sdk::Hook;
 
@@ -11,7 +13,12 @@ pub const MODULE_KEY: &str = "embeddedRegistry";
 /// Hooks run by addon-operator (listed by `hook list`, run by `hook run N`).
 /// Order matters: indexes are the batch protocol's hook ids.
 pub fn module_hooks() -> Vec<Hook> {
-    vec![discover_masters::hook(), resolve_mode::hook()]
+    vec![
+        discover_masters::hook(),
+        resolve_mode::hook(),
+        pki::hook(),
+        users::hook(),
+    ]
 }
 
 /// Hooks run by shell-operator inside the manager DaemonSet (classic protocol only).

@@ -18,13 +18,22 @@ use time::OffsetDateTime;
 use x509_parser::extensions::GeneralName;
 use x509_parser::pem::parse_x509_pem;
 
-/// A certificate and its private key, both PEM.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+/// A certificate and its private key, both PEM. `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Pair {
     /// PEM certificate.
     pub cert: String,
     /// PEM PKCS#8 private key.
     pub key: String,
+}
+
+impl std::fmt::Debug for Pair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pair")
+            .field("cert", &self.cert)
+            .field("key", &"(hidden)")
+            .finish()
+    }
 }
 
 /// What the checks read from a certificate.

@@ -1,0 +1,282 @@
+//! The registry's users: `ro` (pull only) and `rw` (pull, push, delete).
+//!
+//! Each lives in a Secret (`registry-user-ro`, `registry-user-rw`: `name`, `password`,
+//! `passwordHash`) and is never regenerated while valid; deleting the Secret rotates the
+//! user. Only names and bcrypt hashes reach the values (docker_auth needs nothing more);
+//! the `ro` password also goes into `registry-ro-pull`, a `.dockerconfigjson` Secret for
+//! nodes and components that pull from the embedded registry.
+
+use std::collections::BTreeMap;
+
+use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, NamespaceSelector};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::MODULE_KEY;
+use crate::internal::{Master, UserValues, Users};
+use crate::secrets::{self, NAMESPACE, SECRET_FILTER};
+
+/// bcrypt cost: docker_auth checks a password on every token request.
+pub const BCRYPT_COST: u32 = 10;
+/// Generated password length (alphanumeric: about 143 bits).
+pub const PASSWORD_LEN: usize = 24;
+/// The pull Secret for the `ro` user.
+pub const PULL_SECRET: &str = "registry-ro-pull";
+/// Registry port on every master.
+pub const REGISTRY_PORT: u16 = 5001;
+
+/// Name of a user's Secret.
+pub fn user_secret(role: &str) -> String {
+    format!("registry-user-{role}")
+}
+
+/// The hook.
+pub fn hook() -> Hook {
+    Hook::new(
+        HookConfig {
+            name: "users".into(),
+            before_helm: Some(20),
+            kubernetes: vec![KubernetesBinding {
+                namespace: Some(NamespaceSelector::names(&[NAMESPACE])),
+                name_selector: Some(hook_sdk::config::NameSelector {
+                    match_names: vec![user_secret("ro"), user_secret("rw"), PULL_SECRET.into()],
+                }),
+                jq_filter: Some(SECRET_FILTER.into()),
+                keep_full_objects_in_memory: Some(false),
+                execute_hook_on_event: Some(vec![]),
+                execute_hook_on_synchronization: Some(false),
+                ..KubernetesBinding::new("user_secrets", "v1", "Secret")
+            }],
+            ..Default::default()
+        },
+        handle,
+    )
+}
+
+/// A fast check that `hash` was made from `password`, so a run does not pay for a
+/// bcrypt verification (tens of milliseconds) when nothing changed. It is stored next
+/// to the plaintext password, so it reveals nothing the Secret does not already hold.
+fn hash_check(password: &str, hash: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(password.as_bytes())
+        .chain_update([0u8])
+        .chain_update(hash.as_bytes())
+        .finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn new_password() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), PASSWORD_LEN)
+}
+
+fn bcrypt_hash(password: &str) -> anyhow::Result<String> {
+    Ok(bcrypt::hash_with_result(password, BCRYPT_COST)?.format_for_version(bcrypt::Version::TwoA))
+}
+
+/// Keeps a user, repairs its hash, or creates it. Returns the Secret data.
+fn reconcile_user(
+    role: &str,
+    stored: Option<&BTreeMap<String, String>>,
+    log: &hook_sdk::Logger,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let valid_password = |p: &String| p.len() >= 16 && p.chars().all(|c| c.is_ascii_alphanumeric());
+    let kept = stored
+        .filter(|d| d.get("name").map(String::as_str) == Some(role))
+        .and_then(|d| {
+            d.get("password")
+                .filter(|p| valid_password(p))
+                .map(|p| (d, p.clone()))
+        });
+    let (password, hash) = match kept {
+        Some((d, password)) => {
+            let hash = d.get("passwordHash").cloned().unwrap_or_default();
+            let checked = d.get("passwordHashCheck").map(String::as_str)
+                == Some(hash_check(&password, &hash).as_str());
+            if checked || bcrypt::verify(&password, &hash).unwrap_or(false) {
+                (password, hash)
+            } else {
+                log.info(
+                    &format!("user {role}: password hash did not match; recomputed"),
+                    &[],
+                );
+                let h = bcrypt_hash(&password)?;
+                (password, h)
+            }
+        }
+        None => {
+            log.info(&format!("user {role}: created"), &[]);
+            let p = new_password();
+            let h = bcrypt_hash(&p)?;
+            (p, h)
+        }
+    };
+    Ok(BTreeMap::from([
+        ("name".to_string(), role.to_string()),
+        (
+            "passwordHashCheck".to_string(),
+            hash_check(&password, &hash),
+        ),
+        ("password".to_string(), password),
+        ("passwordHash".to_string(), hash),
+    ]))
+}
+
+/// The `.dockerconfigjson` for `user` on every master's endpoint and the Service name.
+pub fn docker_config(masters: &[Master], user: &str, password: &str) -> String {
+    let auth = secrets::b64(&format!("{user}:{password}"));
+    let entry = json!({"username": user, "password": password, "auth": auth});
+    let mut auths = serde_json::Map::new();
+    for m in masters {
+        auths.insert(format!("{}:{REGISTRY_PORT}", m.internal_ip), entry.clone());
+    }
+    auths.insert(
+        format!("embedded-registry.{NAMESPACE}.svc:{REGISTRY_PORT}"),
+        entry,
+    );
+    json!({"auths": auths}).to_string()
+}
+
+fn handle(input: &mut HookInput) -> anyhow::Result<()> {
+    let existing = secrets::by_name(input, "user_secrets")?;
+    let masters: Vec<Master> = input
+        .values
+        .get_as(&format!("{MODULE_KEY}.internal.masters"))?
+        .unwrap_or_default();
+    let mut users = BTreeMap::new();
+    for role in ["ro", "rw"] {
+        let name = user_secret(role);
+        let data = reconcile_user(role, existing.get(&name), &input.log)?;
+        if Some(&data) != existing.get(&name) {
+            input
+                .objects
+                .create_or_update(secrets::secret(&name, "user", "Opaque", &data, &[]));
+        }
+        users.insert(role, data);
+    }
+    let ro = &users["ro"];
+    let pull = BTreeMap::from([(
+        ".dockerconfigjson".to_string(),
+        docker_config(&masters, &ro["name"], &ro["password"]),
+    )]);
+    if Some(&pull) != existing.get(PULL_SECRET) {
+        input.objects.create_or_update(secrets::secret(
+            PULL_SECRET,
+            "pull",
+            "kubernetes.io/dockerconfigjson",
+            &pull,
+            &[],
+        ));
+    }
+    let user = |role: &str| UserValues {
+        name: users[role]["name"].clone(),
+        password_hash: users[role]["passwordHash"].clone(),
+    };
+    input.values.set(
+        &format!("{MODULE_KEY}.internal.users"),
+        &Users {
+            ro: user("ro"),
+            rw: user("rw"),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hook_sdk::objects::ObjectOperation;
+    use hook_sdk::testing::{filtered, HookTest};
+
+    fn run(secrets: Vec<serde_json::Value>) -> hook_sdk::testing::TestOutput {
+        HookTest::new()
+            .values(json!({"global": {}, "embeddedRegistry": {"internal": {"masters": [{"name": "m1", "internalIP": "10.0.0.1"}]}}}))
+            .group_snapshot("user_secrets", secrets.into_iter().map(filtered).collect())
+            .lifecycle("beforeHelm")
+            .run(&hook())
+            .unwrap()
+    }
+
+    fn as_snapshot(op: &ObjectOperation) -> serde_json::Value {
+        let o = op.object.as_ref().unwrap();
+        json!({"name": o["metadata"]["name"], "data": o["data"]})
+    }
+
+    fn data(op: &ObjectOperation) -> BTreeMap<String, String> {
+        crate::secrets::SecretSnap {
+            name: String::new(),
+            data: serde_json::from_value(op.object.as_ref().unwrap()["data"].clone()).unwrap(),
+        }
+        .decoded()
+    }
+
+    #[test]
+    fn creates_users_once_and_keeps_them() {
+        let first = run(vec![]);
+        assert_eq!(first.objects.len(), 3, "two users and the pull secret");
+        let ro = data(&first.objects[0]);
+        assert_eq!(ro["name"], "ro");
+        assert!(ro["password"].len() >= 16);
+        assert!(bcrypt::verify(&ro["password"], &ro["passwordHash"]).unwrap());
+        assert!(ro["passwordHash"].starts_with("$2a$10$"));
+        let internal = &first.values["embeddedRegistry"]["internal"]["users"];
+        assert_eq!(internal["ro"]["passwordHash"], ro["passwordHash"].as_str());
+        assert!(
+            !first.values.to_string().contains(&ro["password"]),
+            "no password in values"
+        );
+        let pull = data(&first.objects[2]);
+        let cfg: serde_json::Value = serde_json::from_str(&pull[".dockerconfigjson"]).unwrap();
+        assert_eq!(cfg["auths"]["10.0.0.1:5001"]["username"], "ro");
+
+        let second = run(first.objects.iter().map(as_snapshot).collect());
+        assert!(
+            second.objects.is_empty(),
+            "valid users are never regenerated"
+        );
+        assert_eq!(second.values, first.values);
+    }
+
+    #[test]
+    fn a_wrong_hash_is_recomputed_and_the_password_kept() {
+        let first = run(vec![]);
+        let mut ro = data(&first.objects[0]);
+        let password = ro["password"].clone();
+        ro.insert(
+            "passwordHash".into(),
+            bcrypt_hash("something-else").unwrap(),
+        );
+        let snap = json!({"name": "registry-user-ro", "data": ro.iter().map(|(k, v)| (k.clone(), crate::secrets::b64(v))).collect::<BTreeMap<_, _>>()});
+        let mut snaps: Vec<_> = first.objects.iter().map(as_snapshot).collect();
+        snaps[0] = snap;
+        let second = run(snaps);
+        assert_eq!(second.objects.len(), 1);
+        let fixed = data(&second.objects[0]);
+        assert_eq!(fixed["password"], password);
+        assert!(bcrypt::verify(&password, &fixed["passwordHash"]).unwrap());
+    }
+
+    #[test]
+    fn deleting_a_secret_rotates_that_user_only() {
+        let first = run(vec![]);
+        let rw_before = data(&first.objects[1]);
+        let snaps: Vec<_> = first.objects.iter().skip(1).map(as_snapshot).collect();
+        let second = run(snaps);
+        let names: Vec<_> = second
+            .objects
+            .iter()
+            .map(|o| o.object.as_ref().unwrap()["metadata"]["name"].clone())
+            .collect();
+        assert_eq!(
+            names,
+            vec![json!("registry-user-ro"), json!("registry-ro-pull")]
+        );
+        assert_ne!(
+            data(&second.objects[0])["password"],
+            data(&first.objects[0])["password"]
+        );
+        assert_eq!(
+            second.values["embeddedRegistry"]["internal"]["users"]["rw"]["passwordHash"],
+            rw_before["passwordHash"].as_str()
+        );
+    }
+}
