@@ -38,12 +38,16 @@ class Converge:
     def __init__(self, state: pathlib.Path):
         self.state = state
 
-    def __call__(self, module_config, nodes=None, extra=(), expect_rc=0, python=sys.executable):
+    def __call__(self, module_config, nodes=None, extra=(), expect_rc=0, python=sys.executable, now=None):
+        """`now` (unix seconds) fixes the hooks' clock, to step through renewals."""
         args = ["converge", "--module-config", str(module_config), "--state", str(self.state),
                 "--module-dir", str(ROOT), "--python", str(python), "--json", *extra]
         if nodes is not None:
             args += ["--nodes", str(nodes)]
-        p = run(args)
+        env = None
+        if now is not None:
+            env = dict(os.environ, EMBEDDED_REGISTRY_NOW=str(int(now)))
+        p = run(args, env=env)
         assert p.returncode == expect_rc, f"rc={p.returncode}\nstdout={p.stdout}\nstderr={p.stderr}"
         if expect_rc == 0:
             return json.loads(p.stdout)

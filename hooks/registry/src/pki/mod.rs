@@ -36,6 +36,10 @@ impl std::fmt::Debug for Pair {
     }
 }
 
+/// Renew anything with less than this left (seconds): 30 days, the same horizon as the
+/// expiry alert.
+pub const MIN_REMAINING: i64 = 30 * 86_400;
+
 /// What the checks read from a certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertInfo {
@@ -57,10 +61,13 @@ impl CertInfo {
         self.not_after - now
     }
 
-    /// Whether less than `percent` of the lifetime is left at `now`.
+    /// Whether it must be renewed at `now`: less than `percent` of its lifetime left,
+    /// or less than [`MIN_REMAINING`] whatever its lifetime (a short-lived certificate
+    /// put in place by hand is not left to expire).
     pub fn due(&self, now: i64, percent: u32) -> bool {
         let lifetime = (self.not_after - self.not_before).max(1);
-        self.remaining(now) * 100 < lifetime * i64::from(percent)
+        let left = self.remaining(now);
+        left * 100 < lifetime * i64::from(percent) || left < MIN_REMAINING
     }
 }
 

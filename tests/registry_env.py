@@ -1,0 +1,130 @@
+"""Runs a master's registry from its rendered configuration: the real distribution
+server (Debian docker-registry) with exactly the generated config, re-rooted into a
+temporary directory and moved to free loopback ports, plus the test token issuer with
+the generated docker_auth config. Clients: skopeo."""
+import base64
+import json
+import pathlib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import yaml
+
+TOOLS = pathlib.Path(__file__).parent / "tools"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def secret_data(state: pathlib.Path, name: str) -> dict:
+    obj = json.loads((state / "objects" / "d8-system" / "Secret" / f"{name}.json").read_text())
+    return {k: base64.b64decode(v).decode() for k, v in obj["data"].items()}
+
+
+def node_config(state: pathlib.Path, node: str) -> dict:
+    text = (state / "rendered" / "templates" / "registry-node-config.yaml").read_text()
+    for doc in yaml.safe_load_all(text):
+        if doc and doc["metadata"]["labels"].get("embedded-registry.deckhouse.io/node") == node:
+            return {k: base64.b64decode(v).decode() for k, v in doc["data"].items()}
+    raise KeyError(node)
+
+
+def wait_until(check, timeout=30.0, what="condition"):
+    """Polls `check` until it returns truthy; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as e:  # noqa: BLE001 - remember why it is not ready yet
+            last = e
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}: {last}")
+
+
+class NodeRegistry:
+    """One master's registry, started from the rendered files."""
+
+    def __init__(self, state: pathlib.Path, node: str, workdir: pathlib.Path, upstream_ca: str | None = None):
+        self.files = node_config(state, node)
+        self.dir = workdir
+        self.pki = workdir / "pki"
+        self.pki.mkdir(parents=True, exist_ok=True)
+        for name, content in self.files.items():
+            if name.endswith((".crt", ".key")):
+                (self.pki / name).write_text(content)
+        self.port, self.auth_port, self.debug_port = free_port(), free_port(), free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        dist = yaml.safe_load(self.files["distribution.yaml"])
+        auth = yaml.safe_load(self.files["auth.yaml"])
+        self.generated = {"distribution": json.loads(json.dumps(dist)), "auth": json.loads(json.dumps(auth))}
+        dist["storage"]["filesystem"]["rootdirectory"] = str(workdir / "data")
+        dist["http"]["addr"] = self.host
+        dist["http"]["debug"]["addr"] = f"127.0.0.1:{self.debug_port}"
+        dist["http"]["tls"] = {"certificate": str(self.pki / "distribution.crt"), "key": str(self.pki / "distribution.key")}
+        dist["auth"]["token"]["realm"] = f"https://127.0.0.1:{self.auth_port}/auth"
+        dist["auth"]["token"]["rootcertbundle"] = str(self.pki / "token-bundle.crt")
+        auth["server"] = {"addr": f"127.0.0.1:{self.auth_port}", "certificate": str(self.pki / "auth.crt"),
+                          "key": str(self.pki / "auth.key")}
+        auth["token"]["certificate"] = str(self.pki / "token.crt")
+        auth["token"]["key"] = str(self.pki / "token.key")
+        (workdir / "distribution.yaml").write_text(yaml.safe_dump(dist))
+        (workdir / "auth.yaml").write_text(yaml.safe_dump(auth))
+        self.certs = workdir / "certs"  # skopeo's per-host CA directory
+        self.certs.mkdir(exist_ok=True)
+        (self.certs / "ca.crt").write_text(self.files["ca.crt"])
+        self.procs = []
+
+    def start(self):
+        issuer = subprocess.Popen([sys.executable, str(TOOLS / "token_issuer.py"), str(self.dir / "auth.yaml")],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(issuer)
+        line = issuer.stdout.readline()
+        assert line.startswith("ready"), issuer.stderr.read()
+        log = open(self.dir / "registry.log", "w")
+        self.procs.append(subprocess.Popen(["docker-registry", "serve", str(self.dir / "distribution.yaml")],
+                                           stdout=log, stderr=subprocess.STDOUT))
+        ctx = ssl.create_default_context(cafile=str(self.certs / "ca.crt"))
+
+        def answers():
+            try:
+                urllib.request.urlopen(f"https://{self.host}/v2/", context=ctx, timeout=2)
+            except urllib.error.HTTPError as e:
+                return e.code == 401
+            return False
+        wait_until(answers, what=f"registry on {self.host} ({self.dir / 'registry.log'})")
+        return self
+
+    def stop(self):
+        for p in reversed(self.procs):
+            if p.stdin:
+                p.stdin.close()
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs = []
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def log(self):
+        return (self.dir / "registry.log").read_text()
+
+
+def skopeo(*args, timeout=60):
+    return subprocess.run(["skopeo", "--insecure-policy", *args], capture_output=True, text=True, timeout=timeout)
