@@ -183,3 +183,27 @@ def test_a_certificate_forged_to_expire_soon_is_reissued(detached, tmp_path):
     assert secret_data(detached.state, "registry-node-m2-pki") == m2_before
     text = openssl("x509", "-in", "/dev/stdin", "-noout", "-enddate", stdin=after["distribution.crt"]).stdout
     assert "notAfter" in text
+
+
+def test_passwords_and_keys_stay_out_of_output_values_and_metrics(converge, tmp_path):
+    cfg = module_config(tmp_path, DETACHED)
+    nodes = nodes_file(tmp_path, [("m1", "10.0.0.1")])
+    from conftest import ROOT, run
+    import sys
+    outputs = []
+    for json_flag in ([], ["--json"]):
+        p = run(["converge", "--module-config", str(cfg), "--nodes", str(nodes), "--state", str(converge.state),
+                 "--module-dir", str(ROOT), "--python", sys.executable, *json_flag])
+        assert p.returncode == 0, p.stderr
+        outputs.append(p.stdout + p.stderr)
+    secrets = [secret_data(converge.state, f"registry-user-{r}")["password"] for r in ("ro", "rw")]
+    pki = secret_data(converge.state, "registry-pki")
+    secrets += [pki["ca.key"].splitlines()[1], pki["token.key"].splitlines()[1]]
+    values = (converge.state / "values.json").read_text()
+    metrics = (converge.state / "metrics.json").read_text()
+    for s in secrets:
+        for where, text in [("output", "".join(outputs)), ("metrics", metrics)]:
+            assert s not in text, where
+    for password in secrets[:2]:
+        assert password not in values, "user passwords never reach values"
+    assert pki["ca.key"].splitlines()[1] not in values, "the CA key never reaches values"
