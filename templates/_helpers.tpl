@@ -92,3 +92,120 @@ acl:
     actions: ["pull"]
     comment: ro pulls only
 {{- end -}}
+
+{{- /* Host paths the node hook writes and the static pod mounts. */ -}}
+{{- define "embedded_registry.host_config_dir" -}}/etc/kubernetes/registry/config{{- end -}}
+{{- define "embedded_registry.host_pki_dir" -}}/etc/kubernetes/registry/pki{{- end -}}
+{{- define "embedded_registry.host_data_dir" -}}/opt/deckhouse/registry/data{{- end -}}
+{{- define "embedded_registry.run_as" -}}64535{{- end -}}
+
+{{- /* An image of the module by digest: (dict "ctx" $ "name" "distribution"). */ -}}
+{{- define "embedded_registry.image" -}}
+{{- $images := .ctx.Values.global.modulesImages -}}
+{{- printf "%s@%s" $images.registry.base (index $images.digests.embeddedRegistry .name) -}}
+{{- end -}}
+
+{{- /* The static pod of one master: (dict "ctx" $ "m" master "hash" config hash). */ -}}
+{{- define "embedded_registry.static_pod" -}}
+{{- $runAs := include "embedded_registry.run_as" . | int -}}
+apiVersion: v1
+kind: Pod
+metadata:
+  name: embedded-registry
+  namespace: d8-system
+  labels:
+    {{- include "embedded_registry.labels" "embedded-registry" | nindent 4 }}
+    component: embedded-registry
+  annotations:
+    # Any change of a config or PKI file changes this, so kubelet restarts the pod.
+    embedded-registry.deckhouse.io/config-hash: {{ .hash | quote }}
+spec:
+  hostNetwork: true
+  dnsPolicy: ClusterFirstWithHostNet
+  priorityClassName: system-node-critical
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: {{ $runAs }}
+    runAsGroup: {{ $runAs }}
+    seccompProfile:
+      type: RuntimeDefault
+  containers:
+    - name: distribution
+      image: {{ include "embedded_registry.image" (dict "ctx" .ctx "name" "distribution") }}
+      imagePullPolicy: IfNotPresent
+      args: ["serve", "/config/distribution.yaml"]
+      ports:
+        - name: registry
+          containerPort: 5001
+          protocol: TCP
+      livenessProbe:
+        tcpSocket:
+          host: {{ .m.internalIP | quote }}
+          port: 5001
+        periodSeconds: 10
+        failureThreshold: 6
+      readinessProbe:
+        tcpSocket:
+          host: {{ .m.internalIP | quote }}
+          port: 5001
+        periodSeconds: 5
+      resources:
+        requests:
+          cpu: 20m
+          memory: 64Mi
+          ephemeral-storage: 50Mi
+      securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities:
+          drop: ["ALL"]
+      volumeMounts:
+        - {name: config, mountPath: /config, readOnly: true}
+        - {name: pki, mountPath: /pki, readOnly: true}
+        - {name: data, mountPath: /data}
+    - name: auth
+      image: {{ include "embedded_registry.image" (dict "ctx" .ctx "name" "dockerAuth") }}
+      imagePullPolicy: IfNotPresent
+      args: ["/config/auth.yaml"]
+      ports:
+        - name: auth
+          containerPort: 5051
+          protocol: TCP
+      livenessProbe:
+        tcpSocket:
+          host: {{ .m.internalIP | quote }}
+          port: 5051
+        periodSeconds: 10
+        failureThreshold: 6
+      readinessProbe:
+        tcpSocket:
+          host: {{ .m.internalIP | quote }}
+          port: 5051
+        periodSeconds: 5
+      resources:
+        requests:
+          cpu: 10m
+          memory: 32Mi
+          ephemeral-storage: 10Mi
+      securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities:
+          drop: ["ALL"]
+      volumeMounts:
+        - {name: config, mountPath: /config, readOnly: true}
+        - {name: pki, mountPath: /pki, readOnly: true}
+  volumes:
+    - name: config
+      hostPath:
+        path: {{ include "embedded_registry.host_config_dir" . }}
+        type: Directory
+    - name: pki
+      hostPath:
+        path: {{ include "embedded_registry.host_pki_dir" . }}
+        type: Directory
+    - name: data
+      hostPath:
+        path: {{ include "embedded_registry.host_data_dir" . }}
+        type: DirectoryOrCreate
+{{- end -}}

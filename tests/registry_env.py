@@ -33,7 +33,8 @@ def node_config(state: pathlib.Path, node: str) -> dict:
     text = (state / "rendered" / "templates" / "registry-node-config.yaml").read_text()
     for doc in yaml.safe_load_all(text):
         if doc and doc["metadata"]["labels"].get("embedded-registry.deckhouse.io/node") == node:
-            return {k: base64.b64decode(v).decode() for k, v in doc["data"].items()}
+            # Keys are <dir>.<file>: config.distribution.yaml, pki.ca.crt, manifest.<file>.
+            return {k.split(".", 1)[1]: base64.b64decode(v).decode() for k, v in doc["data"].items()}
     raise KeyError(node)
 
 

@@ -84,7 +84,8 @@ def test_direct_renders_no_registry_and_switching_removes_it(converge):
     assert {"templates/service.yaml", "templates/registry-node-config.yaml"} <= set(converge.rendered())
     s = converge(EXAMPLES / "moduleconfig-direct.yaml")
     assert s["mode"] == "Direct"
-    assert s["rendered"]["deleted"] == ["templates/registry-node-config.yaml", "templates/service.yaml"]
+    assert s["rendered"]["deleted"] == ["templates/manager.yaml", "templates/node-group-configuration.yaml",
+                                        "templates/registry-node-config.yaml", "templates/service.yaml"]
     assert list(converge.rendered()) == ["templates/prometheus-rules.yaml"], "certificate alerts stay"
 
 

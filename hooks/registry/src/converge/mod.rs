@@ -407,6 +407,7 @@ fn write_rendered(dir: &Path, manifests: &BTreeMap<String, String>) -> Result<Ch
     let mut changes = Changes::default();
     let mut existing = Vec::new();
     collect_files(dir, dir, &mut existing)?;
+    existing.sort();
     for (rel, text) in manifests {
         if rel.split('/').any(|s| s == ".." || s.is_empty()) {
             bail!("rendered path {rel:?} escapes the rendered directory");
