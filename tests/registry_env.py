@@ -38,6 +38,15 @@ def node_config(state: pathlib.Path, node: str) -> dict:
     raise KeyError(node)
 
 
+def host_files(host_root: pathlib.Path) -> dict:
+    """The files the node hook wrote under a host root, by file name."""
+    out = {}
+    for d in ("etc/kubernetes/registry/config", "etc/kubernetes/registry/pki"):
+        for p in sorted((host_root / d).iterdir()):
+            out[p.name] = p.read_text()
+    return out
+
+
 def wait_until(check, timeout=30.0, what="condition"):
     """Polls `check` until it returns truthy; fails after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -54,28 +63,39 @@ def wait_until(check, timeout=30.0, what="condition"):
 
 
 class NodeRegistry:
-    """One master's registry, started from the rendered files."""
+    """One master's registry, started from the rendered files (moved to free ports), or
+    with `host_root`, from the files the node hook wrote there (paths re-rooted, the
+    rendered addresses kept: masters on 127.0.0.x)."""
 
-    def __init__(self, state: pathlib.Path, node: str, workdir: pathlib.Path, upstream_ca: str | None = None):
-        self.files = node_config(state, node)
+    def __init__(self, state: pathlib.Path, node: str, workdir: pathlib.Path, host_root: pathlib.Path | None = None):
+        self.files = node_config(state, node) if host_root is None else host_files(host_root)
+        self.host_root = host_root
         self.dir = workdir
         self.pki = workdir / "pki"
         self.pki.mkdir(parents=True, exist_ok=True)
         for name, content in self.files.items():
             if name.endswith((".crt", ".key")):
                 (self.pki / name).write_text(content)
-        self.port, self.auth_port, self.debug_port = free_port(), free_port(), free_port()
-        self.host = f"127.0.0.1:{self.port}"
         dist = yaml.safe_load(self.files["distribution.yaml"])
         auth = yaml.safe_load(self.files["auth.yaml"])
         self.generated = {"distribution": json.loads(json.dumps(dist)), "auth": json.loads(json.dumps(auth))}
-        dist["storage"]["filesystem"]["rootdirectory"] = str(workdir / "data")
+        self.debug_port = free_port()
+        if host_root is None:
+            self.port, self.auth_port = free_port(), free_port()
+            self.host = f"127.0.0.1:{self.port}"
+            auth_addr = f"127.0.0.1:{self.auth_port}"
+            dist["storage"]["filesystem"]["rootdirectory"] = str(workdir / "data")
+        else:
+            self.host, auth_addr = dist["http"]["addr"], auth["server"]["addr"]
+            dist["storage"]["filesystem"]["rootdirectory"] = str(host_root / "opt/deckhouse/registry/data")
+        self.data = pathlib.Path(dist["storage"]["filesystem"]["rootdirectory"])
         dist["http"]["addr"] = self.host
+        # Every master's rendered debug address is 127.0.0.1:5002; here they share a host.
         dist["http"]["debug"]["addr"] = f"127.0.0.1:{self.debug_port}"
         dist["http"]["tls"] = {"certificate": str(self.pki / "distribution.crt"), "key": str(self.pki / "distribution.key")}
-        dist["auth"]["token"]["realm"] = f"https://127.0.0.1:{self.auth_port}/auth"
+        dist["auth"]["token"]["realm"] = f"https://{auth_addr}/auth"
         dist["auth"]["token"]["rootcertbundle"] = str(self.pki / "token-bundle.crt")
-        auth["server"] = {"addr": f"127.0.0.1:{self.auth_port}", "certificate": str(self.pki / "auth.crt"),
+        auth["server"] = {"addr": auth_addr, "certificate": str(self.pki / "auth.crt"),
                           "key": str(self.pki / "auth.key")}
         auth["token"]["certificate"] = str(self.pki / "token.crt")
         auth["token"]["key"] = str(self.pki / "token.key")

@@ -139,9 +139,11 @@ def main():
     issuer = Issuer(cfg)
     host, port = cfg["server"]["addr"].rsplit(":", 1)
     server = http.server.ThreadingHTTPServer((host, int(port)), make_handler(issuer))
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cfg["server"]["certificate"], cfg["server"]["key"])
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    if cfg["server"].get("certificate"):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cfg["server"]["certificate"], cfg["server"]["key"])
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    # Without a certificate it serves plain HTTP (a test upstream with scheme http).
     print(f"ready {server.server_address[1]}", flush=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     sys.stdin.read()  # runs until the test closes stdin

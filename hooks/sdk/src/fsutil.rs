@@ -13,6 +13,11 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// The temporary file (to adjust ownership before it goes into place).
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
     /// Moves the staged file over its target (atomic on one filesystem).
     pub fn commit(self) -> Result<()> {
         fs::rename(&self.tmp, &self.target)

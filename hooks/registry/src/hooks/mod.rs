@@ -1,6 +1,7 @@
 //! The module's hooks: one file per hook, each a config and a handler.
 
 pub mod discover_masters;
+pub mod node_files;
 pub mod pki;
 pub mod resolve_mode;
 pub mod users;
@@ -23,5 +24,5 @@ pub fn module_hooks() -> Vec<Hook> {
 
 /// Hooks run by shell-operator inside the manager DaemonSet (classic protocol only).
 pub fn node_hooks() -> Vec<Hook> {
-    vec![]
+    vec![node_files::hook()]
 }

@@ -1,0 +1,205 @@
+"""The registry actually runs: the chart renders each master's Secret, the node hook
+(classic protocol, as shell-operator runs it) writes it under a host root, and the real
+distribution server starts from exactly those files on the master's own address
+(masters are 127.0.0.11-13)."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import BIN, module_config, nodes_file
+from registry_env import NodeRegistry, secret_data, skopeo, free_port, wait_until
+from tools.oci import build_layout
+
+MASTERS = [("m1", "127.0.0.11"), ("m2", "127.0.0.12"), ("m3", "127.0.0.13")]
+DETACHED = {"mode": "Detached", "detached": {"storageMode": "Fs"}}
+
+
+def rendered_secret(state, node):
+    text = (state / "rendered/templates/registry-node-config.yaml").read_text()
+    for doc in yaml.safe_load_all(text):
+        if doc and doc["metadata"]["labels"]["embedded-registry.deckhouse.io/node"] == node:
+            return doc
+    return None
+
+
+def node_hook(tmp_path, state, node, host_root, secret="rendered"):
+    """Runs the node hook for `node` as shell-operator would on a Synchronization of its
+    Secret; returns (files written, files removed, status ConfigMap data)."""
+    link = tmp_path / "node-files"
+    if not link.exists():
+        os.symlink(BIN, link)
+    obj = rendered_secret(state, node) if secret == "rendered" else secret
+    objects = [{"object": obj}] if obj else []
+    ctx = [{"binding": "node_config", "type": "Synchronization", "objects": objects, "snapshots": {"node_status": []}}]
+    work = tmp_path / f"hook-{node}"
+    work.mkdir(exist_ok=True)
+    (work / "bc.json").write_text(json.dumps(ctx))
+    for f in ("k8s.json", "metrics.json"):
+        (work / f).write_text("")
+    env = {"BINDING_CONTEXT_PATH": str(work / "bc.json"), "KUBERNETES_PATCH_PATH": str(work / "k8s.json"),
+           "METRICS_PATH": str(work / "metrics.json"), "NODE_NAME": node,
+           "EMBEDDED_REGISTRY_HOST_ROOT": str(host_root)}
+    p = subprocess.run([str(link)], env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    logs = [json.loads(line) for line in p.stderr.splitlines() if line.startswith("{")]
+    ops = [json.loads(line) for line in (work / "k8s.json").read_text().splitlines() if line]
+    status = ops[0]["object"]["data"] if ops else None
+    return ([l["file"] for l in logs if l["msg"] == "wrote"], [l["file"] for l in logs if l["msg"] == "removed"], status)
+
+
+def deploy(tmp_path, converge, settings, masters=MASTERS, roots=None):
+    converge(module_config(tmp_path, settings, name=f"mc-{len(list(tmp_path.glob('mc-*')))}.yaml"),
+             nodes_file(tmp_path, masters, name=f"nodes-{len(masters)}.yaml"))
+    roots = roots or {}
+    result = {}
+    for node, _ in masters:
+        roots.setdefault(node, tmp_path / f"host-{node}")
+        result[node] = node_hook(tmp_path, converge.state, node, roots[node])
+    return roots, result
+
+
+def test_node_hook_classic_config_passes_the_v1_schema(tmp_path):
+    import jsonschema
+    from conftest import ROOT
+    schema = json.loads((ROOT / "tests/schemas/shell-operator-config-v1.json").read_text())
+    link = tmp_path / "node-files"
+    os.symlink(BIN, link)
+    p = subprocess.run([str(link), "--config"], env={"NODE_NAME": "m1"}, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    cfg = json.loads(p.stdout)
+    jsonschema.validate(cfg, schema)
+    assert not {"beforeHelm", "afterHelm"} & set(cfg), "a shell-operator hook has no Helm lifecycle"
+    assert cfg["kubernetes"][0]["nameSelector"]["matchNames"] == ["registry-node-m1-config"]
+    p = subprocess.run([str(link)], env={"BINDING_CONTEXT_PATH": "/nonexistent"}, capture_output=True, text=True)
+    assert p.returncode == 1
+
+
+def test_files_land_with_owner_mode_and_a_valid_static_pod(tmp_path, converge):
+    roots, result = deploy(tmp_path, converge, DETACHED)
+    for node, ip in MASTERS:
+        written, removed, status = result[node]
+        assert written[-1] == "etc/kubernetes/manifests/embedded-registry.yaml", "manifest written last"
+        assert removed == []
+        root = roots[node]
+        for f in written:
+            st = os.stat(root / f)
+            assert st.st_mode & 0o777 == 0o600, f
+            assert (st.st_uid, st.st_gid) == (64535, 64535), f
+        pod = yaml.safe_load((root / "etc/kubernetes/manifests/embedded-registry.yaml").read_text())
+        assert pod["spec"]["hostNetwork"] is True
+        assert pod["spec"]["containers"][0]["readinessProbe"]["tcpSocket"]["host"] == ip
+        assert status["appliedConfigHash"] == pod["metadata"]["annotations"]["embedded-registry.deckhouse.io/config-hash"]
+        assert status["staticPod"] == "present"
+        kv = os.path.join(os.path.dirname(sys.executable), "kubernetes-validate")
+        p = subprocess.run([kv, "--strict", "-k", "1.30.0", str(root / "etc/kubernetes/manifests/embedded-registry.yaml")],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stdout + p.stderr
+        # A second run on the same Secret writes nothing.
+        again = node_hook(tmp_path, converge.state, node, root)
+        assert again[0] == [] and again[1] == []
+
+
+def test_detached_push_and_pull_on_every_master(tmp_path, converge):
+    roots, _ = deploy(tmp_path, converge, DETACHED)
+    ro, rw = secret_data(converge.state, "registry-user-ro"), secret_data(converge.state, "registry-user-rw")
+    layout = tmp_path / "layout"
+    build_layout(layout, "v1", b"detached\n")
+    for node, ip in MASTERS:
+        with NodeRegistry(converge.state, node, tmp_path / f"run-{node}", host_root=roots[node]) as reg:
+            assert reg.host == f"{ip}:5001"
+            ref = f"docker://{reg.host}/deckhouse/ee/app:v1"
+            p = skopeo("copy", f"--dest-cert-dir={reg.certs}", f"--dest-creds=rw:{rw['password']}", f"oci:{layout}:v1", ref)
+            assert p.returncode == 0, p.stderr
+            p = skopeo("inspect", f"--cert-dir={reg.certs}", f"--creds=ro:{ro['password']}", ref)
+            assert p.returncode == 0, p.stderr
+            p = skopeo("copy", f"--dest-cert-dir={reg.certs}", f"--dest-creds=ro:{ro['password']}", f"oci:{layout}:v1",
+                       f"docker://{reg.host}/deckhouse/ee/app:ro")
+            assert p.returncode != 0
+            assert any((reg.data / "docker/registry/v2/repositories/deckhouse/ee/app").iterdir())
+
+
+def upstream_registry(tmp_path):
+    """A plain-HTTP upstream registry with token auth: `pusher` may push, `puller` pull."""
+    import bcrypt
+    up = tmp_path / "upstream"
+    up.mkdir()
+    port, auth_port = free_port(), free_port()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(up / "token.key"), "-out", str(up / "token.crt"), "-days", "2",
+                    "-subj", "/CN=upstream-token"], check=True, capture_output=True)
+    users = {u: {"password": bcrypt.hashpw(f"{u}-pw".encode(), bcrypt.gensalt(4)).decode()} for u in ("pusher", "puller")}
+    auth = {"server": {"addr": f"127.0.0.1:{auth_port}"},
+            "token": {"issuer": "upstream", "expiration": 900, "certificate": str(up / "token.crt"),
+                      "key": str(up / "token.key")},
+            "users": users,
+            "acl": [{"match": {"account": "pusher"}, "actions": ["*"]},
+                    {"match": {"account": "puller"}, "actions": ["pull"]}]}
+    (up / "auth.yaml").write_text(yaml.safe_dump(auth))
+    dist = {"version": 0.1, "storage": {"filesystem": {"rootdirectory": str(up / "data")}},
+            "http": {"addr": f"127.0.0.1:{port}"},
+            "auth": {"token": {"realm": f"http://127.0.0.1:{auth_port}/auth", "service": "upstream",
+                               "issuer": "upstream", "rootcertbundle": str(up / "token.crt")}}}
+    (up / "config.yaml").write_text(yaml.safe_dump(dist))
+    procs = [subprocess.Popen([sys.executable, str(BIN.parent.parent.parent / "tests/tools/token_issuer.py"),
+                               str(up / "auth.yaml")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)]
+    assert procs[0].stdout.readline().startswith("ready")
+    procs.append(subprocess.Popen(["docker-registry", "serve", str(up / "config.yaml")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    import urllib.error
+    import urllib.request
+
+    def answers():
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2)
+        except urllib.error.HTTPError as e:
+            return e.code == 401
+        return False
+    wait_until(answers, what="upstream registry")
+
+    def stop():
+        for p in reversed(procs):
+            if p.stdin:
+                p.stdin.close()
+            p.terminate()
+            p.wait(timeout=10)
+    return f"127.0.0.1:{port}", stop
+
+
+def test_proxy_pulls_through_and_serves_from_cache_when_upstream_is_gone(tmp_path, converge):
+    upstream, stop_upstream = upstream_registry(tmp_path)
+    try:
+        layout = tmp_path / "layout"
+        build_layout(layout, "v1", b"proxied content\n")
+        p = skopeo("copy", "--dest-tls-verify=false", "--dest-creds=pusher:pusher-pw", f"oci:{layout}:v1",
+                   f"docker://{upstream}/deckhouse/ee/app:v1")
+        assert p.returncode == 0, p.stderr
+        proxy = {"mode": "Proxy", "proxy": {"host": upstream, "scheme": "http", "path": "/deckhouse/ee",
+                                            "user": "puller", "password": "puller-pw", "ttl": "72h"}}
+        roots, _ = deploy(tmp_path, converge, proxy, masters=MASTERS[:1])
+        ro = secret_data(converge.state, "registry-user-ro")
+        reg = NodeRegistry(converge.state, "m1", tmp_path / "run-m1", host_root=roots["m1"]).start()
+        try:
+            ref = f"docker://{reg.host}/deckhouse/ee/app:v1"
+            p = skopeo("copy", f"--src-cert-dir={reg.certs}", f"--src-creds=ro:{ro['password']}", ref,
+                       f"oci:{tmp_path / 'pulled-1'}:v1")
+            assert p.returncode == 0, p.stderr + reg.log()
+            blobs = reg.data / "docker/registry/v2/blobs/sha256"
+            wait_until(lambda: sum(1 for _ in blobs.rglob("data")) >= 3, what="blobs in the embedded storage")
+            stop_upstream()
+            stop_upstream = lambda: None  # noqa: E731
+            # The upstream is gone: the second pull is served from the embedded cache.
+            p = skopeo("copy", f"--src-cert-dir={reg.certs}", f"--src-creds=ro:{ro['password']}", ref,
+                       f"oci:{tmp_path / 'pulled-2'}:v1")
+            assert p.returncode == 0, p.stderr + reg.log()
+            got = json.loads((tmp_path / "pulled-2/index.json").read_text())["manifests"][0]["digest"]
+            want = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+            assert got == want
+        finally:
+            reg.stop()
+    finally:
+        stop_upstream()
