@@ -20,7 +20,10 @@ DETACHED = {"mode": "Detached", "detached": {"storageMode": "Fs"}}
 
 
 def rendered_secret(state, node):
-    text = (state / "rendered/templates/registry-node-config.yaml").read_text()
+    path = state / "rendered/templates/registry-node-config.yaml"
+    if not path.exists():
+        return None
+    text = path.read_text()
     for doc in yaml.safe_load_all(text):
         if doc and doc["metadata"]["labels"]["embedded-registry.deckhouse.io/node"] == node:
             return doc
@@ -203,3 +206,46 @@ def test_proxy_pulls_through_and_serves_from_cache_when_upstream_is_gone(tmp_pat
             reg.stop()
     finally:
         stop_upstream()
+
+
+PROXY_A = {"mode": "Proxy", "proxy": {"host": "registry-a.example:5000", "scheme": "https", "path": "/deckhouse/ee",
+                                      "user": "u", "password": "p"}}
+
+
+def test_config_changes_touch_exactly_the_files_they_should(tmp_path, converge):
+    roots, first = deploy(tmp_path, converge, PROXY_A)
+    assert all(first[n][0] for n, _ in MASTERS)
+    config = "etc/kubernetes/registry/config/distribution.yaml"
+    manifest = "etc/kubernetes/manifests/embedded-registry.yaml"
+
+    # TTL: the distribution config and (through its hash) the manifest, on every master.
+    ttl = dict(PROXY_A, proxy=dict(PROXY_A["proxy"], ttl="24h"))
+    _, r = deploy(tmp_path, converge, ttl, roots=roots)
+    for n, _ in MASTERS:
+        assert r[n][0] == [config, manifest] and r[n][1] == [], r[n]
+        assert yaml.safe_load((roots[n] / config).read_text())["proxy"]["ttl"] == "24h"
+
+    # Upstream host: the same two files, and the new host is what the registry proxies.
+    moved = dict(ttl, proxy=dict(ttl["proxy"], host="registry-b.example"))
+    _, r = deploy(tmp_path, converge, moved, roots=roots)
+    for n, _ in MASTERS:
+        assert r[n][0] == [config, manifest], r[n]
+        dist = yaml.safe_load((roots[n] / config).read_text())
+        assert dist["proxy"]["remoteurl"] == "https://registry-b.example"
+
+    # A master added: it gets its files; the others' files do not change at all.
+    four = MASTERS + [("m4", "127.0.0.14")]
+    _, r = deploy(tmp_path, converge, moved, masters=four, roots=roots)
+    for n, _ in MASTERS:
+        assert r[n] [0] == [] and r[n][1] == [], (n, r[n])
+    assert r["m4"][0][-1] == manifest and len(r["m4"][0]) == 11
+
+    # Direct: every master's static pod is removed, manifest first.
+    converge(module_config(tmp_path, {"mode": "Direct"}, name="direct.yaml"))
+    for n, _ in four:
+        assert rendered_secret(converge.state, n) is None
+        written, removed, status = node_hook(tmp_path, converge.state, n, roots[n], secret=None)
+        assert written == [] and removed[0] == manifest, removed
+        assert not (roots[n] / manifest).exists()
+        assert not any((roots[n] / "etc/kubernetes/registry/pki").iterdir())
+        assert status == {"node": n, "appliedConfigHash": "", "staticPod": "absent"}
