@@ -98,6 +98,7 @@ def test_files_land_with_owner_mode_and_a_valid_static_pod(tmp_path, converge):
         assert pod["spec"]["containers"][0]["readinessProbe"]["tcpSocket"]["host"] == ip
         assert status["appliedConfigHash"] == pod["metadata"]["annotations"]["embedded-registry.deckhouse.io/config-hash"]
         assert status["staticPod"] == "present"
+        assert status["registry"] == "not-ready" and "Connection refused" in status["message"].replace("connection refused", "Connection refused"), status
         kv = os.path.join(os.path.dirname(sys.executable), "kubernetes-validate")
         p = subprocess.run([kv, "--strict", "-k", "1.30.0", str(root / "etc/kubernetes/manifests/embedded-registry.yaml")],
                            capture_output=True, text=True)
@@ -124,6 +125,9 @@ def test_detached_push_and_pull_on_every_master(tmp_path, converge):
                        f"docker://{reg.host}/deckhouse/ee/app:ro")
             assert p.returncode != 0
             assert any((reg.data / "docker/registry/v2/repositories/deckhouse/ee/app").iterdir())
+            # The node hook now sees its registry answer, over TLS verified with the CA.
+            status = node_hook(tmp_path, converge.state, node, roots[node])[2]
+            assert status["registry"] == "ready", status
 
 
 def upstream_registry(tmp_path):
@@ -248,4 +252,5 @@ def test_config_changes_touch_exactly_the_files_they_should(tmp_path, converge):
         assert written == [] and removed[0] == manifest, removed
         assert not (roots[n] / manifest).exists()
         assert not any((roots[n] / "etc/kubernetes/registry/pki").iterdir())
-        assert status == {"node": n, "appliedConfigHash": "", "staticPod": "absent"}
+        assert status == {"node": n, "appliedConfigHash": "", "staticPod": "absent", "registry": "absent",
+                          "message": "no registry on this node"}

@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod converge;
+pub mod health;
 pub mod hooks;
 pub mod internal;
 pub mod pki;

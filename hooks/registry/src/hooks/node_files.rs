@@ -71,7 +71,8 @@ pub fn hook() -> Hook {
             ],
             schedule: vec![ScheduleBinding {
                 include_snapshots_from: vec!["node_config".into(), "node_status".into()],
-                ..ScheduleBinding::new("resync", "*/5 * * * *")
+                // Re-checks health and re-applies files (repairs manual edits).
+                ..ScheduleBinding::new("resync", "* * * * *")
             }],
             ..Default::default()
         },
@@ -245,6 +246,30 @@ pub fn apply(
     Ok(done)
 }
 
+/// Whether this node's registry answers, from the files it was given: its address from
+/// the distribution config, trust from the CA bundle.
+fn registry_health(files: &BTreeMap<String, String>) -> (String, String) {
+    #[derive(Deserialize)]
+    struct Http {
+        addr: String,
+    }
+    #[derive(Deserialize)]
+    struct Dist {
+        http: Http,
+    }
+    let addr = files
+        .get("config.distribution.yaml")
+        .and_then(|t| serde_yaml_ng::from_str::<Dist>(t).ok())
+        .map(|d| d.http.addr);
+    let (Some(addr), Some(ca)) = (addr, files.get("pki.ca.crt")) else {
+        return ("unknown".into(), "no http.addr or CA in the Secret".into());
+    };
+    match crate::health::check_registry(&addr, ca, std::time::Duration::from_secs(3)) {
+        Ok(()) => ("ready".into(), format!("https://{addr}/v2/ answers")),
+        Err(e) => ("not-ready".into(), e),
+    }
+}
+
 fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let node = node_name();
     if node.is_empty() {
@@ -280,6 +305,10 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     for f in &applied.removed {
         input.log.info("removed", &[("file", serde_json::json!(f))]);
     }
+    let health = match &files {
+        Some(f) => registry_health(f),
+        None => ("absent".to_string(), "no registry on this node".to_string()),
+    };
     let status = BTreeMap::from([
         ("node".to_string(), node.clone()),
         ("appliedConfigHash".to_string(), applied.config_hash.clone()),
@@ -287,6 +316,8 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             "staticPod".to_string(),
             if files.is_some() { "present" } else { "absent" }.to_string(),
         ),
+        ("registry".to_string(), health.0),
+        ("message".to_string(), health.1),
     ]);
     let current: Vec<ConfigMapObject> = input.snapshots.get("node_status")?;
     if current.first().map(|c| &c.data) != Some(&status) {
