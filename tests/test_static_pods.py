@@ -254,3 +254,68 @@ def test_config_changes_touch_exactly_the_files_they_should(tmp_path, converge):
         assert not any((roots[n] / "etc/kubernetes/registry/pki").iterdir())
         assert status == {"node": n, "appliedConfigHash": "", "staticPod": "absent", "registry": "absent",
                           "message": "no registry on this node"}
+
+
+def run_mirror_script(state, root):
+    """Runs the rendered NodeGroupConfiguration script as a node would, with its
+    /etc/containerd/registry.d re-rooted into `root`; returns the hosts directory."""
+    ngc = yaml.safe_load((state / "rendered/templates/node-group-configuration.yaml").read_text())
+    hosts = root / "registry.d"
+    script = ngc["spec"]["content"].replace("/etc/containerd/registry.d", str(hosts))
+    p = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return hosts
+
+
+class Containerd:
+    """A containerd daemon of the test's own (root, state and socket in a temp dir)."""
+
+    def __init__(self, root):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.sock = root / "containerd.sock"
+        cfg = root / "config.toml"
+        cfg.write_text(f'version = 2\nroot = "{root}/root"\nstate = "{root}/state"\n'
+                       f'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+                       f'[grpc]\n  address = "{self.sock}"\n')
+        self.log = open(root / "containerd.log", "w")
+        self.proc = subprocess.Popen(["containerd", "--config", str(cfg)], stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until(lambda: self.ctr("version").returncode == 0, what="containerd")
+
+    def ctr(self, *args):
+        return subprocess.run(["ctr", "--address", str(self.sock), *args], capture_output=True, text=True, timeout=120)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+
+
+def test_containerd_pulls_through_the_rendered_mirror_configuration(tmp_path, converge):
+    roots, _ = deploy(tmp_path, converge, DETACHED)
+    ro, rw = secret_data(converge.state, "registry-user-ro"), secret_data(converge.state, "registry-user-rw")
+    base = yaml.safe_load(json.dumps(json.loads((converge.state / "values.json").read_text())["global"]))[
+        "modulesImages"]["registry"]["base"]
+    upstream_host, repo = base.split("/", 1)
+    layout = tmp_path / "layout"
+    build_layout(layout, "v1", b"pulled by containerd\n")
+    hosts = run_mirror_script(converge.state, tmp_path / "node")
+    toml = (hosts / upstream_host / "hosts.toml").read_text()
+    assert toml.startswith(f'server = "https://{upstream_host}"')
+    assert [line for line in toml.splitlines() if line.startswith("[host.")] == [
+        f'[host."https://{ip}:5001"]' for _, ip in MASTERS], "every master, in order"
+    ctrd = Containerd(tmp_path / "containerd")
+    try:
+        with NodeRegistry(converge.state, "m1", tmp_path / "run-m1", host_root=roots["m1"]) as reg:
+            p = skopeo("copy", f"--dest-cert-dir={reg.certs}", f"--dest-creds=rw:{rw['password']}", f"oci:{layout}:v1",
+                       f"docker://{reg.host}/{repo}/app:v1")
+            assert p.returncode == 0, p.stderr
+            image = f"{upstream_host}/{repo}/app:v1"
+            p = ctrd.ctr("images", "pull", "--snapshotter", "native", "--hosts-dir", str(hosts),
+                         "--user", f"ro:{ro['password']}", image)
+            assert p.returncode == 0, p.stdout + p.stderr + reg.log()
+            listed = ctrd.ctr("images", "ls", "-q").stdout.split()
+            assert image in listed
+            # The pull went through the mirror, which saw the upstream it stood in for.
+            assert f"ns={upstream_host}" in reg.log()
+    finally:
+        ctrd.stop()
