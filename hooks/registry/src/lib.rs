@@ -6,12 +6,14 @@
 
 pub mod clock;
 pub mod converge;
+pub mod distribution;
 pub mod health;
 pub mod hooks;
 pub mod internal;
 pub mod pki;
 pub mod secrets;
 pub mod settings;
+pub mod upstream;
 
 /// The batch registry of module hooks, as addon-operator sees it.
 pub fn module_registry() -> hook_sdk::runtime::Registry {

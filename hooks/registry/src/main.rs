@@ -34,6 +34,8 @@ enum Cmd {
         #[arg(long)]
         config: bool,
     },
+    /// Check that an upstream registry is usable for Proxy mode (exit 0: usable, 1: not).
+    CheckUpstream(embedded_registry::upstream::cli::Args),
     /// Play the module lifecycle against a file-backed cluster and render the chart.
     Converge {
         /// The ModuleConfig (YAML or JSON).
@@ -141,6 +143,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Classic { name, config } => classic(&name, config),
+        Cmd::CheckUpstream(args) => ExitCode::from(embedded_registry::upstream::cli::run(&args)),
         Cmd::Converge {
             module_config,
             state,

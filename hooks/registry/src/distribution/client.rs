@@ -1,0 +1,467 @@
+//! A blocking client for the distribution API: it learns the auth scheme from `/v2/`,
+//! fetches one token per scope (shared by every thread, fetched once), retries `429`
+//! within the time budget, and turns every failure into a [`Failure`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Client as Http, RequestBuilder, Response};
+use reqwest::header::{ACCEPT, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::Method;
+
+use super::challenge::{self, Challenge};
+use super::failure::{Failure, Kind};
+
+/// Manifest media types a pull accepts.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// User and password; `Debug` never prints the password.
+#[derive(Clone)]
+pub struct Credentials {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, <hidden>)", self.user)
+    }
+}
+
+/// Where and how to reach a registry.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `https` or `http`.
+    pub scheme: String,
+    /// `host[:port]`.
+    pub host: String,
+    /// Credentials, if any.
+    pub credentials: Option<Credentials>,
+    /// Extra CA certificates (PEM) trusted beside the system roots.
+    pub ca_pem: Option<String>,
+    /// Use only `ca_pem`, not the system roots (the module's own registries).
+    pub ca_only: bool,
+}
+
+/// How the registry authenticates, learnt from `/v2/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// `/v2/` answered 200 without credentials.
+    Anonymous,
+    /// Basic auth on every request.
+    Basic,
+    /// Token auth.
+    Bearer {
+        /// Token endpoint.
+        realm: String,
+        /// `service` parameter.
+        service: String,
+    },
+}
+
+impl Auth {
+    /// `anonymous`, `basic` or `bearer`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Auth::Anonymous => "anonymous",
+            Auth::Basic => "basic",
+            Auth::Bearer { .. } => "bearer",
+        }
+    }
+}
+
+type TokenCell = Arc<OnceLock<Result<String, Failure>>>;
+
+/// A connected registry client.
+pub struct Client {
+    http: Http,
+    endpoint: Endpoint,
+    base: String,
+    auth: Auth,
+    deadline: Instant,
+    request_timeout: Duration,
+    tokens: Mutex<HashMap<String, TokenCell>>,
+    requests: AtomicUsize,
+    token_requests: AtomicUsize,
+}
+
+/// The rustls configuration for an endpoint: its CA, plus system roots unless `ca_only`.
+pub fn tls_config(endpoint: &Endpoint) -> Result<rustls::ClientConfig, Failure> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let bad = |m: String| Failure::new(Kind::Tls, m);
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(pem) = endpoint.ca_pem.as_deref().filter(|p| !p.trim().is_empty()) {
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| {
+                bad(format!(
+                    "the CA bundle is not valid PEM ({e}); fix proxy.ca"
+                ))
+            })?;
+            roots.add(cert).map_err(|e| {
+                bad(format!(
+                    "the CA bundle holds an unusable certificate ({e}); fix proxy.ca"
+                ))
+            })?;
+        }
+        if roots.is_empty() {
+            return Err(bad(
+                "the CA bundle holds no certificate; fix proxy.ca".into()
+            ));
+        }
+    }
+    if !endpoint.ca_only {
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(format!("TLS setup: {e}")))
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
+impl Client {
+    /// Connects: `GET /v2/` to learn the auth scheme. Every request, this one included,
+    /// ends by `deadline`; none takes longer than `request_timeout`.
+    pub fn connect(
+        endpoint: Endpoint,
+        request_timeout: Duration,
+        deadline: Instant,
+    ) -> Result<Self, Failure> {
+        let builder = Http::builder()
+            .connect_timeout(request_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent(concat!("embedded-registry/", env!("CARGO_PKG_VERSION")));
+        // Also for `http`: a token realm or a redirect may still be https, and reqwest
+        // needs a configured TLS backend either way.
+        let builder = builder.tls_backend_preconfigured(tls_config(&endpoint)?);
+        let http = builder
+            .build()
+            .map_err(|e| Failure::new(Kind::Http, format!("client setup: {e}")))?;
+        let base = format!("{}://{}", endpoint.scheme, endpoint.host);
+        let mut client = Client {
+            http,
+            endpoint,
+            base,
+            auth: Auth::Anonymous,
+            deadline,
+            request_timeout,
+            tokens: Mutex::new(HashMap::new()),
+            requests: AtomicUsize::new(0),
+            token_requests: AtomicUsize::new(0),
+        };
+        client.auth = client.discover_auth()?;
+        Ok(client)
+    }
+
+    /// The auth scheme the registry asked for.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    /// Requests sent so far (token requests included).
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Token requests sent so far.
+    pub fn token_requests(&self) -> usize {
+        self.token_requests.load(Ordering::Relaxed)
+    }
+
+    fn discover_auth(&self) -> Result<Auth, Failure> {
+        let url = format!("{}/v2/", self.base);
+        let resp = self.execute(&url, || self.http.get(&url))?;
+        let status = resp.status().as_u16();
+        let api_header = resp
+            .headers()
+            .contains_key("docker-distribution-api-version");
+        let challenge = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        match status {
+            200 => {
+                let json_body = resp
+                    .text()
+                    .map(|b| serde_json::from_str::<serde_json::Value>(&b).is_ok())
+                    .unwrap_or(false);
+                if api_header || json_body {
+                    Ok(Auth::Anonymous)
+                } else {
+                    Err(not_a_registry(
+                        &url,
+                        "answered 200 but not as a registry API",
+                    ))
+                }
+            }
+            401 => match challenge.as_deref().and_then(challenge::parse) {
+                Some(Challenge::Basic) => Ok(Auth::Basic),
+                Some(Challenge::Bearer { realm, service, .. }) => {
+                    self.check_realm(&realm)?;
+                    Ok(Auth::Bearer { realm, service })
+                }
+                None => Err(not_a_registry(
+                    &url,
+                    "answered 401 without a Bearer or Basic challenge",
+                )),
+            },
+            code => Err(not_a_registry(&url, &format!("answered HTTP {code}"))),
+        }
+    }
+
+    /// Since distribution v3.1 a proxy sends its upstream credentials only to a realm on
+    /// the upstream's host or registrable domain: anywhere else it would pull anonymously.
+    fn check_realm(&self, realm: &str) -> Result<(), Failure> {
+        if self.endpoint.credentials.is_none() {
+            return Ok(());
+        }
+        let realm_host = reqwest::Url::parse(realm)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            .ok_or_else(|| {
+                not_a_registry(
+                    &format!("{}/v2/", self.base),
+                    &format!("sent a token realm that is not a URL ({realm})"),
+                )
+            })?;
+        let host = reqwest::Url::parse(&self.base)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            .unwrap_or_default();
+        if same_site(&realm_host, &host) {
+            return Ok(());
+        }
+        Err(Failure::new(
+            Kind::TokenRealmOtherDomain,
+            format!("the token realm {realm} is not on {host}'s domain: a distribution v3.1+ proxy would send no credentials there and pull anonymously; use the registry address on the realm's domain"),
+        ))
+    }
+
+    /// Sends `method` to `/v2/<repo>/<tail>` with auth for `scope_actions` (e.g. `pull`).
+    pub fn send(
+        &self,
+        method: Method,
+        repo: &str,
+        tail: &str,
+        scope_actions: &str,
+        accept: Option<&str>,
+    ) -> Result<Response, Failure> {
+        let url = format!("{}/v2/{repo}/{tail}", self.base);
+        let token = match &self.auth {
+            Auth::Bearer { .. } => Some(self.token(&format!("repository:{repo}:{scope_actions}"))?),
+            _ => None,
+        };
+        self.execute(&url, || {
+            let mut req = self.http.request(method.clone(), &url);
+            if let Some(a) = accept {
+                req = req.header(ACCEPT, a);
+            }
+            match (&token, &self.auth, &self.endpoint.credentials) {
+                (Some(t), _, _) => req.bearer_auth(t),
+                (None, Auth::Basic, Some(c)) => req.basic_auth(&c.user, Some(&c.password)),
+                _ => req,
+            }
+        })
+    }
+
+    /// `GET /v2/` with the credentials: proves Basic credentials.
+    pub fn login_basic(&self) -> Result<(), Failure> {
+        let url = format!("{}/v2/", self.base);
+        let c = self.endpoint.credentials.as_ref();
+        let resp = self.execute(&url, || {
+            let req = self.http.get(&url);
+            match c {
+                Some(c) => req.basic_auth(&c.user, Some(&c.password)),
+                None => req,
+            }
+        })?;
+        match resp.status().as_u16() {
+            200 => Ok(()),
+            401 | 403 => Err(self.bad_credentials(&url)),
+            code => Err(Failure::new(
+                Kind::Http,
+                format!("{url}: HTTP {code} with credentials"),
+            )),
+        }
+    }
+
+    fn bad_credentials(&self, url: &str) -> Failure {
+        match &self.endpoint.credentials {
+            Some(c) => Failure::new(
+                Kind::BadCredentials,
+                format!("{url}: the credentials of user {} were refused; check proxy.user and proxy.password", c.user),
+            ),
+            None => Failure::new(
+                Kind::BadCredentials,
+                format!("{url}: the registry requires credentials; set proxy.user and proxy.password"),
+            ),
+        }
+    }
+
+    /// The token for `scope`, fetched once and shared by every thread.
+    pub fn token(&self, scope: &str) -> Result<String, Failure> {
+        let cell = {
+            let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+            tokens.entry(scope.to_string()).or_default().clone()
+        };
+        cell.get_or_init(|| self.fetch_token(scope)).clone()
+    }
+
+    fn fetch_token(&self, scope: &str) -> Result<String, Failure> {
+        let Auth::Bearer { realm, service } = &self.auth else {
+            return Err(Failure::new(
+                Kind::Http,
+                "token requested without token auth",
+            ));
+        };
+        self.token_requests.fetch_add(1, Ordering::Relaxed);
+        let mut url = reqwest::Url::parse(realm)
+            .map_err(|_| not_a_registry(realm, "is not a valid token realm URL"))?;
+        {
+            let mut q = url.query_pairs_mut();
+            if !service.is_empty() {
+                q.append_pair("service", service);
+            }
+            q.append_pair("scope", scope);
+        }
+        let shown = realm.clone();
+        let resp = self.execute(&shown, || {
+            let req = self.http.get(url.clone());
+            match &self.endpoint.credentials {
+                Some(c) => req.basic_auth(&c.user, Some(&c.password)),
+                None => req,
+            }
+        })?;
+        match resp.status().as_u16() {
+            200 => {
+                #[derive(serde::Deserialize)]
+                struct TokenResponse {
+                    token: Option<String>,
+                    access_token: Option<String>,
+                }
+                let body: TokenResponse = resp
+                    .text()
+                    .ok()
+                    .and_then(|b| serde_json::from_str(&b).ok())
+                    .ok_or_else(|| {
+                        not_a_registry(&shown, "token endpoint answered without a JSON token")
+                    })?;
+                body.token
+                    .or(body.access_token)
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| {
+                        not_a_registry(&shown, "token endpoint answered without a token")
+                    })
+            }
+            401 | 403 => Err(self.bad_credentials(&shown)),
+            code => Err(Failure::new(
+                Kind::Http,
+                format!("{shown}: token endpoint answered HTTP {code}"),
+            )),
+        }
+    }
+
+    /// Sends a request, retrying `429` after `Retry-After` while the budget allows.
+    fn execute(&self, url: &str, build: impl Fn() -> RequestBuilder) -> Result<Response, Failure> {
+        loop {
+            let remaining = self.deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(Failure::new(
+                    Kind::Timeout,
+                    format!("{url}: the time budget is spent"),
+                ));
+            }
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let resp = build()
+                .timeout(self.request_timeout.min(remaining))
+                .send()
+                .map_err(|e| Failure::from_transport(url, &e))?;
+            if resp.status().as_u16() != 429 {
+                return Ok(resp);
+            }
+            let wait = retry_after(&resp).unwrap_or(Duration::from_secs(1));
+            let remaining = self.deadline.saturating_duration_since(Instant::now());
+            if wait >= remaining {
+                return Err(Failure::new(
+                    Kind::RateLimited,
+                    format!("{url}: rate limited (HTTP 429, retry after {}s, more than the time left); try later or use credentials with a higher limit", wait.as_secs()),
+                ));
+            }
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(resp: &Response) -> Option<Duration> {
+    let v = resp
+        .headers()
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .to_string();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at =
+        time::OffsetDateTime::parse(&v, &time::format_description::well_known::Rfc2822).ok()?;
+    let secs = (at - time::OffsetDateTime::now_utc())
+        .whole_seconds()
+        .max(0);
+    Some(Duration::from_secs(secs as u64))
+}
+
+fn not_a_registry(url: &str, what: &str) -> Failure {
+    Failure::new(
+        Kind::NotARegistry,
+        format!(
+            "{url} {what}: this is not a container registry; check proxy.host and proxy.scheme"
+        ),
+    )
+}
+
+/// Same host, or the same registrable domain (public suffix list); IPs must be equal.
+fn same_site(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    if a.parse::<std::net::IpAddr>().is_ok() || b.parse::<std::net::IpAddr>().is_ok() {
+        return false;
+    }
+    match (psl::domain_str(a), psl::domain_str(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_site;
+
+    #[test]
+    fn realm_site_rules() {
+        assert!(same_site("auth.example.com", "registry.example.com"));
+        assert!(same_site("example.co.uk", "r.example.co.uk"));
+        assert!(!same_site("auth.other.com", "registry.example.com"));
+        assert!(!same_site("a.co.uk", "b.co.uk"));
+        assert!(!same_site("127.0.0.2", "127.0.0.1"));
+        assert!(same_site("127.0.0.1", "127.0.0.1"));
+    }
+
+    #[test]
+    fn credentials_debug_hides_the_password() {
+        let c = super::Credentials {
+            user: "u".into(),
+            password: "hunter2-secret".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,122 @@
+//! `embedded-registry check-upstream`: the module's upstream check, for an admin to run
+//! before changing the ModuleConfig. Exit 0 when usable, 1 when not, 2 on bad arguments.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{check, Image, Spec};
+use crate::distribution::Credentials;
+
+/// Environment variable holding the upstream password (instead of `--password-file`).
+pub const PASSWORD_ENV: &str = "EMBEDDED_REGISTRY_UPSTREAM_PASSWORD";
+
+/// Arguments of `check-upstream`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Upstream registry `host[:port]`.
+    #[arg(long)]
+    pub host: String,
+    /// `https` (default) or `http`.
+    #[arg(long, default_value = "https", value_parser = ["https", "http"])]
+    pub scheme: String,
+    /// Repository path, e.g. `/deckhouse/ee`.
+    #[arg(long)]
+    pub path: String,
+    /// Upstream user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// File holding the password (else the EMBEDDED_REGISTRY_UPSTREAM_PASSWORD variable).
+    #[arg(long, requires = "user")]
+    pub password_file: Option<PathBuf>,
+    /// CA bundle (PEM) trusted beside the system roots.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Image to look for, relative to the path: NAME:TAG, NAME@sha256:..., or :TAG for
+    /// the path's own repository. Repeatable.
+    #[arg(long = "image", value_name = "NAME:TAG")]
+    pub images: Vec<String>,
+    /// Manifest requests in parallel.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Time budget for the whole check (Go-style duration: 30s, 2m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Time limit of one request.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::settings::parse_go_duration(s)
+        .filter(|secs| *secs > 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{s:?} is not a positive Go duration (e.g. 30s, 2m)"))
+}
+
+/// Builds the check from arguments; `Err` is a usage error (exit 2).
+pub fn spec(args: &Args) -> Result<Spec, String> {
+    let mut spec = Spec::new(&args.scheme, &args.host, &args.path);
+    if args.host.is_empty() || args.host.contains('/') {
+        return Err(format!(
+            "--host {:?} must be host[:port], without scheme or path",
+            args.host
+        ));
+    }
+    if let Some(user) = &args.user {
+        let password = match &args.password_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map_err(|e| format!("--password-file {}: {e}", f.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+            None => std::env::var(PASSWORD_ENV).map_err(|_| {
+                format!("--user needs --password-file FILE or the {PASSWORD_ENV} variable")
+            })?,
+        };
+        if password.is_empty() {
+            return Err("the password is empty: put it in --password-file or the variable".into());
+        }
+        spec.credentials = Some(Credentials {
+            user: user.clone(),
+            password,
+        });
+    }
+    if let Some(f) = &args.ca_file {
+        spec.ca_pem = Some(
+            std::fs::read_to_string(f).map_err(|e| format!("--ca-file {}: {e}", f.display()))?,
+        );
+    }
+    spec.images = args
+        .images
+        .iter()
+        .map(|i| Image::parse(i).map_err(|e| format!("--image: {e}")))
+        .collect::<Result<_, _>>()?;
+    spec.concurrency = args.concurrency as usize;
+    spec.budget = args.timeout;
+    spec.request_timeout = args.request_timeout.min(args.timeout);
+    Ok(spec)
+}
+
+/// Runs the command; returns the exit code.
+pub fn run(args: &Args) -> u8 {
+    let spec = match spec(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("check-upstream: {e}");
+            return 2;
+        }
+    };
+    let report = check(&spec);
+    if args.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        print!("{}", report.human());
+    }
+    if report.ok {
+        0
+    } else {
+        1
+    }
+}
