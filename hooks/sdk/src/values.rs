@@ -164,8 +164,11 @@ pub fn parse_values_patch(text: &str) -> Result<Vec<Value>> {
 pub fn apply_values_patch(doc: &mut Value, ops: &[Value]) -> Result<()> {
     let patch: json_patch::Patch =
         serde_json::from_value(Value::Array(ops.to_vec())).context("malformed values patch")?;
+    // The copy makes it all or nothing. json-patch's own undo (`patch`) panics when it
+    // cannot revert some failed sequences (a `move` into the root), so it is not used.
     let mut work = doc.clone();
-    json_patch::patch(&mut work, &patch).map_err(|e| anyhow::anyhow!("values patch: {e}"))?;
+    json_patch::patch_unsafe(&mut work, &patch)
+        .map_err(|e| anyhow::anyhow!("values patch: {e}"))?;
     *doc = work;
     Ok(())
 }
