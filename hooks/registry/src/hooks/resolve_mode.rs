@@ -1,7 +1,7 @@
 //! Decides what the chart renders: the effective mode and whether the registry runs in
 //! HA. Runs before every Helm render, after the masters are known.
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use hook_sdk::{Hook, HookConfig, HookInput};
 
 use super::MODULE_KEY;
@@ -21,10 +21,22 @@ pub fn hook() -> Hook {
 }
 
 fn handle(input: &mut HookInput) -> anyhow::Result<()> {
-    let settings: Settings = input
-        .values
-        .get_as(MODULE_KEY)?
-        .context("values have no embeddedRegistry section")?;
+    // Only the two settings this hook decides on are read: typing the whole section
+    // would fail the hook on values the schema accepts but the types cannot hold
+    // (detached.rotation.keepReleases beyond u32), blocking the queue.
+    if input.values.get(MODULE_KEY).is_none() {
+        bail!("values have no embeddedRegistry section");
+    }
+    let settings = Settings {
+        mode: input
+            .values
+            .get_as(&format!("{MODULE_KEY}.mode"))?
+            .unwrap_or_default(),
+        high_availability: input
+            .values
+            .get_as(&format!("{MODULE_KEY}.highAvailability"))?,
+        ..Settings::default()
+    };
     let masters: Vec<Master> = input
         .values
         .get_as(&format!("{MODULE_KEY}.internal.masters"))?
