@@ -29,6 +29,9 @@ pub fn redact(message: &str) -> String {
     out
 }
 
+/// Longest log line written: runners cut lines at 10,000 characters.
+const MAX_LINE: usize = 9_000;
+
 /// A logger bound to one hook.
 #[derive(Clone, Debug)]
 pub struct Logger {
@@ -54,16 +57,26 @@ impl Logger {
         for (k, v) in fields {
             m.insert((*k).into(), v.clone());
         }
-        let mut s = Value::Object(m).to_string();
-        // The runners cut lines at 10,000 characters; cut first, on a char boundary.
-        if s.len() > 9_000 {
-            let mut end = 9_000;
-            while !s.is_char_boundary(end) {
-                end -= 1;
+        // The runners cut lines at 10,000 characters and parse a line starting with `{`
+        // as JSON: shorten the message, not the line, so the line stays valid JSON.
+        let mut keep = msg.len();
+        loop {
+            let line = serde_json::to_string(&m).expect("a JSON map always serialises");
+            if line.len() <= MAX_LINE {
+                return line;
             }
-            s.truncate(end);
+            if keep == 0 {
+                // The extra fields alone are too long: keep level, msg, hook and time.
+                m.retain(|k, _| ["level", "msg", "hook", "time"].contains(&k.as_str()));
+                m.insert("truncated".into(), Value::Bool(true));
+                return Value::Object(m).to_string();
+            }
+            keep = keep.saturating_sub(line.len() - MAX_LINE + 8);
+            while !msg.is_char_boundary(keep) {
+                keep -= 1;
+            }
+            m.insert("msg".into(), Value::from(format!("{}…", &msg[..keep])));
         }
-        s
     }
 
     fn emit(&self, level: &str, msg: &str, fields: &[(&str, Value)]) {
@@ -110,5 +123,21 @@ mod tests {
         assert_eq!(v["masters"], 3);
         let long = Logger::new("h").line("info", &"é".repeat(20_000), &[]);
         assert!(long.len() <= 9_000);
+        // Cut or not, a line is JSON the runner can parse, escapes included.
+        for msg in ["é".repeat(20_000), "\"\n".repeat(9_000), "x".repeat(8_990)] {
+            let line =
+                Logger::new("h").line("error", &msg, &[("nodes", Value::from(vec!["n"; 3]))]);
+            let v: Value = serde_json::from_str(&line).expect("valid JSON");
+            assert!(line.len() <= 9_000, "{}", line.len());
+            assert_eq!(v["level"], "error");
+            assert!(msg.starts_with(v["msg"].as_str().unwrap().trim_end_matches('…')));
+        }
+        let fields =
+            Logger::new("h").line("warn", "m", &[("nodes", Value::from("n".repeat(20_000)))]);
+        let v: Value = serde_json::from_str(&fields).expect("valid JSON");
+        assert_eq!(
+            (v["msg"].as_str(), v["truncated"].as_bool()),
+            (Some("…"), Some(true))
+        );
     }
 }
