@@ -40,10 +40,18 @@ impl SecretSnap {
 }
 
 /// Reads a binding's Secrets by name.
+///
+/// A run without that binding's snapshot is refused: read as "no Secret exists", it
+/// would make the hook issue every certificate or password anew.
 pub fn by_name(
     input: &hook_sdk::HookInput,
     binding: &str,
 ) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+    if !input.snapshots.has(binding) {
+        anyhow::bail!(
+            "no snapshot of binding {binding} in this run: refusing to act as if none of its Secrets existed (the runner delivers it in group main, or with includeSnapshotsFrom)"
+        );
+    }
     Ok(input
         .snapshots
         .get::<SecretSnap>(binding)?

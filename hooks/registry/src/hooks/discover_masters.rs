@@ -92,6 +92,13 @@ impl NodeItem {
 }
 
 fn handle(input: &mut HookInput) -> anyhow::Result<()> {
+    // Without either snapshot the run knows nothing about the nodes: emitting an empty
+    // list would remove the registry from every master.
+    if !MASTER_LABELS.iter().any(|(b, _)| input.snapshots.has(b)) {
+        anyhow::bail!(
+            "no snapshot of binding masters or legacy_masters in this run: refusing to report no masters"
+        );
+    }
     let mut masters = BTreeMap::new();
     let mut without_ip = Vec::new();
     for (binding, _) in MASTER_LABELS {
