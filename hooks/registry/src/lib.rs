@@ -11,6 +11,7 @@ pub mod health;
 pub mod hooks;
 pub mod internal;
 pub mod pki;
+pub mod rotation;
 pub mod secrets;
 pub mod settings;
 pub mod upstream;

@@ -1,0 +1,119 @@
+//! Reading small files out of an image layer (a tar, gzip-compressed or not) as it
+//! streams in, stopping as soon as nothing more is wanted.
+
+use std::io::Read;
+
+/// The most a wanted file may hold: `images_digests.json` of a real release is tens
+/// of kilobytes; anything far larger is not what we look for.
+pub const MAX_FILE: u64 = 16 << 20;
+
+/// Files of the layer whose path (without a leading `./` or `/`) `wanted` accepts,
+/// as (path, content), in layer order. Stops reading after `limit` matches.
+pub fn find_files(
+    layer: impl Read,
+    wanted: impl Fn(&str) -> bool,
+    limit: usize,
+) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let mut buffered = std::io::BufReader::new(layer);
+    let gz = {
+        use std::io::BufRead;
+        let head = buffered.fill_buf()?;
+        head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b
+    };
+    let reader: Box<dyn Read> = if gz {
+        Box::new(flate2::bufread::MultiGzDecoder::new(buffered))
+    } else {
+        Box::new(buffered)
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut out = Vec::new();
+    for entry in archive.entries()? {
+        // Some builders (umoci 0.4) end a layer without the tar's final padding and
+        // end-of-archive blocks; what was read up to there is the layer.
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::UnexpectedEof
+                    || e.to_string().starts_with("unexpected EOF") =>
+            {
+                break
+            }
+            Err(e) => return Err(e),
+        };
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path()?.to_string_lossy().into_owned();
+        let path = path
+            .trim_start_matches("./")
+            .trim_start_matches('/')
+            .to_string();
+        if !wanted(&path) {
+            continue;
+        }
+        if entry.size() > MAX_FILE {
+            return Err(std::io::Error::other(format!(
+                "{path} is {} bytes, more than {MAX_FILE}: not a digests file",
+                entry.size()
+            )));
+        }
+        let mut content = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut content)?;
+        if content.len() as u64 != entry.size() {
+            return Err(std::io::Error::other(format!("{path} is cut short")));
+        }
+        out.push((path, content));
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(files: &[(&str, &[u8])], gzip: bool) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (p, c) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(c.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, p, *c).unwrap();
+        }
+        let raw = b.into_inner().unwrap();
+        if !gzip {
+            return raw;
+        }
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut e, &raw).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn finds_files_in_plain_and_gzip_layers() {
+        for gzip in [false, true] {
+            let l = layer(
+                &[
+                    ("etc/x", b"x"),
+                    ("./deckhouse/modules/images_digests.json", b"{}"),
+                    ("deckhouse/candi/images_digests.json", b"{\"a\":1}"),
+                ],
+                gzip,
+            );
+            let found = find_files(&l[..], |p| p.ends_with("images_digests.json"), 10).unwrap();
+            assert_eq!(found.len(), 2);
+            assert_eq!(found[0].0, "deckhouse/modules/images_digests.json");
+            let first = find_files(&l[..], |p| p.ends_with(".json"), 1).unwrap();
+            assert_eq!(first.len(), 1);
+        }
+        assert!(
+            find_files(&b"not a tar at all, just text"[..], |_| true, 1).is_err()
+                || find_files(&b"not a tar at all, just text"[..], |_| true, 1)
+                    .unwrap()
+                    .is_empty()
+        );
+    }
+}

@@ -1,0 +1,609 @@
+//! Fetches the [`Catalogue`] of a mirror through the registry API. Every request is
+//! made at most once: manifests are memoised per repository and digest, configs and
+//! layers per digest, and the referrers API is probed once (distribution 2.8 has none).
+//!
+//! Layout under the root path `P`: releases are semver tags of `P`; module images live
+//! in `P` by digest; `P/install` and `P/install-standalone` carry one tag per release;
+//! `P/release-channel` carries one tag per channel whose image holds `version.json`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+
+use reqwest::blocking::Response;
+use reqwest::Method;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use super::layer;
+use super::model::{
+    is_digest, release_version, signature_subject, Blob, Catalogue, Channel, Digest, Manifest,
+    ManifestKind, Release, Repository,
+};
+use crate::distribution::client::MANIFEST_ACCEPT;
+use crate::distribution::{Client, Failure, Kind};
+
+/// Repositories beside the root whose tags follow the releases.
+pub const SIBLINGS: [&str; 2] = ["install", "install-standalone"];
+/// The repository of release channels.
+pub const CHANNELS: &str = "release-channel";
+/// The most manifests one scan accepts (a guard against a runaway registry).
+pub const MAX_MANIFESTS: usize = 2_000_000;
+
+/// What a scan cost.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Requests sent (token requests included).
+    pub requests: usize,
+    /// Requests sent twice with the same method and URL (the target is 0).
+    pub repeated_requests: usize,
+    /// Manifests fetched.
+    pub manifests: usize,
+    /// Layers read to find a file.
+    pub layers_read: usize,
+    /// Whether the registry serves the referrers API.
+    pub referrers_api: bool,
+}
+
+/// Reads a mirror.
+pub struct Scanner<'a> {
+    client: &'a Client,
+    sent: HashSet<(Method, String)>,
+    repeated: usize,
+    referrers_api: Option<bool>,
+    configs: HashMap<Digest, Option<i64>>,
+    layers: HashMap<Digest, Vec<(String, Vec<u8>)>>,
+    manifests: usize,
+}
+
+fn failure(message: String) -> Failure {
+    Failure::new(Kind::Http, message)
+}
+
+impl<'a> Scanner<'a> {
+    /// A scanner over a connected client.
+    pub fn new(client: &'a Client) -> Self {
+        Scanner {
+            client,
+            sent: HashSet::new(),
+            repeated: 0,
+            referrers_api: None,
+            configs: HashMap::new(),
+            layers: HashMap::new(),
+            manifests: 0,
+        }
+    }
+
+    /// What the scan cost so far.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            requests: self.client.requests(),
+            repeated_requests: self.repeated,
+            manifests: self.manifests,
+            layers_read: self.layers.len(),
+            referrers_api: self.referrers_api == Some(true),
+        }
+    }
+
+    fn get(&mut self, repo: &str, tail: &str, accept: Option<&str>) -> Result<Response, Failure> {
+        if !self.sent.insert((Method::GET, format!("{repo}/{tail}"))) {
+            self.repeated += 1;
+        }
+        let resp = self.client.send(Method::GET, repo, tail, "pull", accept)?;
+        match resp.status().as_u16() {
+            401 => Err(Failure::new(
+                Kind::BadCredentials,
+                format!(
+                    "{repo}: the registry refused the credentials; check --user and the password"
+                ),
+            )),
+            403 => Err(Failure::new(
+                Kind::Denied,
+                format!("{repo}: the user may not pull from this repository"),
+            )),
+            _ => Ok(resp),
+        }
+    }
+
+    /// Tags of `repo`, following pagination; `None` when the repository does not exist.
+    pub fn tags(&mut self, repo: &str) -> Result<Option<Vec<String>>, Failure> {
+        let mut tail = "tags/list?n=1000".to_string();
+        let mut out = Vec::new();
+        loop {
+            let resp = self.get(repo, &tail, None)?;
+            match resp.status().as_u16() {
+                200 => {}
+                404 => return Ok(None),
+                code => {
+                    return Err(failure(format!(
+                        "{repo}: listing tags answered HTTP {code}"
+                    )))
+                }
+            }
+            let next = resp
+                .headers()
+                .get(reqwest::header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| next_tail(l, repo));
+            #[derive(serde::Deserialize)]
+            struct TagList {
+                tags: Option<Vec<String>>,
+            }
+            let body: TagList = json(resp)
+                .map_err(|e| failure(format!("{repo}: the tag list is not JSON ({e})")))?;
+            out.extend(body.tags.unwrap_or_default());
+            match next {
+                Some(t) => tail = t,
+                None => break,
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(Some(out))
+    }
+
+    /// Fetches `reference` (a tag or digest) of `repo` unless already known; returns
+    /// its digest, `None` when the registry does not hold it.
+    pub fn manifest(
+        &mut self,
+        repo: &mut Repository,
+        reference: &str,
+    ) -> Result<Option<Digest>, Failure> {
+        if is_digest(reference) {
+            if repo.manifests.contains_key(reference) {
+                return Ok(Some(reference.to_string()));
+            }
+            if repo.missing.contains(reference) {
+                return Ok(None);
+            }
+        }
+        if self.manifests >= MAX_MANIFESTS {
+            return Err(failure(format!(
+                "more than {MAX_MANIFESTS} manifests: refusing to plan on a catalogue this large"
+            )));
+        }
+        let name = repo.name.clone();
+        let resp = self.get(
+            &name,
+            &format!("manifests/{reference}"),
+            Some(MANIFEST_ACCEPT),
+        )?;
+        match resp.status().as_u16() {
+            200 => {}
+            404 => {
+                if is_digest(reference) {
+                    repo.missing.insert(reference.to_string());
+                }
+                return Ok(None);
+            }
+            code => {
+                return Err(failure(format!(
+                    "{name}: GET manifest {reference} answered HTTP {code}"
+                )))
+            }
+        }
+        let header_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = resp
+            .bytes()
+            .map_err(|e| failure(format!("{name}: reading manifest {reference}: {e}")))?;
+        let computed = sha256(&body);
+        if is_digest(reference) && computed != reference {
+            return Err(failure(format!(
+                "{name}: manifest {reference} has content of digest {computed}: the registry is inconsistent"
+            )));
+        }
+        let digest = header_digest.filter(|d| is_digest(d)).unwrap_or(computed);
+        self.manifests += 1;
+        if !repo.manifests.contains_key(&digest) {
+            let m = parse_manifest(&digest, &body, &content_type)
+                .map_err(|e| failure(format!("{name}: manifest {reference}: {e}")))?;
+            repo.manifests.insert(digest.clone(), m);
+        }
+        Ok(Some(digest))
+    }
+
+    /// Fetches `digests` and everything they lead to (children).
+    fn close(&mut self, repo: &mut Repository, digests: Vec<Digest>) -> Result<(), Failure> {
+        let mut stack = digests;
+        let mut done: HashSet<Digest> = HashSet::new();
+        while let Some(d) = stack.pop() {
+            if !done.insert(d.clone()) {
+                continue;
+            }
+            if self.manifest(repo, &d)?.is_some() {
+                stack.extend(repo.manifests[&d].children.iter().cloned());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every tag of `repo` (digests, closure, signature tags as referrers).
+    fn read_repository(&mut self, name: &str) -> Result<Option<Repository>, Failure> {
+        let Some(tags) = self.tags(name)? else {
+            return Ok(None);
+        };
+        let mut repo = Repository::new(name);
+        for tag in tags {
+            if let Some(d) = self.manifest(&mut repo, &tag)? {
+                if let Some(subject) = signature_subject(&tag) {
+                    repo.add_referrer(&subject, &d);
+                }
+                repo.tags.insert(tag, d);
+            }
+        }
+        let all: Vec<Digest> = repo.tags.values().cloned().collect();
+        self.close(&mut repo, all)?;
+        Ok(Some(repo))
+    }
+
+    /// The `created` time of an image config, memoised per digest.
+    fn created(&mut self, repo: &str, config: &Blob) -> Result<Option<i64>, Failure> {
+        if let Some(c) = self.configs.get(&config.digest) {
+            return Ok(*c);
+        }
+        let resp = self.get(repo, &format!("blobs/{}", config.digest), None)?;
+        if resp.status().as_u16() != 200 {
+            return Err(failure(format!(
+                "{repo}: config blob {} answered HTTP {}",
+                config.digest,
+                resp.status().as_u16()
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct Config {
+            created: Option<String>,
+        }
+        let c: Config = json(resp).map_err(|e| {
+            failure(format!(
+                "{repo}: config {} is not JSON ({e})",
+                config.digest
+            ))
+        })?;
+        let t = c.created.and_then(|s| {
+            time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .map(|t| t.unix_timestamp())
+        });
+        self.configs.insert(config.digest.clone(), t);
+        Ok(t)
+    }
+
+    /// Files `wanted` accepts from the topmost layer of `image` that has any.
+    fn files(
+        &mut self,
+        repo: &Repository,
+        image: &Digest,
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, Failure> {
+        let Some(m) = repo.manifests.get(image) else {
+            return Ok(vec![]);
+        };
+        // blobs = [config, layers...]; read layers from the top.
+        for l in m.blobs.iter().skip(1).rev() {
+            if !self.layers.contains_key(&l.digest) {
+                let resp = self.get(&repo.name, &format!("blobs/{}", l.digest), None)?;
+                if resp.status().as_u16() != 200 {
+                    return Err(failure(format!(
+                        "{}: layer {} answered HTTP {}",
+                        repo.name,
+                        l.digest,
+                        resp.status().as_u16()
+                    )));
+                }
+                let found =
+                    layer::find_files(resp.take(l.size.saturating_add(1)), |p| wanted(p), 16)
+                        .map_err(|e| failure(format!("{}: layer {}: {e}", repo.name, l.digest)))?;
+                self.layers.insert(l.digest.clone(), found);
+            }
+            let found = &self.layers[&l.digest];
+            if !found.is_empty() {
+                return Ok(found.clone());
+            }
+        }
+        Ok(vec![])
+    }
+
+    /// The images of `digest`: itself, or an index's children.
+    fn images(repo: &Repository, digest: &Digest) -> Vec<Digest> {
+        match repo.manifests.get(digest) {
+            Some(m) if m.kind == ManifestKind::Index => m.children.clone(),
+            Some(_) => vec![digest.clone()],
+            None => vec![],
+        }
+    }
+
+    fn release(
+        &mut self,
+        repo: &Repository,
+        tag: &str,
+        digest: &Digest,
+    ) -> Result<Release, Failure> {
+        let version = release_version(tag).expect("called for release tags");
+        let mut created: Option<i64> = None;
+        let mut modules: Option<Vec<Digest>> = None;
+        for image in Self::images(repo, digest) {
+            let Some(m) = repo.manifests.get(&image) else {
+                continue;
+            };
+            if let Some(config) = m.blobs.first().cloned() {
+                if let Some(t) = self.created(&repo.name, &config)? {
+                    created = Some(created.map_or(t, |c: i64| c.max(t)));
+                }
+            }
+            if modules.is_none() {
+                let files = self.files(repo, &image, &|p: &str| {
+                    p.starts_with("deckhouse/") && p.ends_with("/images_digests.json")
+                })?;
+                if !files.is_empty() {
+                    let mut list = Vec::new();
+                    for (path, content) in files {
+                        let v: serde_json::Value = serde_json::from_slice(&content).map_err(|e| {
+                            failure(format!("release {tag} ({digest}): {path} is not JSON ({e}); nothing was deleted"))
+                        })?;
+                        collect_digests(&v, &mut list);
+                    }
+                    list.sort();
+                    list.dedup();
+                    modules = Some(list);
+                }
+            }
+        }
+        Ok(Release {
+            tag: tag.to_string(),
+            version,
+            digest: digest.clone(),
+            modules,
+            created,
+        })
+    }
+
+    fn channel(
+        &mut self,
+        repo: &Repository,
+        tag: &str,
+        digest: &Digest,
+    ) -> Result<Channel, Failure> {
+        let mut version = None;
+        for image in Self::images(repo, digest) {
+            let files = self.files(repo, &image, &|p: &str| p == "version.json")?;
+            if let Some((_, content)) = files.first() {
+                #[derive(serde::Deserialize)]
+                struct V {
+                    version: Option<String>,
+                }
+                version = serde_json::from_slice::<V>(content)
+                    .ok()
+                    .and_then(|v| v.version)
+                    .filter(|v| release_version(v).is_some());
+                break;
+            }
+        }
+        Ok(Channel {
+            name: tag.to_string(),
+            version,
+        })
+    }
+
+    /// Fetches the catalogue under `path` (`deckhouse/ee`, no leading slash).
+    pub fn scan(&mut self, path: &str) -> Result<Catalogue, Failure> {
+        let Some(mut root) = self.read_repository(path)? else {
+            return Err(Failure::new(
+                Kind::NameUnknown,
+                format!("repository {path} does not exist in the registry; check --path"),
+            ));
+        };
+        let release_tags: Vec<(String, Digest)> = root
+            .tags
+            .iter()
+            .filter(|(t, _)| release_version(t).is_some())
+            .map(|(t, d)| (t.clone(), d.clone()))
+            .collect();
+        let mut releases = Vec::new();
+        for (tag, digest) in &release_tags {
+            releases.push(self.release(&root, tag, digest)?);
+        }
+        let modules: Vec<Digest> = releases
+            .iter()
+            .flat_map(|r| r.modules.iter().flatten().cloned())
+            .collect();
+        self.close(&mut root, modules)?;
+        self.referrers(&mut root)?;
+        let mut siblings = Vec::new();
+        for s in SIBLINGS {
+            if let Some(mut repo) = self.read_repository(&format!("{path}/{s}"))? {
+                self.referrers(&mut repo)?;
+                siblings.push(repo);
+            }
+        }
+        let mut others = Vec::new();
+        let mut channels = Vec::new();
+        if let Some(repo) = self.read_repository(&format!("{path}/{CHANNELS}"))? {
+            let tags: BTreeMap<String, Digest> = repo.tags.clone();
+            for (tag, digest) in &tags {
+                channels.push(self.channel(&repo, tag, digest)?);
+            }
+            others.push(repo);
+        }
+        Ok(Catalogue {
+            root,
+            siblings,
+            others,
+            releases,
+            channels,
+        })
+    }
+
+    /// Asks the referrers API about every manifest of `repo` (once, if the registry
+    /// has the API) and fetches what it names.
+    fn referrers(&mut self, repo: &mut Repository) -> Result<(), Failure> {
+        if self.referrers_api == Some(false) {
+            return Ok(());
+        }
+        let mut todo: Vec<Digest> = repo.manifests.keys().cloned().collect();
+        todo.sort();
+        let mut asked: HashSet<Digest> = HashSet::new();
+        while let Some(d) = todo.pop() {
+            if !asked.insert(d.clone()) {
+                continue;
+            }
+            let name = repo.name.clone();
+            let resp = self.get(
+                &name,
+                &format!("referrers/{d}"),
+                Some("application/vnd.oci.image.index.v1+json"),
+            )?;
+            match resp.status().as_u16() {
+                200 => self.referrers_api = Some(true),
+                404 if self.referrers_api.is_none() => {
+                    self.referrers_api = Some(false);
+                    return Ok(());
+                }
+                404 => continue,
+                code => {
+                    return Err(failure(format!(
+                        "{name}: referrers of {d} answered HTTP {code}"
+                    )))
+                }
+            }
+            let index: serde_json::Value = json(resp)
+                .map_err(|e| failure(format!("{name}: referrers of {d}: not JSON ({e})")))?;
+            let found: Vec<Digest> = index["manifests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["digest"].as_str())
+                .filter(|x| is_digest(x))
+                .map(str::to_owned)
+                .collect();
+            for r in found {
+                repo.add_referrer(&d, &r);
+                self.close(repo, vec![r.clone()])?;
+                todo.push(r);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256(bytes: &[u8]) -> Digest {
+    let mut s = String::with_capacity(71);
+    s.push_str("sha256:");
+    for b in Sha256::digest(bytes) {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// A JSON response body.
+fn json<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, String> {
+    let body = resp.bytes().map_err(|e| e.to_string())?;
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
+}
+
+/// The `tags/list` tail of an RFC 5988 `Link: <...>; rel="next"` header.
+fn next_tail(link: &str, repo: &str) -> Option<String> {
+    let url = link
+        .split(';')
+        .next()?
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>');
+    let prefix = format!("/v2/{repo}/");
+    let at = url.find(&prefix)?;
+    Some(url[at + prefix.len()..].to_string())
+}
+
+/// Every `sha256:` digest among the string values of `v`.
+fn collect_digests(v: &serde_json::Value, out: &mut Vec<Digest>) {
+    match v {
+        serde_json::Value::String(s) if is_digest(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_digests(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| collect_digests(x, out)),
+        _ => {}
+    }
+}
+
+/// Parses a manifest document.
+pub fn parse_manifest(digest: &str, body: &[u8], content_type: &str) -> Result<Manifest, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("not JSON ({e})"))?;
+    let media = v["mediaType"].as_str().unwrap_or(content_type);
+    let descriptor = |d: &serde_json::Value| -> Result<Blob, String> {
+        let digest = d["digest"]
+            .as_str()
+            .filter(|x| is_digest(x))
+            .ok_or("a descriptor without a sha256 digest")?;
+        Ok(Blob {
+            digest: digest.to_string(),
+            size: d["size"].as_u64().unwrap_or(0),
+        })
+    };
+    let subject = v
+        .get("subject")
+        .and_then(|s| s["digest"].as_str())
+        .map(str::to_owned);
+    let (kind, children, blobs) = if let Some(list) = v["manifests"].as_array() {
+        let children = list
+            .iter()
+            .map(|d| descriptor(d).map(|b| b.digest))
+            .collect::<Result<_, _>>()?;
+        (ManifestKind::Index, children, vec![])
+    } else if v.get("config").is_some() {
+        let mut blobs = vec![descriptor(&v["config"])?];
+        for l in v["layers"].as_array().into_iter().flatten() {
+            blobs.push(descriptor(l)?);
+        }
+        (ManifestKind::Image, vec![], blobs)
+    } else if media.contains("manifest.v1") && v.get("fsLayers").is_some() {
+        return Err("a schema 1 manifest: not supported".into());
+    } else {
+        (ManifestKind::Other, vec![], vec![])
+    };
+    Ok(Manifest {
+        digest: digest.to_string(),
+        kind,
+        size: body.len() as u64,
+        children,
+        blobs,
+        subject,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_indexes_images_and_links() {
+        let h = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let idx = serde_json::json!({"schemaVersion": 2, "manifests": [{"digest": h('a'), "size": 1}, {"digest": h('b'), "size": 2}]});
+        let m = parse_manifest(&h('c'), idx.to_string().as_bytes(), "").unwrap();
+        assert_eq!((m.kind, m.children.len()), (ManifestKind::Index, 2));
+        let img = serde_json::json!({"config": {"digest": h('d'), "size": 5}, "layers": [{"digest": h('e'), "size": 7}], "subject": {"digest": h('f')}});
+        let m = parse_manifest(&h('c'), img.to_string().as_bytes(), "").unwrap();
+        assert_eq!(m.blobs.iter().map(|b| b.size).collect::<Vec<_>>(), [5, 7]);
+        assert_eq!(m.subject, Some(h('f')));
+        assert!(parse_manifest("x", b"{\"config\": {}}", "").is_err());
+        assert_eq!(
+            next_tail("</v2/a/b/tags/list?last=x&n=2>; rel=\"next\"", "a/b").as_deref(),
+            Some("tags/list?last=x&n=2")
+        );
+        let mut out = vec![];
+        collect_digests(
+            &serde_json::json!({"m": {"i": h('a'), "n": "x"}, "l": [h('b')]}),
+            &mut out,
+        );
+        assert_eq!(out, [h('a'), h('b')]);
+    }
+}
