@@ -7,10 +7,19 @@ app: {{ . }}
 {{- end }}
 {{- end -}}
 
-{{- /* True when the chart renders a registry (any mode but Direct). */ -}}
+{{- /* True when a registry runs on the masters: the registry-switch hook decides
+       (internal.switch.registry), not the mode setting, so a registry whose checks
+       failed is never rendered. */ -}}
 {{- define "embedded_registry.enabled" -}}
-{{- $mode := .Values.embeddedRegistry.internal.mode | default "Direct" -}}
-{{- if ne $mode "Direct" }}true{{ end -}}
+{{- $sw := .Values.embeddedRegistry.internal.switch | default dict -}}
+{{- if $sw.registry }}true{{ end -}}
+{{- end -}}
+
+{{- /* True when the manager DaemonSet runs: a registry runs, or a master still has
+       its static pod to remove. */ -}}
+{{- define "embedded_registry.manager" -}}
+{{- $sw := .Values.embeddedRegistry.internal.switch | default dict -}}
+{{- if $sw.manager }}true{{ end -}}
 {{- end -}}
 
 {{- /* Where the static pod mounts the node's files (see the node hook that writes them). */ -}}
@@ -53,14 +62,15 @@ auth:
     issuer: {{ include "embedded_registry.token_issuer" . }}
     rootcertbundle: {{ $pki }}/token-bundle.crt
     autoredirect: false
-{{- if eq $v.internal.mode "Proxy" }}
+{{- $r := $v.internal.switch.registry }}
+{{- if eq $r.mode "Proxy" }}
 proxy:
-  remoteurl: {{ printf "%s://%s" $v.proxy.scheme $v.proxy.host | quote }}
-  {{- if $v.proxy.user }}
-  username: {{ $v.proxy.user | quote }}
-  password: {{ $v.proxy.password | quote }}
+  remoteurl: {{ printf "%s://%s" $r.proxy.scheme $r.proxy.host | quote }}
+  {{- if $r.proxy.user }}
+  username: {{ $r.proxy.user | quote }}
+  password: {{ $r.proxy.password | quote }}
   {{- end }}
-  ttl: {{ $v.proxy.ttl | quote }}
+  ttl: {{ $r.proxy.ttl | quote }}
 {{- end }}
 {{- end -}}
 

@@ -12,6 +12,11 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 BIN = pathlib.Path(os.environ.get("EMBEDDED_REGISTRY_BIN", ROOT / "target" / "release" / "embedded-registry"))
+# The example upstream names resolve to loopback, where nothing listens on their ports:
+# the hooks' upstream checks fail fast and no test sends a packet beyond 127.0.0.0/8
+# (127.0.0.66: no test server binds there).
+EXAMPLE_HOSTS = ["registry.example.com", "registry.deckhouse.ru", "registry-a.example", "registry-b.example", "h"]
+os.environ["EMBEDDED_REGISTRY_RESOLVE"] = ",".join(f"{h}=127.0.0.66" for h in EXAMPLE_HOSTS)
 
 
 def run(args, env=None, cwd=None, stdin=None):

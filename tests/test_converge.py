@@ -11,7 +11,7 @@ import venv
 import pytest
 import yaml
 
-from conftest import EXAMPLES, ROOT, module_config, nodes_file, run, tree_digest
+from conftest import EXAMPLES, ROOT, Converge, module_config, nodes_file, run, tree_digest
 
 NODES3 = EXAMPLES / "nodes-3-masters.yaml"
 PROXY = {"mode": "Proxy", "proxy": {"host": "registry.example.com", "path": "/deckhouse/ee",
@@ -29,7 +29,16 @@ def test_converge_twice_changes_nothing(converge, example):
     assert second["objects"] == {"created": [], "updated": [], "deleted": []}
     assert tree_digest(converge.state) == state_after_first
     assert first["hookRuns"] == ["Synchronization:discover-masters", "beforeHelm:resolve-mode",
-                                 "beforeHelm:pki", "beforeHelm:users"]
+                                 "beforeHelm:pki", "beforeHelm:users", "beforeHelm:registry-switch"]
+
+
+def switch_state(state_dir):
+    obj = json.loads((state_dir / "objects/d8-system/Secret/registry-state.json").read_text())
+    return json.loads(base64.b64decode(obj["data"]["state.json"]))
+
+
+def condition(state, type_):
+    return next(c for c in state["conditions"] if c["type"] == type_)
 
 
 def test_proxy_on_three_masters(converge):
@@ -39,9 +48,13 @@ def test_proxy_on_three_masters(converge):
     values = converge.values()
     assert values["embeddedRegistry"]["proxy"]["ttl"] == "168h", "schema defaults applied"
     assert values["global"]["discovery"]["clusterMasterCount"] == 3
-    svc = yaml.safe_load(converge.rendered()["templates/service.yaml"])
-    assert svc["kind"] == "Service" and svc["metadata"]["namespace"] == "d8-system"
-    assert svc["metadata"]["labels"]["heritage"] == "deckhouse"
+    # registry.example.com answers nowhere here: the upstream check fails, so no
+    # registry is rendered and the nodes keep pulling from the upstream.
+    state = switch_state(converge.state)
+    assert state["registry"] is None and state["cluster"] == "Upstream"
+    checks = condition(state, "ChecksPassed")
+    assert checks["status"] == "False" and checks["reason"] == "CheckConnect", checks
+    assert "templates/service.yaml" not in converge.rendered()
     assert (converge.state / "objects/_cluster/Node/master-1.json").exists()
     assert (converge.state / "objects/_cluster/ModuleConfig/embedded-registry.json").exists()
 
@@ -60,6 +73,7 @@ def test_every_x_example_converges(converge, tmp_path):
     assert len(config["x-examples"]) >= 3
     kv = pathlib.Path(sys.executable).parent / "kubernetes-validate"
     for i, example in enumerate(config["x-examples"]):
+        converge = Converge(tmp_path / f"state-{i}")
         converge(module_config(tmp_path, example, name=f"ex{i}.yaml"), NODES3)
         # The static pods travel as strings inside the per-master Secrets: validate them too.
         secrets = converge.state / "rendered/templates/registry-node-config.yaml"
@@ -72,7 +86,9 @@ def test_every_x_example_converges(converge, tmp_path):
                     path = tmp_path / f"ex{i}-{doc['metadata']['name']}-pod.yaml"
                     path.write_text(pod)
                     pods.append(str(path))
-        assert bool(pods) == (example.get("mode", "Direct") != "Direct"), (i, example)
+        # Detached deploys first and checks the mirror later; Proxy deploys only after
+        # its upstream check, which fails here (the example hosts answer nowhere).
+        assert bool(pods) == (example.get("mode") == "Detached"), (i, example)
         if pods:
             p = subprocess.run([str(kv), "--strict", "-k", "1.30.0", *pods], capture_output=True, text=True)
             assert p.returncode == 0, p.stdout + p.stderr
@@ -97,13 +113,17 @@ def test_the_product_documents_examples_validate_as_written(converge, tmp_path):
 
 
 def test_direct_renders_no_registry_and_switching_removes_it(converge):
-    converge(EXAMPLES / "moduleconfig-proxy.yaml", NODES3)
+    converge(EXAMPLES / "moduleconfig-detached.yaml", NODES3)
     assert {"templates/service.yaml", "templates/registry-node-config.yaml"} <= set(converge.rendered())
     s = converge(EXAMPLES / "moduleconfig-direct.yaml")
     assert s["mode"] == "Direct"
-    assert s["rendered"]["deleted"] == ["templates/manager.yaml", "templates/node-group-configuration.yaml",
-                                        "templates/registry-node-config.yaml", "templates/service.yaml"]
-    assert list(converge.rendered()) == ["templates/prometheus-rules.yaml"], "certificate alerts stay"
+    # The cluster never pulled through the masters, so the registry goes at once; the
+    # manager goes with it (no master reported a static pod in this converge).
+    assert s["rendered"]["deleted"] == ["templates/manager.yaml", "templates/registry-node-config.yaml",
+                                        "templates/service.yaml"]
+    assert list(converge.rendered()) == ["templates/node-group-configuration.yaml",
+                                         "templates/prometheus-rules.yaml"], "certificate alerts and mirror cleanup stay"
+    assert "rm -f" in converge.rendered()["templates/node-group-configuration.yaml"]
 
 
 def test_master_set_changes_follow_the_nodes(converge, tmp_path):

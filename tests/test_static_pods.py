@@ -14,6 +14,7 @@ import yaml
 from conftest import BIN, module_config, nodes_file
 from registry_env import NodeRegistry, secret_data, skopeo, free_port, wait_until
 from tools.oci import build_layout
+from upstream_env import Upstream, password
 
 MASTERS = [("m1", "127.0.0.11"), ("m2", "127.0.0.12"), ("m3", "127.0.0.13")]
 DETACHED = {"mode": "Detached", "detached": {"storageMode": "Fs"}}
@@ -52,6 +53,12 @@ def node_hook(tmp_path, state, node, host_root, secret="rendered"):
     logs = [json.loads(line) for line in p.stderr.splitlines() if line.startswith("{")]
     ops = [json.loads(line) for line in (work / "k8s.json").read_text().splitlines() if line]
     status = ops[0]["object"]["data"] if ops else None
+    if ops:
+        # The API server accepts the node hook's status: the next converge sees it.
+        obj = ops[0]["object"]
+        path = state / "objects/d8-system/ConfigMap" / f"{obj['metadata']['name']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(obj))
     return ([l["file"] for l in logs if l["msg"] == "wrote"], [l["file"] for l in logs if l["msg"] == "removed"], status)
 
 
@@ -84,7 +91,9 @@ def test_node_hook_classic_config_passes_the_v1_schema(tmp_path):
 
 def test_files_land_with_owner_mode_and_a_valid_static_pod(tmp_path, converge):
     roots, result = deploy(tmp_path, converge, DETACHED)
-    for node, ip in MASTERS:
+    for node, _ in MASTERS[1:]:
+        assert result[node][0] == [] and result[node][2]["staticPod"] == "absent", "Detached runs on one master"
+    for node, ip in MASTERS[:1]:
         written, removed, status = result[node]
         assert written[-1] == "etc/kubernetes/manifests/embedded-registry.yaml", "manifest written last"
         assert removed == []
@@ -97,6 +106,8 @@ def test_files_land_with_owner_mode_and_a_valid_static_pod(tmp_path, converge):
         assert pod["spec"]["hostNetwork"] is True
         assert pod["spec"]["containers"][0]["readinessProbe"]["tcpSocket"]["host"] == ip
         assert status["appliedConfigHash"] == pod["metadata"]["annotations"]["embedded-registry.deckhouse.io/config-hash"]
+        assert status["appliedGeneration"] == rendered_secret(converge.state, node)["metadata"]["annotations"][
+            "embedded-registry.deckhouse.io/generation"]
         assert status["staticPod"] == "present"
         assert status["registry"] == "not-ready" and "Connection refused" in status["message"].replace("connection refused", "Connection refused"), status
         kv = os.path.join(os.path.dirname(sys.executable), "kubernetes-validate")
@@ -108,12 +119,12 @@ def test_files_land_with_owner_mode_and_a_valid_static_pod(tmp_path, converge):
         assert again[0] == [] and again[1] == []
 
 
-def test_detached_push_and_pull_on_every_master(tmp_path, converge):
+def test_detached_push_and_pull_on_the_mirror_master(tmp_path, converge):
     roots, _ = deploy(tmp_path, converge, DETACHED)
     ro, rw = secret_data(converge.state, "registry-user-ro"), secret_data(converge.state, "registry-user-rw")
     layout = tmp_path / "layout"
     build_layout(layout, "v1", b"detached\n")
-    for node, ip in MASTERS:
+    for node, ip in MASTERS[:1]:
         with NodeRegistry(converge.state, node, tmp_path / f"run-{node}", host_root=roots[node]) as reg:
             assert reg.host == f"{ip}:5001"
             ref = f"docker://{reg.host}/deckhouse/ee/app:v1"
@@ -130,63 +141,22 @@ def test_detached_push_and_pull_on_every_master(tmp_path, converge):
             assert status["registry"] == "ready", status
 
 
-def upstream_registry(tmp_path):
-    """A plain-HTTP upstream registry with token auth: `pusher` may push, `puller` pull."""
-    import bcrypt
-    up = tmp_path / "upstream"
-    up.mkdir()
-    port, auth_port = free_port(), free_port()
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", str(up / "token.key"), "-out", str(up / "token.crt"), "-days", "2",
-                    "-subj", "/CN=upstream-token"], check=True, capture_output=True)
-    users = {u: {"password": bcrypt.hashpw(f"{u}-pw".encode(), bcrypt.gensalt(4)).decode()} for u in ("pusher", "puller")}
-    auth = {"server": {"addr": f"127.0.0.1:{auth_port}"},
-            "token": {"issuer": "upstream", "expiration": 900, "certificate": str(up / "token.crt"),
-                      "key": str(up / "token.key")},
-            "users": users,
-            "acl": [{"match": {"account": "pusher"}, "actions": ["*"]},
-                    {"match": {"account": "puller"}, "actions": ["pull"]}]}
-    (up / "auth.yaml").write_text(yaml.safe_dump(auth))
-    dist = {"version": 0.1, "storage": {"filesystem": {"rootdirectory": str(up / "data")}},
-            "http": {"addr": f"127.0.0.1:{port}"},
-            "auth": {"token": {"realm": f"http://127.0.0.1:{auth_port}/auth", "service": "upstream",
-                               "issuer": "upstream", "rootcertbundle": str(up / "token.crt")}}}
-    (up / "config.yaml").write_text(yaml.safe_dump(dist))
-    procs = [subprocess.Popen([sys.executable, str(BIN.parent.parent.parent / "tests/tools/token_issuer.py"),
-                               str(up / "auth.yaml")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)]
-    assert procs[0].stdout.readline().startswith("ready")
-    procs.append(subprocess.Popen(["docker-registry", "serve", str(up / "config.yaml")],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    import urllib.error
-    import urllib.request
-
-    def answers():
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2)
-        except urllib.error.HTTPError as e:
-            return e.code == 401
-        return False
-    wait_until(answers, what="upstream registry")
-
-    def stop():
-        for p in reversed(procs):
-            if p.stdin:
-                p.stdin.close()
-            p.terminate()
-            p.wait(timeout=10)
-    return f"127.0.0.1:{port}", stop
+def proxy_settings(upstream):
+    return {"mode": "Proxy", "proxy": {"host": upstream.host, "scheme": "http", "path": "/deckhouse/ee",
+                                       "user": "puller", "password": password("puller")}}
 
 
 def test_proxy_pulls_through_and_serves_from_cache_when_upstream_is_gone(tmp_path, converge):
-    upstream, stop_upstream = upstream_registry(tmp_path)
+    up = Upstream(tmp_path / "up").start()
+    stop_upstream = up.stop
     try:
         layout = tmp_path / "layout"
         build_layout(layout, "v1", b"proxied content\n")
-        p = skopeo("copy", "--dest-tls-verify=false", "--dest-creds=pusher:pusher-pw", f"oci:{layout}:v1",
-                   f"docker://{upstream}/deckhouse/ee/app:v1")
+        p = skopeo("copy", "--dest-tls-verify=false", f"--dest-creds=pusher:{password('pusher')}", f"oci:{layout}:v1",
+                   f"docker://{up.host}/deckhouse/ee/app:v1")
         assert p.returncode == 0, p.stderr
-        proxy = {"mode": "Proxy", "proxy": {"host": upstream, "scheme": "http", "path": "/deckhouse/ee",
-                                            "user": "puller", "password": "puller-pw", "ttl": "72h"}}
+        proxy = proxy_settings(up)
+        proxy["proxy"]["ttl"] = "72h"
         roots, _ = deploy(tmp_path, converge, proxy, masters=MASTERS[:1])
         ro = secret_data(converge.state, "registry-user-ro")
         reg = NodeRegistry(converge.state, "m1", tmp_path / "run-m1", host_root=roots["m1"]).start()
@@ -212,37 +182,42 @@ def test_proxy_pulls_through_and_serves_from_cache_when_upstream_is_gone(tmp_pat
         stop_upstream()
 
 
-PROXY_A = {"mode": "Proxy", "proxy": {"host": "registry-a.example:5000", "scheme": "https", "path": "/deckhouse/ee",
-                                      "user": "u", "password": "p"}}
-
-
 def test_config_changes_touch_exactly_the_files_they_should(tmp_path, converge):
-    roots, first = deploy(tmp_path, converge, PROXY_A)
-    assert all(first[n][0] for n, _ in MASTERS)
-    config = "etc/kubernetes/registry/config/distribution.yaml"
-    manifest = "etc/kubernetes/manifests/embedded-registry.yaml"
+    with Upstream(tmp_path / "up-a") as up_a, Upstream(tmp_path / "up-b") as up_b:
+        proxy_a = proxy_settings(up_a)
+        roots, first = deploy(tmp_path, converge, proxy_a)
+        assert all(first[n][0] for n, _ in MASTERS), "HA (3 masters): a registry on each"
+        config = "etc/kubernetes/registry/config/distribution.yaml"
+        manifest = "etc/kubernetes/manifests/embedded-registry.yaml"
 
-    # TTL: the distribution config and (through its hash) the manifest, on every master.
-    ttl = dict(PROXY_A, proxy=dict(PROXY_A["proxy"], ttl="24h"))
-    _, r = deploy(tmp_path, converge, ttl, roots=roots)
-    for n, _ in MASTERS:
-        assert r[n][0] == [config, manifest] and r[n][1] == [], r[n]
-        assert yaml.safe_load((roots[n] / config).read_text())["proxy"]["ttl"] == "24h"
+        # TTL: the distribution config and (through its hash) the manifest, on every master.
+        ttl = dict(proxy_a, proxy=dict(proxy_a["proxy"], ttl="24h"))
+        _, r = deploy(tmp_path, converge, ttl, roots=roots)
+        for n, _ in MASTERS:
+            assert r[n][0] == [config, manifest] and r[n][1] == [], r[n]
+            assert yaml.safe_load((roots[n] / config).read_text())["proxy"]["ttl"] == "24h"
 
-    # Upstream host: the same two files, and the new host is what the registry proxies.
-    moved = dict(ttl, proxy=dict(ttl["proxy"], host="registry-b.example"))
-    _, r = deploy(tmp_path, converge, moved, roots=roots)
-    for n, _ in MASTERS:
-        assert r[n][0] == [config, manifest], r[n]
-        dist = yaml.safe_load((roots[n] / config).read_text())
-        assert dist["proxy"]["remoteurl"] == "https://registry-b.example"
+        # Upstream host: the same two files, and the new host is what the registry proxies.
+        moved = dict(ttl, proxy=dict(ttl["proxy"], host=up_b.host))
+        _, r = deploy(tmp_path, converge, moved, roots=roots)
+        for n, _ in MASTERS:
+            assert r[n][0] == [config, manifest], r[n]
+            dist = yaml.safe_load((roots[n] / config).read_text())
+            assert dist["proxy"]["remoteurl"] == f"http://{up_b.host}"
 
-    # A master added: it gets its files; the others' files do not change at all.
-    four = MASTERS + [("m4", "127.0.0.14")]
-    _, r = deploy(tmp_path, converge, moved, masters=four, roots=roots)
-    for n, _ in MASTERS:
-        assert r[n] [0] == [] and r[n][1] == [], (n, r[n])
-    assert r["m4"][0][-1] == manifest and len(r["m4"][0]) == 11
+        # A master added: it gets its files; the others' files do not change at all.
+        four = MASTERS + [("m4", "127.0.0.14")]
+        _, r = deploy(tmp_path, converge, moved, masters=four, roots=roots)
+        for n, _ in MASTERS:
+            assert r[n][0] == [] and r[n][1] == [], (n, r[n])
+        assert r["m4"][0][-1] == manifest and len(r["m4"][0]) == 11
+
+        # An upstream that fails its check changes nothing on any master.
+        broken = dict(moved, proxy=dict(moved["proxy"], path="/deckhouse/ce", password="wrong-Pa55"))
+        _, r = deploy(tmp_path, converge, broken, masters=four, roots=roots)
+        for n, _ in four:
+            assert r[n][0] == [] and r[n][1] == [], (n, r[n])
+        assert yaml.safe_load((roots["m1"] / config).read_text())["proxy"]["remoteurl"] == f"http://{up_b.host}"
 
     # Direct: every master's static pod is removed, manifest first.
     converge(module_config(tmp_path, {"mode": "Direct"}, name="direct.yaml"))
@@ -252,8 +227,8 @@ def test_config_changes_touch_exactly_the_files_they_should(tmp_path, converge):
         assert written == [] and removed[0] == manifest, removed
         assert not (roots[n] / manifest).exists()
         assert not any((roots[n] / "etc/kubernetes/registry/pki").iterdir())
-        assert status == {"node": n, "appliedConfigHash": "", "staticPod": "absent", "registry": "absent",
-                          "message": "no registry on this node"}
+        assert status == {"node": n, "appliedConfigHash": "", "appliedGeneration": "", "staticPod": "absent",
+                          "registry": "absent", "message": "no registry on this node"}
 
 
 def run_mirror_script(state, root):
@@ -290,25 +265,35 @@ class Containerd:
         self.proc.wait(timeout=20)
 
 
+def mirror_hosts(toml):
+    return [line for line in toml.splitlines() if line.startswith("[host.")]
+
+
 def test_containerd_pulls_through_the_rendered_mirror_configuration(tmp_path, converge):
     roots, _ = deploy(tmp_path, converge, DETACHED)
     ro, rw = secret_data(converge.state, "registry-user-ro"), secret_data(converge.state, "registry-user-rw")
-    base = yaml.safe_load(json.dumps(json.loads((converge.state / "values.json").read_text())["global"]))[
-        "modulesImages"]["registry"]["base"]
+    base = json.loads((converge.state / "values.json").read_text())["global"]["modulesImages"]["registry"]["base"]
     upstream_host, repo = base.split("/", 1)
     layout = tmp_path / "layout"
     build_layout(layout, "v1", b"pulled by containerd\n")
+    # Not switched yet: no master has reported its registry serving.
     hosts = run_mirror_script(converge.state, tmp_path / "node")
-    toml = (hosts / upstream_host / "hosts.toml").read_text()
-    assert toml.startswith(f'server = "https://{upstream_host}"')
-    assert [line for line in toml.splitlines() if line.startswith("[host.")] == [
-        f'[host."https://{ip}:5001"]' for _, ip in MASTERS], "every master, in order"
+    assert not (hosts / upstream_host / "hosts.toml").exists()
     ctrd = Containerd(tmp_path / "containerd")
     try:
         with NodeRegistry(converge.state, "m1", tmp_path / "run-m1", host_root=roots["m1"]) as reg:
             p = skopeo("copy", f"--dest-cert-dir={reg.certs}", f"--dest-creds=rw:{rw['password']}", f"oci:{layout}:v1",
                        f"docker://{reg.host}/{repo}/app:v1")
             assert p.returncode == 0, p.stderr
+            # The master reports its registry serving; the switch checks the mirror
+            # (token auth with the ro user, over TLS with the module CA) and moves nodes.
+            for node, _ in MASTERS:
+                node_hook(tmp_path, converge.state, node, roots[node])
+            converge(module_config(tmp_path, DETACHED, name="mc-again.yaml"), nodes_file(tmp_path, MASTERS))
+            hosts = run_mirror_script(converge.state, tmp_path / "node")
+            toml = (hosts / upstream_host / "hosts.toml").read_text()
+            assert toml.startswith(f'server = "https://{upstream_host}"')
+            assert mirror_hosts(toml) == ['[host."https://127.0.0.11:5001"]'], "the mirror master only"
             image = f"{upstream_host}/{repo}/app:v1"
             p = ctrd.ctr("images", "pull", "--snapshotter", "native", "--hosts-dir", str(hosts),
                          "--user", f"ro:{ro['password']}", image)
@@ -319,3 +304,48 @@ def test_containerd_pulls_through_the_rendered_mirror_configuration(tmp_path, co
             assert f"ns={upstream_host}" in reg.log()
     finally:
         ctrd.stop()
+    # Back to Direct: the nodes' mirror configuration is removed by the same script.
+    converge(module_config(tmp_path, {"mode": "Direct"}, name="direct.yaml"))
+    run_mirror_script(converge.state, tmp_path / "node")
+    assert not (hosts / upstream_host / "hosts.toml").exists()
+
+
+def test_ha_proxy_keeps_serving_pulls_with_a_master_down(tmp_path, converge):
+    """Three masters proxy one upstream; nodes list all three; one stops, pulls go on."""
+    with Upstream(tmp_path / "up") as up:
+        # The upstream holds the images under the path the nodes' image names use.
+        values = None
+        roots, _ = deploy(tmp_path, converge, proxy_settings(up))
+        values = json.loads((converge.state / "values.json").read_text())
+        upstream_host, repo = values["global"]["modulesImages"]["registry"]["base"].split("/", 1)
+        for tag in ("a", "b"):
+            layout = tmp_path / f"layout-{tag}"
+            build_layout(layout, tag, f"image {tag}\n".encode())
+            p = skopeo("copy", "--dest-tls-verify=false", f"--dest-creds=pusher:{password('pusher')}",
+                       f"oci:{layout}:{tag}", f"docker://{up.host}/{repo}/app:{tag}")
+            assert p.returncode == 0, p.stderr
+        ro = secret_data(converge.state, "registry-user-ro")
+        regs = [NodeRegistry(converge.state, n, tmp_path / f"run-{n}", host_root=roots[n]).start() for n, _ in MASTERS]
+        ctrd = Containerd(tmp_path / "containerd")
+        try:
+            for n, _ in MASTERS:
+                assert node_hook(tmp_path, converge.state, n, roots[n])[2]["registry"] == "ready"
+            converge(module_config(tmp_path, proxy_settings(up), name="mc-again.yaml"), nodes_file(tmp_path, MASTERS))
+            hosts = run_mirror_script(converge.state, tmp_path / "node")
+            toml = (hosts / upstream_host / "hosts.toml").read_text()
+            assert mirror_hosts(toml) == [f'[host."https://{ip}:5001"]' for _, ip in MASTERS], "every master, in order"
+
+            def pull(tag):
+                return ctrd.ctr("images", "pull", "--snapshotter", "native", "--hosts-dir", str(hosts),
+                                "--user", f"ro:{ro['password']}", f"{upstream_host}/{repo}/app:{tag}")
+            p = pull("a")
+            assert p.returncode == 0, p.stdout + p.stderr
+            assert "ns=" in regs[0].log(), "the first master served it"
+            regs[0].stop()
+            p = pull("b")
+            assert p.returncode == 0, p.stdout + p.stderr
+            assert f"/v2/{repo}/app/manifests/b" in regs[1].log(), "the second master took over"
+        finally:
+            ctrd.stop()
+            for r in regs:
+                r.stop()

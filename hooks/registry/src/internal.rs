@@ -85,6 +85,9 @@ pub struct Internal {
     /// Users.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub users: Option<Users>,
+    /// What the chart renders for the registry and the nodes' pull target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch: Option<crate::hooks::registry_switch::SwitchValues>,
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod pki;
 pub mod rotation;
 pub mod secrets;
 pub mod settings;
+pub mod switch;
 pub mod upstream;
 
 /// The batch registry of module hooks, as addon-operator sees it.

@@ -323,9 +323,15 @@ pub fn run(
     let mut cmd = Command::new(exe);
     cmd.args(["hook", "run", &hook.index.to_string()])
         .env_clear();
-    // The one variable a converge passes through: a fixed clock, to step time.
-    if let Some(now) = std::env::var_os(crate::clock::NOW_VAR) {
-        cmd.env(crate::clock::NOW_VAR, now);
+    // Variables a converge passes through: a fixed clock, to step time, and DNS
+    // overrides for the registry checks.
+    for var in [
+        crate::clock::NOW_VAR,
+        crate::distribution::client::RESOLVE_VAR,
+    ] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
     }
     let out = cmd
         .env("BINDING_CONTEXT_PATH", p("binding-context.json"))

@@ -45,6 +45,38 @@ pub struct Endpoint {
     pub ca_pem: Option<String>,
     /// Use only `ca_pem`, not the system roots (the module's own registries).
     pub ca_only: bool,
+    /// Host names answered with these addresses instead of DNS (like curl's
+    /// `--resolve`); see [`resolve_overrides`].
+    pub resolve: Vec<(String, std::net::IpAddr)>,
+}
+
+/// Variable with `host=ip[,host=ip...]` overrides of DNS for registry requests: to check
+/// an upstream before its DNS record exists, and to keep tests on loopback.
+pub const RESOLVE_VAR: &str = "EMBEDDED_REGISTRY_RESOLVE";
+
+/// Parses `host=ip[,host=ip...]`.
+pub fn parse_resolve(s: &str) -> Result<Vec<(String, std::net::IpAddr)>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let (host, ip) = p
+                .split_once('=')
+                .ok_or_else(|| format!("{p:?} is not HOST=IP"))?;
+            let ip = ip
+                .trim()
+                .parse()
+                .map_err(|_| format!("{p:?}: {ip:?} is not an IP address"))?;
+            Ok((host.trim().to_ascii_lowercase(), ip))
+        })
+        .collect()
+}
+
+/// The overrides from [`RESOLVE_VAR`] (none when unset or malformed).
+pub fn resolve_overrides() -> Vec<(String, std::net::IpAddr)> {
+    std::env::var(RESOLVE_VAR)
+        .ok()
+        .and_then(|v| parse_resolve(&v).ok())
+        .unwrap_or_default()
 }
 
 /// How the registry authenticates, learnt from `/v2/`.
@@ -139,7 +171,11 @@ impl Client {
             .user_agent(concat!("embedded-registry/", env!("CARGO_PKG_VERSION")));
         // Also for `http`: a token realm or a redirect may still be https, and reqwest
         // needs a configured TLS backend either way.
-        let builder = builder.tls_backend_preconfigured(tls_config(&endpoint)?);
+        let mut builder = builder.tls_backend_preconfigured(tls_config(&endpoint)?);
+        for (host, ip) in &endpoint.resolve {
+            // The port comes from the URL; reqwest ignores this one.
+            builder = builder.resolve(host, std::net::SocketAddr::new(*ip, 0));
+        }
         let http = builder
             .build()
             .map_err(|e| Failure::new(Kind::Http, format!("client setup: {e}")))?;

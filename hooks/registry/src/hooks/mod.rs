@@ -3,7 +3,9 @@
 pub mod discover_masters;
 pub mod node_files;
 pub mod pki;
+pub mod registry_switch;
 pub mod resolve_mode;
+pub mod rotate;
 pub mod users;
 
 use hook_sdk::Hook;
@@ -19,10 +21,11 @@ pub fn module_hooks() -> Vec<Hook> {
         resolve_mode::hook(),
         pki::hook(),
         users::hook(),
+        registry_switch::hook(),
     ]
 }
 
 /// Hooks run by shell-operator inside the manager DaemonSet (classic protocol only).
 pub fn node_hooks() -> Vec<Hook> {
-    vec![node_files::hook()]
+    vec![node_files::hook(), rotate::hook()]
 }

@@ -298,6 +298,17 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         }
         None => (None, String::new()),
     };
+    // The registry generation this Secret carries: the registry-switch hook moves the
+    // cluster only once every master reports it applied and serving.
+    let generation = secret
+        .as_ref()
+        .and_then(|s| {
+            s.metadata
+                .annotations
+                .get("embedded-registry.deckhouse.io/generation")
+                .cloned()
+        })
+        .unwrap_or_default();
     let applied = apply(&root, files.as_ref(), &hash, owner()?)?;
     for f in &applied.written {
         input.log.info("wrote", &[("file", serde_json::json!(f))]);
@@ -312,6 +323,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let status = BTreeMap::from([
         ("node".to_string(), node.clone()),
         ("appliedConfigHash".to_string(), applied.config_hash.clone()),
+        ("appliedGeneration".to_string(), generation),
         (
             "staticPod".to_string(),
             if files.is_some() { "present" } else { "absent" }.to_string(),

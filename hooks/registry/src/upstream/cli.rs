@@ -44,6 +44,9 @@ pub struct Args {
     /// Time limit of one request.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Answer HOST with IP instead of DNS, like curl's --resolve (HOST=IP, repeatable).
+    #[arg(long, value_name = "HOST=IP")]
+    pub resolve: Vec<String>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -93,6 +96,11 @@ pub fn spec(args: &Args) -> Result<Spec, String> {
         .iter()
         .map(|i| Image::parse(i).map_err(|e| format!("--image: {e}")))
         .collect::<Result<_, _>>()?;
+    for r in &args.resolve {
+        spec.resolve.extend(
+            crate::distribution::client::parse_resolve(r).map_err(|e| format!("--resolve {e}"))?,
+        );
+    }
     spec.concurrency = args.concurrency as usize;
     spec.budget = args.timeout;
     spec.request_timeout = args.request_timeout.min(args.timeout);

@@ -83,6 +83,10 @@ pub struct Spec {
     pub credentials: Option<Credentials>,
     /// CA bundle (PEM) trusted beside the system roots.
     pub ca_pem: Option<String>,
+    /// Trust only `ca_pem` (the module's own registries).
+    pub ca_only: bool,
+    /// DNS overrides (`host`, address).
+    pub resolve: Vec<(String, std::net::IpAddr)>,
     /// Manifests to `HEAD`.
     pub images: Vec<Image>,
     /// Parallel manifest requests.
@@ -102,6 +106,8 @@ impl Spec {
             path: path.into(),
             credentials: None,
             ca_pem: None,
+            ca_only: false,
+            resolve: crate::distribution::client::resolve_overrides(),
             images: Vec::new(),
             concurrency: 8,
             budget: Duration::from_secs(30),
@@ -198,7 +204,8 @@ pub fn check(spec: &Spec) -> Report {
         host: spec.host.clone(),
         credentials: spec.credentials.clone(),
         ca_pem: spec.ca_pem.clone(),
-        ca_only: false,
+        ca_only: spec.ca_only,
+        resolve: spec.resolve.clone(),
     };
     let mut report = Report {
         ok: false,

@@ -1,0 +1,373 @@
+//! Hook `registry-switch`: moves the masters' registries and the nodes' pull target
+//! towards the settings, one proven step at a time (see [`crate::switch`]).
+//!
+//! Reads the settings and computed values, its state Secret `registry-state`, every
+//! master's status ConfigMap (written by the node hook) and the `ro` user's Secret;
+//! runs the upstream check (Proxy) or the mirror check (Detached) when a step needs it;
+//! writes `internal.switch` (what the chart renders), the state Secret and metrics.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use hook_sdk::{
+    Hook, HookConfig, HookInput, KubernetesBinding, NamespaceSelector, ScheduleBinding,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::MODULE_KEY;
+use crate::distribution::Credentials;
+use crate::internal::Master;
+use crate::secrets::{self, NAMESPACE, ROLE_LABEL, SECRET_FILTER};
+use crate::settings::{Mode, ProxySettings};
+use crate::switch::{
+    self, CheckNeeded, CheckRecord, ClusterTarget, Desired, NodeReport, ProxyTarget,
+    RegistryTarget, State,
+};
+use crate::upstream::{self, Image, Spec};
+
+/// The state Secret.
+pub const STATE_SECRET: &str = "registry-state";
+/// Metric group of this hook.
+const METRICS_GROUP: &str = "registry_switch";
+
+/// `internal.switch`: what the chart renders.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchValues {
+    /// What the masters run (absent: no static pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryTarget>,
+    /// Where nodes pull from.
+    pub cluster: ClusterTarget,
+    /// Masters in the nodes' mirror configuration, in order.
+    pub mirrors: Vec<Master>,
+    /// The manager DaemonSet runs (a registry runs, or a master still has its static pod).
+    pub manager: bool,
+}
+
+/// The hook.
+pub fn hook() -> Hook {
+    let ns = || Some(NamespaceSelector::names(&[NAMESPACE]));
+    Hook::new(
+        HookConfig {
+            name: "registry-switch".into(),
+            before_helm: Some(30),
+            schedule: vec![ScheduleBinding::new("recheck", "*/5 * * * *")],
+            kubernetes: vec![
+                KubernetesBinding {
+                    namespace: ns(),
+                    name_selector: Some(hook_sdk::config::NameSelector {
+                        match_names: vec![
+                            STATE_SECRET.into(),
+                            crate::hooks::users::user_secret("ro"),
+                        ],
+                    }),
+                    jq_filter: Some(SECRET_FILTER.into()),
+                    keep_full_objects_in_memory: Some(false),
+                    execute_hook_on_event: Some(vec![]),
+                    execute_hook_on_synchronization: Some(false),
+                    ..KubernetesBinding::new("secrets", "v1", "Secret")
+                },
+                KubernetesBinding {
+                    namespace: ns(),
+                    label_selector: Some(hook_sdk::config::LabelSelector {
+                        match_labels: BTreeMap::from([(
+                            ROLE_LABEL.to_string(),
+                            "node-status".to_string(),
+                        )]),
+                        ..Default::default()
+                    }),
+                    jq_filter: Some(r#"{"name": .metadata.name, "data": (.data // {})}"#.into()),
+                    keep_full_objects_in_memory: Some(false),
+                    execute_hook_on_synchronization: Some(false),
+                    ..KubernetesBinding::new("node_status", "v1", "ConfigMap")
+                },
+            ],
+            ..Default::default()
+        },
+        handle,
+    )
+}
+
+#[derive(Deserialize)]
+struct ConfigMapSnap {
+    #[serde(default)]
+    data: BTreeMap<String, String>,
+}
+
+fn handle(input: &mut HookInput) -> anyhow::Result<()> {
+    let now = crate::clock::now()?;
+    let mode: Mode = input
+        .values
+        .get_as(&format!("{MODULE_KEY}.mode"))?
+        .unwrap_or_default();
+    let proxy: Option<ProxySettings> = input.values.get_as(&format!("{MODULE_KEY}.proxy"))?;
+    let masters: Vec<Master> = input
+        .values
+        .get_as(&format!("{MODULE_KEY}.internal.masters"))?
+        .unwrap_or_default();
+    let ha: bool = input
+        .values
+        .get_as(&format!("{MODULE_KEY}.internal.highAvailability"))?
+        .unwrap_or(false);
+    let desired = desired(mode, proxy.as_ref(), &masters, ha)?;
+
+    let secrets = secrets::by_name(input, "secrets")?;
+    let state: State = match secrets.get(STATE_SECRET).and_then(|d| d.get("state.json")) {
+        Some(text) => serde_json::from_str(text).with_context(|| {
+            format!("Secret {NAMESPACE}/{STATE_SECRET}: state.json is not a valid state; fix or delete it (deleting restarts the switch from Direct)")
+        })?,
+        None => State::default(),
+    };
+    let reports: Vec<NodeReport> = input
+        .snapshots
+        .get::<ConfigMapSnap>("node_status")?
+        .into_iter()
+        .map(|c| NodeReport {
+            node: c.data.get("node").cloned().unwrap_or_default(),
+            static_pod: c.data.get("staticPod").map(String::as_str) == Some("present"),
+            generation: c.data.get("appliedGeneration").cloned().unwrap_or_default(),
+            ready: c.data.get("registry").map(String::as_str) == Some("ready"),
+            message: c.data.get("message").cloned().unwrap_or_default(),
+        })
+        .collect();
+
+    let scheduled = input.bindings().any(|b| b == "recheck");
+    let check = match switch::check_needed(&state, &desired, &reports, scheduled) {
+        None => None,
+        Some(need) => Some(run_check(
+            input,
+            need,
+            &masters,
+            secrets.get(&crate::hooks::users::user_secret("ro")),
+            now,
+        )?),
+    };
+    if let Some(c) = &check {
+        input.metrics.expire(METRICS_GROUP);
+        input.metrics.set(
+            METRICS_GROUP,
+            "d8_embedded_registry_check_ok",
+            if c.ok { 1.0 } else { 0.0 },
+            &[("check", c.what.as_str()), ("kind", c.kind.as_str())],
+        );
+        if !c.ok {
+            input.log.warn(
+                "check failed",
+                &[
+                    ("check", json!(c.what)),
+                    ("kind", json!(c.kind)),
+                    ("message", json!(c.message)),
+                ],
+            );
+        }
+    }
+    let next = switch::step(state.clone(), &desired, &reports, check, now);
+    if next != state {
+        let text = serde_json::to_string_pretty(&next)? + "\n";
+        let data = BTreeMap::from([("state.json".to_string(), text)]);
+        input.objects.create_or_update(secrets::secret(
+            STATE_SECRET,
+            "state",
+            "Opaque",
+            &data,
+            &[],
+        ));
+        for c in &next.conditions {
+            if !state.conditions.iter().any(|o| o == c) {
+                input.log.info(
+                    "condition",
+                    &[
+                        ("type", json!(c.type_)),
+                        ("status", json!(c.status)),
+                        ("reason", json!(c.reason)),
+                        ("message", json!(c.message)),
+                    ],
+                );
+            }
+        }
+    }
+    let ready = next
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    input.metrics.set(
+        "",
+        "d8_embedded_registry_switch_ready",
+        if ready { 1.0 } else { 0.0 },
+        &[],
+    );
+
+    let values = SwitchValues {
+        manager: next.registry.is_some() || reports.iter().any(|r| r.static_pod),
+        mirrors: next
+            .mirrors
+            .iter()
+            .filter_map(|n| masters.iter().find(|m| &m.name == n).cloned())
+            .collect(),
+        registry: next.registry,
+        cluster: next.cluster,
+    };
+    input
+        .values
+        .set(&format!("{MODULE_KEY}.internal.switch"), &values)
+}
+
+/// The registry the settings ask for: Proxy on every master with HA, else on the first.
+fn desired(
+    mode: Mode,
+    proxy: Option<&ProxySettings>,
+    masters: &[Master],
+    ha: bool,
+) -> anyhow::Result<Desired> {
+    let nodes: Vec<String> = match mode {
+        Mode::Direct => {
+            return Ok(Desired {
+                mode,
+                registry: None,
+            })
+        }
+        Mode::Proxy if ha => masters.iter().map(|m| m.name.clone()).collect(),
+        _ => masters.iter().take(1).map(|m| m.name.clone()).collect(),
+    };
+    if nodes.is_empty() {
+        bail!("mode {mode} needs at least one master node with an InternalIP; none found");
+    }
+    let proxy = match mode {
+        Mode::Proxy => {
+            let p = proxy.context("spec.settings.proxy is required in mode Proxy")?;
+            Some(ProxyTarget {
+                scheme: p.scheme.clone(),
+                host: p.host.clone(),
+                path: p.path.clone().unwrap_or_default(),
+                user: p.user.clone(),
+                password: p.password.clone(),
+                ca: p.ca.clone(),
+                ttl: p.ttl.clone(),
+            })
+        }
+        _ => None,
+    };
+    Ok(Desired {
+        mode,
+        registry: Some(RegistryTarget::new(mode, proxy, nodes)),
+    })
+}
+
+/// The release image the cluster runs, when `global.deckhouseVersion` is a release tag.
+fn release_images(input: &HookInput) -> anyhow::Result<Vec<Image>> {
+    let version: Option<String> = input.values.get_as("global.deckhouseVersion")?;
+    Ok(version
+        .filter(|v| {
+            v.starts_with('v')
+                && v[1..].split('.').count() == 3
+                && v[1..].split('.').all(|p| p.parse::<u64>().is_ok())
+        })
+        .map(|v| {
+            vec![Image {
+                name: String::new(),
+                reference: v,
+            }]
+        })
+        .unwrap_or_default())
+}
+
+fn run_check(
+    input: &HookInput,
+    need: CheckNeeded,
+    masters: &[Master],
+    ro: Option<&BTreeMap<String, String>>,
+    now: i64,
+) -> anyhow::Result<CheckRecord> {
+    let images = release_images(input)?;
+    let (what, generation, spec) = match need {
+        CheckNeeded::Upstream(t) => {
+            let p = t
+                .proxy
+                .clone()
+                .context("a Proxy target without proxy settings")?;
+            let mut spec = Spec::new(&p.scheme, &p.host, &p.path);
+            spec.credentials = p
+                .user
+                .clone()
+                .zip(p.password.clone())
+                .map(|(user, password)| Credentials { user, password });
+            spec.ca_pem = p.ca.clone();
+            spec.images = images;
+            ("upstream", t.generation, spec)
+        }
+        CheckNeeded::Mirror(t) => {
+            let first = t
+                .nodes
+                .first()
+                .and_then(|n| masters.iter().find(|m| &m.name == n));
+            let ca: Option<String> = input
+                .values
+                .get_as(&format!("{MODULE_KEY}.internal.pki.caBundle"))?;
+            let base: String = input
+                .values
+                .get_as("global.modulesImages.registry.base")?
+                .unwrap_or_default();
+            let path = base
+                .split_once('/')
+                .map(|(_, p)| p.to_string())
+                .unwrap_or_default();
+            let (Some(first), Some(ca), Some(ro)) = (first, ca, ro) else {
+                return Ok(CheckRecord {
+                    what: "mirror".into(),
+                    generation: t.generation,
+                    ok: false,
+                    kind: "pending".into(),
+                    message:
+                        "the mirror check waits for the master's address, the CA and the ro user"
+                            .into(),
+                    since: now,
+                });
+            };
+            let mut spec = Spec::new(
+                "https",
+                &format!(
+                    "{}:{}",
+                    first.internal_ip,
+                    crate::hooks::users::REGISTRY_PORT
+                ),
+                &path,
+            );
+            spec.credentials = ro
+                .get("name")
+                .cloned()
+                .zip(ro.get("password").cloned())
+                .map(|(user, password)| Credentials { user, password });
+            spec.ca_pem = Some(ca);
+            spec.ca_only = true;
+            spec.images = images;
+            ("mirror", t.generation, spec)
+        }
+    };
+    let mut spec = spec;
+    spec.budget = Duration::from_secs(20);
+    spec.request_timeout = Duration::from_secs(5);
+    let report = upstream::check(&spec);
+    let (kind, message) = match &report.failure {
+        Some(f) => (upstream::kind_name(f.kind), f.message.clone()),
+        None => (
+            String::new(),
+            format!(
+                "{} is usable ({} auth, {} image(s) found)",
+                report.registry,
+                report.auth,
+                report.images.len()
+            ),
+        ),
+    };
+    Ok(CheckRecord {
+        what: what.into(),
+        generation,
+        ok: report.ok,
+        kind,
+        message,
+        since: now,
+    })
+}

@@ -1,0 +1,113 @@
+"""Mode switching on the converge harness with real registries: Direct -> Proxy ->
+(an upstream that fails its check) -> Proxy on another upstream -> Direct. At every
+step the nodes' pull target (the rendered containerd mirror configuration) points only
+at registries that passed their checks and serve."""
+import base64
+import json
+import time
+
+from conftest import module_config, nodes_file
+from registry_env import NodeRegistry
+from test_static_pods import node_hook, proxy_settings, rendered_secret, run_mirror_script
+from upstream_env import Upstream
+
+MASTER = [("m1", "127.0.0.11")]
+
+
+def state_of(converge):
+    obj = json.loads((converge.state / "objects/d8-system/Secret/registry-state.json").read_text())
+    state = json.loads(base64.b64decode(obj["data"]["state.json"]))
+    return state, {c["type"]: c for c in state["conditions"]}
+
+
+def mirrors(converge, tmp_path):
+    """The masters a node would pull through after running the rendered script."""
+    base = json.loads((converge.state / "values.json").read_text())["global"]["modulesImages"]["registry"]["base"]
+    hosts = run_mirror_script(converge.state, tmp_path / "node") / base.split("/")[0] / "hosts.toml"
+    if not hosts.exists():
+        return []
+    return [line for line in hosts.read_text().splitlines() if line.startswith("[host.")]
+
+
+def remoteurl(converge):
+    secret = rendered_secret(converge.state, "m1")
+    if secret is None:
+        return None
+    import yaml
+    dist = yaml.safe_load(base64.b64decode(secret["data"]["config.distribution.yaml"]))
+    return dist["proxy"]["remoteurl"]
+
+
+def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
+    nodes = nodes_file(tmp_path, MASTER)
+    step = iter(range(100))
+
+    def run(settings, now=None):
+        return converge(module_config(tmp_path, settings, name=f"mc-{next(step)}.yaml"), nodes, now=now)
+
+    root = tmp_path / "host-m1"
+    with Upstream(tmp_path / "up-a") as up_a, Upstream(tmp_path / "up-b") as up_b:
+        run({"mode": "Direct"})
+        state, cond = state_of(converge)
+        assert state["registry"] is None and cond["Ready"]["status"] == "True"
+        assert mirrors(converge, tmp_path) == []
+
+        # Proxy on A: checked, deployed, but nodes move only once the master serves it.
+        run(proxy_settings(up_a))
+        state, cond = state_of(converge)
+        assert cond["ChecksPassed"]["status"] == "True" and state["cluster"] == "Upstream"
+        assert cond["NodeServicesReady"]["status"] == "False" and "m1: no report yet" in cond["NodeServicesReady"]["message"]
+        assert remoteurl(converge) == f"http://{up_a.host}" and mirrors(converge, tmp_path) == []
+        node_hook(tmp_path, converge.state, "m1", root)
+        reg = NodeRegistry(converge.state, "m1", tmp_path / "run-a", host_root=root).start()
+        try:
+            assert node_hook(tmp_path, converge.state, "m1", root)[2]["registry"] == "ready"
+            run(proxy_settings(up_a))
+            state, cond = state_of(converge)
+            assert state["cluster"] == "Embedded" and cond["Ready"]["status"] == "True", cond
+            assert mirrors(converge, tmp_path) == ['[host."https://127.0.0.11:5001"]']
+            generation_a = state["registry"]["generation"]
+
+            # A broken upstream: refused; the masters keep A, nodes keep pulling through them.
+            broken = proxy_settings(up_b)
+            broken["proxy"]["password"] = "not-the-Pa55word"
+            run(broken)
+            state, cond = state_of(converge)
+            assert cond["ChecksPassed"]["status"] == "False" and cond["ChecksPassed"]["reason"] == "CheckBadCredentials"
+            assert "not-the-Pa55word" not in json.dumps(state["conditions"]) + json.dumps(state["check"])
+            assert cond["Ready"]["reason"] == "UpstreamCheckFailed"
+            assert state["registry"]["generation"] == generation_a and remoteurl(converge) == f"http://{up_a.host}"
+            assert mirrors(converge, tmp_path) == ['[host."https://127.0.0.11:5001"]']
+            # The same failing config again changes nothing.
+            assert not run(broken)["changed"]
+
+            # Upstream B, correct: the master moves to B; nodes stay on the master.
+            run(proxy_settings(up_b))
+            state, cond = state_of(converge)
+            assert remoteurl(converge) == f"http://{up_b.host}" and state["cluster"] == "Embedded"
+            assert cond["NodeServicesReady"]["status"] == "False"
+        finally:
+            reg.stop()
+        node_hook(tmp_path, converge.state, "m1", root)  # kubelet restarts the pod on B's config
+        with NodeRegistry(converge.state, "m1", tmp_path / "run-b", host_root=root):
+            assert node_hook(tmp_path, converge.state, "m1", root)[2]["registry"] == "ready"
+            run(proxy_settings(up_b))
+            state, cond = state_of(converge)
+            assert cond["Ready"]["status"] == "True" and state["registry"]["generation"] != generation_a
+
+            # Direct: nodes go back to the upstream at once; the registry stays for a grace
+            # period (nodes may still hold the mirror configuration), then goes.
+            now = int(time.time())
+            run({"mode": "Direct"}, now=now)
+            state, cond = state_of(converge)
+            assert state["cluster"] == "Upstream" and mirrors(converge, tmp_path) == []
+            assert cond["CleanupDone"]["status"] == "False" and rendered_secret(converge.state, "m1") is not None
+        run({"mode": "Direct"}, now=now + 301)
+        state, cond = state_of(converge)
+        assert state["registry"] is None and cond["Ready"]["status"] == "True"
+        assert rendered_secret(converge.state, "m1") is None
+        # The manager stays until the master reports its static pod gone.
+        assert "templates/manager.yaml" in converge.rendered()
+        assert node_hook(tmp_path, converge.state, "m1", root, secret=None)[2]["staticPod"] == "absent"
+        run({"mode": "Direct"}, now=now + 302)
+        assert "templates/manager.yaml" not in converge.rendered()
