@@ -82,22 +82,36 @@ pub struct DetachedSettings {
     pub rotation: Rotation,
 }
 
-/// `detached.rotation`.
+/// `detached.rotation`: removal of old releases from the mirror (see `docs/rotation.md`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rotation {
+    /// Whether the node hook deletes old releases on its schedule (else it only plans).
+    #[serde(default)]
+    pub enabled: bool,
     /// Latest releases to keep.
     #[serde(default = "three")]
     pub keep_releases: u32,
+    /// Go duration: releases built less recently than this are never dropped.
+    #[serde(default = "default_min_age")]
+    pub min_age: String,
 }
 
 fn three() -> u32 {
     3
 }
 
+fn default_min_age() -> String {
+    "24h".into()
+}
+
 impl Default for Rotation {
     fn default() -> Self {
-        Rotation { keep_releases: 3 }
+        Rotation {
+            enabled: false,
+            keep_releases: 3,
+            min_age: default_min_age(),
+        }
     }
 }
 

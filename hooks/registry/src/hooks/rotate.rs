@@ -1,0 +1,383 @@
+//! Node hook `rotate` (shell-operator in the manager DaemonSet, classic protocol): once a
+//! day, on the master whose registry holds the mirror, plans the rotation of old
+//! releases and, when `detached.rotation.enabled`, applies it through the local
+//! registry with the `rw` user. Garbage collection is not run here yet (see
+//! `docs/rotation.md`): deleted manifests free their blobs at the next offline GC.
+//!
+//! Inputs, all from the module namespace:
+//! - ConfigMap `registry-rotation` (rendered by the chart in Detached mode): `enabled`,
+//!   `keepReleases`, `minAge`, `path` (the mirror's root repository), and
+//!   `keepReleases`-exempt `runningReleases` (comma-separated);
+//! - this node's Secret `registry-node-<node>-config` (registry address, CA bundle);
+//! - Secret `registry-user-rw` (the user with the delete right).
+//!
+//! Metrics (group `rotation`, label `node`): releases kept, manifests deleted, bytes
+//! freed, `..._failed` (1 when the last run stopped on an error); and, never expired,
+//! the last success time.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hook_sdk::{
+    Hook, HookConfig, HookInput, KubernetesBinding, NamespaceSelector, ScheduleBinding,
+};
+use serde::Deserialize;
+
+use crate::distribution::{Credentials, Endpoint};
+use crate::rotation::cli::{execute, Job};
+use crate::rotation::plan::Policy;
+use crate::secrets::{self, NAMESPACE};
+
+/// The ConfigMap with the rotation settings.
+pub const CONFIG_MAP: &str = "registry-rotation";
+/// Metric group replaced on every run.
+pub const GROUP: &str = "rotation";
+/// Metric group of the last success time (never expired).
+pub const SUCCESS_GROUP: &str = "rotation_success";
+
+fn node_name() -> String {
+    std::env::var("NODE_NAME").unwrap_or_default()
+}
+
+/// The hook.
+pub fn hook() -> Hook {
+    let node = node_name();
+    let named = |binding: &str, kind: &str, name: String| KubernetesBinding {
+        namespace: Some(NamespaceSelector::names(&[NAMESPACE])),
+        name_selector: Some(hook_sdk::config::NameSelector {
+            match_names: vec![name],
+        }),
+        execute_hook_on_event: Some(vec![]),
+        execute_hook_on_synchronization: Some(false),
+        ..KubernetesBinding::new(binding, "v1", kind)
+    };
+    Hook::new(
+        HookConfig {
+            name: "rotate".into(),
+            kubernetes: vec![
+                named("rotation_config", "ConfigMap", CONFIG_MAP.into()),
+                named(
+                    "node_config",
+                    "Secret",
+                    format!("registry-node-{node}-config"),
+                ),
+                named("user_rw", "Secret", "registry-user-rw".into()),
+            ],
+            schedule: vec![ScheduleBinding {
+                include_snapshots_from: vec![
+                    "rotation_config".into(),
+                    "node_config".into(),
+                    "user_rw".into(),
+                ],
+                ..ScheduleBinding::new("daily", "41 3 * * *")
+            }],
+            ..Default::default()
+        },
+        handle,
+    )
+}
+
+#[derive(Deserialize)]
+struct DataObject {
+    #[serde(default)]
+    data: BTreeMap<String, String>,
+}
+
+/// The rotation settings as the ConfigMap carries them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Apply (else plan only).
+    pub enabled: bool,
+    /// Latest releases to keep.
+    pub keep: usize,
+    /// Minimum age in seconds.
+    pub min_age_secs: i64,
+    /// Root repository of the mirror.
+    pub path: String,
+    /// Releases that always stay.
+    pub running: Vec<String>,
+}
+
+/// Reads the ConfigMap's data; `Err` names the key and the fix.
+pub fn settings(data: &BTreeMap<String, String>) -> anyhow::Result<Settings> {
+    let get = |k: &str| data.get(k).map(|v| v.trim()).unwrap_or("");
+    let keep: usize = get("keepReleases")
+        .parse()
+        .ok()
+        .filter(|k| *k >= 1)
+        .with_context(|| format!("{CONFIG_MAP}: keepReleases must be a number of at least 1"))?;
+    let min_age = crate::settings::parse_go_duration(get("minAge"))
+        .filter(|s| *s >= 0.0)
+        .with_context(|| format!("{CONFIG_MAP}: minAge must be a Go duration such as 24h"))?;
+    let path = get("path").trim_matches('/').to_string();
+    if path.is_empty() {
+        anyhow::bail!("{CONFIG_MAP}: path (the mirror's root repository) is empty");
+    }
+    Ok(Settings {
+        enabled: get("enabled") == "true",
+        keep,
+        min_age_secs: min_age as i64,
+        path,
+        running: get("runningReleases")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+fn handle(input: &mut HookInput) -> anyhow::Result<()> {
+    let node = node_name();
+    let first = |input: &HookInput, b: &str| -> anyhow::Result<Option<BTreeMap<String, String>>> {
+        Ok(input
+            .snapshots
+            .get::<DataObject>(b)?
+            .into_iter()
+            .next()
+            .map(|o| o.data))
+    };
+    let config = first(input, "rotation_config")?;
+    let node_secret = first(input, "node_config")?;
+    let user = first(input, "user_rw")?;
+    input.metrics.expire(GROUP);
+    let (Some(config), Some(node_secret), Some(user)) = (config, node_secret, user) else {
+        // Not Detached, or this master holds no registry: nothing to rotate here.
+        return Ok(());
+    };
+    let labels = [("node", node.as_str())];
+    let decode = |m: BTreeMap<String, String>| {
+        secrets::SecretSnap {
+            name: String::new(),
+            data: m,
+        }
+        .decoded()
+    };
+    let files = decode(node_secret);
+    let user = decode(user);
+    let job = (|| -> anyhow::Result<Job> {
+        let s = settings(&config)?;
+        #[derive(Deserialize)]
+        struct Http {
+            addr: String,
+        }
+        #[derive(Deserialize)]
+        struct Dist {
+            http: Http,
+        }
+        let addr = files
+            .get("config.distribution.yaml")
+            .and_then(|t| serde_yaml_ng::from_str::<Dist>(t).ok())
+            .map(|d| d.http.addr)
+            .context("the node's Secret has no http.addr in config.distribution.yaml")?;
+        let ca = files
+            .get("pki.ca.crt")
+            .cloned()
+            .context("the node's Secret has no pki.ca.crt")?;
+        let (Some(name), Some(password)) = (user.get("name"), user.get("password")) else {
+            anyhow::bail!("Secret registry-user-rw has no name or password");
+        };
+        Ok(Job {
+            endpoint: Endpoint {
+                scheme: "https".into(),
+                host: addr,
+                credentials: Some(Credentials {
+                    user: name.clone(),
+                    password: password.clone(),
+                }),
+                ca_pem: Some(ca),
+                ca_only: true,
+                resolve: Vec::new(),
+            },
+            path: s.path,
+            policy: Policy {
+                keep: s.keep,
+                keep_releases: s.running,
+                min_age_secs: s.min_age_secs,
+                now: crate::clock::now()?,
+            },
+            apply: s.enabled,
+            timeout: Duration::from_secs(1800),
+        })
+    })();
+    let job = match job {
+        Ok(j) => j,
+        Err(e) => {
+            input.log.error(
+                "rotation not started",
+                &[("error", serde_json::json!(e.to_string()))],
+            );
+            input
+                .metrics
+                .set(GROUP, "d8_embedded_registry_rotation_failed", 1.0, &labels);
+            return Ok(());
+        }
+    };
+    let report = execute(&job);
+    let plan = report.plan.as_ref();
+    let deleted = report.applied.as_ref().map_or(0, |a| a.deleted);
+    let freed = report.applied.as_ref().map_or(0, |a| a.freed_bytes);
+    input.metrics.set(
+        GROUP,
+        "d8_embedded_registry_rotation_releases_kept",
+        plan.map_or(0, |p| p.kept.len()) as f64,
+        &labels,
+    );
+    input.metrics.set(
+        GROUP,
+        "d8_embedded_registry_rotation_manifests_deleted",
+        deleted as f64,
+        &labels,
+    );
+    input.metrics.set(
+        GROUP,
+        "d8_embedded_registry_rotation_freed_bytes",
+        freed as f64,
+        &labels,
+    );
+    input.metrics.set(
+        GROUP,
+        "d8_embedded_registry_rotation_failed",
+        if report.ok { 0.0 } else { 1.0 },
+        &labels,
+    );
+    match &report.failure {
+        None => {
+            input.metrics.expire(SUCCESS_GROUP);
+            input.metrics.set(
+                SUCCESS_GROUP,
+                "d8_embedded_registry_rotation_last_success_timestamp_seconds",
+                job.policy.now as f64,
+                &labels,
+            );
+            input.log.info(
+                if job.apply {
+                    "rotation applied"
+                } else {
+                    "rotation planned (disabled: nothing deleted)"
+                },
+                &[
+                    ("kept", serde_json::json!(plan.map_or(0, |p| p.kept.len()))),
+                    (
+                        "planned",
+                        serde_json::json!(plan.map_or(0, |p| p.deletions.len())),
+                    ),
+                    ("deleted", serde_json::json!(deleted)),
+                ],
+            );
+        }
+        Some(f) => input.log.error(
+            "rotation stopped",
+            &[
+                ("stage", serde_json::json!(f.stage)),
+                ("error", serde_json::json!(f.message)),
+            ],
+        ),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use hook_sdk::context::{BindingContext, ContextType};
+    use hook_sdk::testing::{filtered, HookTest};
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    fn run(snapshots: Vec<(&str, serde_json::Value)>) -> hook_sdk::testing::TestOutput {
+        let mut ctx = BindingContext {
+            binding: "daily".into(),
+            kind: Some(ContextType::Schedule),
+            ..Default::default()
+        };
+        for b in ["rotation_config", "node_config", "user_rw"] {
+            ctx.snapshots.insert(b.into(), vec![]);
+        }
+        for (b, v) in snapshots {
+            ctx.snapshots.insert(b.into(), vec![filtered(v)]);
+        }
+        HookTest::new().context(ctx).run(&hook()).unwrap()
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let m = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let s = settings(&m(&[
+            ("enabled", "true"),
+            ("keepReleases", "3"),
+            ("minAge", "24h"),
+            ("path", "/deckhouse/ee"),
+            ("runningReleases", "v1.66.3, "),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (s.keep, s.min_age_secs, s.path.as_str()),
+            (3, 86400, "deckhouse/ee")
+        );
+        assert_eq!(s.running, ["v1.66.3"]);
+        let e = settings(&m(&[
+            ("keepReleases", "0"),
+            ("minAge", "1h"),
+            ("path", "p"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("keepReleases"));
+        let e = settings(&m(&[("keepReleases", "2"), ("minAge", "x"), ("path", "p")])).unwrap_err();
+        assert!(e.to_string().contains("minAge"));
+    }
+
+    #[test]
+    fn without_its_inputs_the_hook_does_nothing() {
+        let out = run(vec![]);
+        assert!(out.objects.is_empty());
+        assert_eq!(
+            out.metrics.len(),
+            1,
+            "only the group expiry: {:?}",
+            out.metrics
+        );
+    }
+
+    #[test]
+    fn an_unreachable_registry_is_a_failed_metric_and_no_password_leaks() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = run(vec![
+            (
+                "rotation_config",
+                serde_json::json!({"data": {"enabled": "true", "keepReleases": "3", "minAge": "24h", "path": "/deckhouse/ee"}}),
+            ),
+            (
+                "node_config",
+                serde_json::json!({"data": {
+                    "config.distribution.yaml": b64(&format!("http:\n  addr: 127.0.0.1:{port}\n")),
+                    "pki.ca.crt": b64(&crate::pki::new_ca("test-ca", 1_700_000_000, 86_400 * 3650).unwrap().cert),
+                }}),
+            ),
+            (
+                "user_rw",
+                serde_json::json!({"data": {"name": b64("rw"), "password": b64("S3cret-Passw0rd")}}),
+            ),
+        ]);
+        let failed = out
+            .metrics
+            .iter()
+            .find(|m| m.name == "d8_embedded_registry_rotation_failed")
+            .unwrap();
+        assert_eq!(failed.value, Some(1.0));
+        assert!(!out.metrics.iter().any(|m| m.group == SUCCESS_GROUP));
+        assert!(!format!("{:?}", out.metrics).contains("S3cret"));
+    }
+}
