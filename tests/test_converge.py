@@ -120,7 +120,8 @@ def test_direct_renders_no_registry_and_switching_removes_it(converge):
     # The cluster never pulled through the masters, so the registry goes at once; the
     # manager goes with it (no master reported a static pod in this converge).
     assert s["rendered"]["deleted"] == ["templates/manager.yaml", "templates/registry-node-config.yaml",
-                                        "templates/rotation-prometheus-rules.yaml", "templates/service.yaml"]
+                                        "templates/registry-rotation.yaml", "templates/rotation-prometheus-rules.yaml",
+                                        "templates/service.yaml"]
     assert list(converge.rendered()) == ["templates/node-group-configuration.yaml",
                                          "templates/prometheus-rules.yaml"], "certificate alerts and mirror cleanup stay"
     assert "rm -f" in converge.rendered()["templates/node-group-configuration.yaml"]
