@@ -1,18 +1,53 @@
 #!/usr/bin/env bash
-# Per-event cost of the hook binary, measured against spawning /bin/true in the same
-# run (hyperfine). Prints a Markdown table of mean times and ratios to /bin/true.
-#   bench/hooks.sh [--runs N]
+# Per-event cost of the hook binary against its peers, measured in one run:
+#   - hook list, hook config, resolve-mode (no-op and patching), and discover-masters on
+#     Synchronization contexts of 3, 100 and 5,000 full Nodes, each hyperfine run with
+#     /bin/true (the floor), the same logic as a shell hook with jq and as a Python hook
+#     with the PyPI `deckhouse` library (bench/peers/) measured beside it;
+#   - peak RSS on the 5,000-Node context, as a multiple of the input size;
+#   - the converge of a 3-master Proxy config, cold (empty state) and warm;
+#   - binary size and a clean release build's time.
+# Before timing, the peers' outputs are checked equal to the Rust hook's on every input.
+# Prints Markdown tables and the machine.
+#   bench/hooks.sh [--runs N] [--no-build-time]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=300
-[ "${1:-}" = "--runs" ] && RUNS="$2"
-command -v hyperfine >/dev/null || { apt-get install -y -qq hyperfine >/dev/null 2>&1 || { echo "bench: install hyperfine (apt-get install hyperfine)" >&2; exit 1; }; }
+RUNS=200
+BUILD_TIME=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) RUNS="$2"; shift 2 ;;
+    --no-build-time) BUILD_TIME=0; shift ;;
+    *) echo "usage: bench/hooks.sh [--runs N] [--no-build-time]" >&2; exit 2 ;;
+  esac
+done
+need() { # need COMMAND DEBIAN-PACKAGE
+  command -v "$1" >/dev/null || [ -x "$1" ] || apt-get install -y -qq "$2" >/dev/null 2>&1 \
+    || { echo "bench: install $2 (apt-get install $2)" >&2; exit 1; }
+}
+need hyperfine hyperfine
+need jq jq
+need /usr/bin/time time
+# The Python peer's library lives in its own venv, not in the project's requirements.
+if ! bench/.venv/bin/python -c "import deckhouse" 2>/dev/null; then
+  python3 -m venv bench/.venv
+  bench/.venv/bin/pip install -q --disable-pip-version-check deckhouse
+fi
+[ -x .venv/bin/python ] || { echo "bench: run scripts/setup first (the converge needs .venv)" >&2; exit 1; }
 cargo build --release --quiet
 BIN="$PWD/target/release/embedded-registry"
+SH="bash $PWD/bench/peers/discover-masters.sh"
+PY="$PWD/bench/.venv/bin/python $PWD/bench/peers/discover_masters.py"
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
+idx() { "$BIN" hook list | awk -F' - ' -v n="$1" '$2 == n {print $1}'; }
+DM=$(idx discover-masters)
+RM=$(idx resolve-mode)
 
 # Inputs: a beforeHelm run of resolve-mode (a small handler: the per-run floor of the
-# runtime), and discover-masters on Synchronization contexts of N full Node objects.
+# runtime), and discover-masters on Synchronization contexts of N full Node objects
+# (Group context, as addon-operator delivers a batch hook's bindings). "edge" mixes both
+# labels, duplicates, nodes without an InternalIP and null filter results: it is used
+# only to check that the peers implement the same logic.
 echo '[{"binding":"beforeHelm"}]' > "$W/bh.json"
 echo '{"global":{},"embeddedRegistry":{"mode":"Direct","internal":{}}}' > "$W/values.json"
 echo '{"global":{},"embeddedRegistry":{"mode":"Direct","internal":{"mode":"Direct","highAvailability":false}}}' > "$W/converged.json"
@@ -20,47 +55,180 @@ echo '{"embeddedRegistry":{}}' > "$W/config.json"
 python3 - "$W" <<'PY'
 import json, sys
 w = sys.argv[1]
-for n in (3, 100, 5000):
-    nodes = []
-    for i in range(n):
-        nodes.append({"object": {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": f"node-{i}", "labels": {"node-role.kubernetes.io/control-plane": "", "kubernetes.io/hostname": f"node-{i}"},
+def node(i, label="node-role.kubernetes.io/control-plane", ip=True):
+    addresses = [{"type": "Hostname", "address": f"node-{i}"}]
+    if ip:
+        addresses.insert(0, {"type": "InternalIP", "address": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"})
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": f"node-{i}", "labels": {label: "", "kubernetes.io/hostname": f"node-{i}"},
                          "annotations": {"node.alpha.kubernetes.io/ttl": "0"}, "uid": f"uid-{i}"},
-            "status": {"addresses": [{"type": "InternalIP", "address": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"},
-                                     {"type": "Hostname", "address": f"node-{i}"}],
-                       "capacity": {"cpu": "4", "memory": "16Gi"}, "nodeInfo": {"kubeletVersion": "v1.30.1"}}}})
-    ctx = [{"binding": "main", "type": "Group", "groupName": "main", "snapshots": {"masters": nodes, "legacy_masters": []}}]
+            "status": {"addresses": addresses,
+                       "capacity": {"cpu": "4", "memory": "16Gi"}, "nodeInfo": {"kubeletVersion": "v1.30.1"}}}
+for n in (3, 100, 5000):
+    ctx = [{"binding": "main", "type": "Group", "groupName": "main",
+            "snapshots": {"masters": [{"object": node(i)} for i in range(n)], "legacy_masters": []}}]
     json.dump(ctx, open(f"{w}/sync-{n}.json", "w"))
+legacy = "node-role.kubernetes.io/master"
+edge = [{"binding": "main", "type": "Group", "groupName": "main", "snapshots": {
+    "masters": [{"object": node(7)}, {"object": node(2, ip=False)}, {"filterResult": None},
+                {"filterResult": {"name": "f-1", "internalIP": "10.9.0.1"}}, {"filterResult": {"name": "f-2", "internalIP": None}},
+                {"object": node(5)}],
+    "legacy_masters": [{"object": node(5, legacy)}, {"object": node(1, legacy)}, {"object": node(3, legacy, ip=False)}]}}]
+json.dump(edge, open(f"{w}/edge.json", "w"))
 PY
-# One hyperfine run per input, each with /bin/true measured beside it: ratios compare
-# numbers taken in the same run. The runner's variables are exported, as the runner does.
-bench() { # bench LABEL CONTEXT_FILE VALUES_FILE COMMAND...
-  local label=$1 ctx=$2 values=$3; shift 3
-  rm -f "$W"/out-*
+
+run_hook() { # run_hook DIR CONTEXT VALUES COMMAND...: one run, as the runner does
+  local dir=$1 ctx=$2 values=$3; shift 3
+  mkdir -p "$dir"
+  BINDING_CONTEXT_PATH="$W/$ctx" VALUES_PATH="$W/$values" CONFIG_VALUES_PATH="$W/config.json" \
+  VALUES_JSON_PATCH_PATH="$dir/v" CONFIG_VALUES_JSON_PATCH_PATH="$dir/c" \
+  KUBERNETES_PATCH_PATH="$dir/k" METRICS_PATH="$dir/m" "$@" 2>"$dir/stderr"
+}
+# Same output: the values after applying each patch strictly, and the metric operations.
+for ctx in edge.json sync-3.json sync-100.json sync-5000.json; do
+  for peer in rust shell python; do
+    case $peer in rust) cmd="$BIN hook run $DM" ;; shell) cmd=$SH ;; python) cmd=$PY ;; esac
+    # shellcheck disable=SC2086
+    run_hook "$W/check-$peer" "$ctx" values.json $cmd || { echo "bench: $peer peer failed on $ctx" >&2; cat "$W/check-$peer/stderr" >&2; exit 1; }
+  done
+  python3 - "$W" "$ctx" <<'PY'
+import json, sys
+w, ctx = sys.argv[1], sys.argv[2]
+def outcome(peer):
+    d = f"{w}/check-{peer}"
+    values = json.load(open(f"{w}/values.json"))
+    text = open(f"{d}/v").read() if __import__("os").path.exists(f"{d}/v") else ""
+    ops = []
+    for doc in text.split("\n"):
+        if doc.strip():
+            v = json.loads(doc)
+            ops += v if isinstance(v, list) else [v]
+    for op in ops:  # strict add/remove, as the runner applies them
+        *parents, last = op["path"].lstrip("/").split("/")
+        target = values
+        for p in parents:
+            target = target[p]
+        if op["op"] == "add":
+            target[last] = op["value"]
+        elif op["op"] == "remove":
+            del target[last]
+        else:
+            raise SystemExit(f"{peer}: operation {op['op']} is not allowed")
+    metrics = [json.loads(l) for l in open(f"{d}/m") if l.strip()]
+    for m in metrics:
+        if "value" in m:
+            m["value"] = float(m["value"])
+    warned = sorted(n for l in open(f"{d}/stderr") if l.startswith("{") for n in json.loads(l).get("nodes", []))
+    return values, metrics, warned
+rust = outcome("rust")
+for peer in ("shell", "python"):
+    if outcome(peer) != rust:
+        raise SystemExit(f"bench: the {peer} peer disagrees with the Rust hook on {ctx}:\n{outcome(peer)}\n{rust}")
+PY
+  rm -rf "$W"/check-*
+done
+echo "peers agree with the Rust hook on every input" >&2
+
+# One hyperfine run per input, /bin/true measured beside the commands: ratios compare
+# numbers taken in the same run. Output files are removed before each timed run (the
+# Python library appends to them).
+bench() { # bench LABEL CONTEXT_FILE VALUES_FILE RUNS COMMAND...
+  local label=$1 ctx=$2 values=$3 runs=$4; shift 4
   BINDING_CONTEXT_PATH="$W/$ctx" VALUES_PATH="$W/$values" CONFIG_VALUES_PATH="$W/config.json" \
   VALUES_JSON_PATCH_PATH="$W/out-v" CONFIG_VALUES_JSON_PATCH_PATH="$W/out-c" \
   KUBERNETES_PATCH_PATH="$W/out-k" METRICS_PATH="$W/out-m" \
-    hyperfine -N --runs "$RUNS" --warmup 20 --export-json "$W/r-$label.json" "/bin/true" "$@" >/dev/null 2>&1
+    hyperfine -N --runs "$runs" --warmup 5 --prepare "rm -f $W/out-v $W/out-c $W/out-k $W/out-m" \
+      --export-json "$W/r-$label.json" "/bin/true" "$@" >/dev/null 2>&1
 }
-bench base bh.json converged.json "$BIN hook list" "$BIN hook config" "$BIN hook run 1"
-bench patch bh.json values.json "$BIN hook run 1"
-for n in 3 100 5000; do bench "sync-$n" "sync-$n.json" values.json "$BIN hook run 0"; done
-python3 - "$W" "$BIN" <<'PY'
-import json, sys
-w, binary = sys.argv[1], sys.argv[2]
-names = {("base", f"{binary} hook list"): "hook list", ("base", f"{binary} hook config"): "hook config",
-         ("base", f"{binary} hook run 1"): "hook run: resolve-mode, beforeHelm, values already converged (no-op)",
-         ("patch", f"{binary} hook run 1"): "hook run: resolve-mode, beforeHelm, emits a values patch"}
+echo "timing (runs: $RUNS; 5,000 Nodes: $((RUNS / 10 > 10 ? RUNS / 10 : 10)))" >&2
+bench base bh.json converged.json "$RUNS" "$BIN hook list" "$BIN hook config" "$BIN hook run $RM"
+bench patch bh.json values.json "$RUNS" "$BIN hook run $RM"
+for n in 3 100 5000; do
+  runs=$RUNS; [ "$n" = 5000 ] && runs=$((RUNS / 10 > 10 ? RUNS / 10 : 10))
+  bench "sync-$n" "sync-$n.json" values.json "$runs" "$BIN hook run $DM" "$SH" "$PY"
+done
+
+# Peak RSS on the 5,000-Node context (the largest of 5 runs; for the shell hook, the
+# largest process of the tree: bash or jq).
+rss() { # rss COMMAND...: KiB
+  local max=0 r
+  for _ in 1 2 3 4 5; do
+    rm -f "$W"/out-*
+    r=$(BINDING_CONTEXT_PATH="$W/sync-5000.json" VALUES_PATH="$W/values.json" CONFIG_VALUES_PATH="$W/config.json" \
+      VALUES_JSON_PATCH_PATH="$W/out-v" CONFIG_VALUES_JSON_PATCH_PATH="$W/out-c" \
+      KUBERNETES_PATCH_PATH="$W/out-k" METRICS_PATH="$W/out-m" \
+      /usr/bin/time -f "%M" "$@" 2>&1 >/dev/null | tail -1)
+    [ "$r" -gt "$max" ] && max=$r
+  done
+  echo "$max"
+}
+# shellcheck disable=SC2086
+{ echo "rust $(rss $BIN hook run $DM)"; echo "shell $(rss $SH)"; echo "python $(rss $PY)"; echo "true $(rss /bin/true)"; } > "$W/rss"
+
+# The converge of the 3-master Proxy example: cold (empty state directory) and warm
+# (converged state: nothing changes).
+CONVERGE="$BIN converge --module-config examples/moduleconfig-proxy.yaml --nodes examples/nodes-3-masters.yaml --state $W/state --module-dir $PWD --python $PWD/.venv/bin/python"
+$CONVERGE >/dev/null
+hyperfine -N --runs 10 --warmup 1 --export-json "$W/r-warm.json" "$CONVERGE" >/dev/null 2>&1
+hyperfine -N --runs 10 --prepare "rm -rf $W/state" --export-json "$W/r-cold.json" "$CONVERGE" >/dev/null 2>&1
+
+# Binary size, and a clean release build in a separate target directory.
+BUILD_S=""
+if [ "$BUILD_TIME" = 1 ]; then
+  start=$(date +%s.%N)
+  CARGO_TARGET_DIR="$W/target" cargo build --release --quiet
+  BUILD_S=$(echo "$(date +%s.%N) - $start" | bc 2>/dev/null || python3 -c "print($(date +%s.%N) - $start)")
+fi
+
+python3 - "$W" "$BIN" "$SH" "$PY" "$DM" "$RM" "${BUILD_S:-}" <<'PY'
+import json, os, statistics, sys
+w, binary, sh, py, dm, rm, build_s = sys.argv[1:8]
+def load(label):
+    return json.load(open(f"{w}/r-{label}.json"))["results"]
+def row(name, x, floor):
+    return f"| {name} | {x['mean']*1e3:.2f} ms | {x['stddev']*1e3:.2f} ms | {x['mean']/floor:.2f}x |"
 print("| command | mean | σ | ratio to /bin/true (same run) |")
 print("|---|---|---|---|")
-for label in ["base", "patch", "sync-3", "sync-100", "sync-5000"]:
-    r = json.load(open(f"{w}/r-{label}.json"))["results"]
-    floor = r[0]["mean"]
-    if label == "base":
-        print(f"| /bin/true | {floor*1e3:.2f} ms | {r[0]['stddev']*1e3:.2f} ms | 1.00x |")
+base = load("base")
+print(row("/bin/true", base[0], base[0]["mean"]))
+names = {f"{binary} hook list": "hook list", f"{binary} hook config": "hook config",
+         f"{binary} hook run {rm}": "hook run: resolve-mode, beforeHelm, values already converged (no-op)"}
+for x in base[1:]:
+    print(row(names[x["command"]], x, base[0]["mean"]))
+patch = load("patch")
+print(row("hook run: resolve-mode, beforeHelm, emits a values patch", patch[1], patch[0]["mean"]))
+print()
+print("| discover-masters, Synchronization of N full Nodes | N | mean | σ | ratio to /bin/true | ratio to Rust hook |")
+print("|---|---|---|---|---|---|")
+who = {f"{binary} hook run {dm}": "Rust hook (this binary)", sh: "shell + jq", py: "Python, `deckhouse` library"}
+for n in (3, 100, 5000):
+    r = load(f"sync-{n}")
+    floor, rust = r[0]["mean"], r[1]["mean"]
+    size = os.path.getsize(f"{w}/sync-{n}.json")
+    print(f"| /bin/true | {n} | {floor*1e3:.2f} ms | {r[0]['stddev']*1e3:.2f} ms | 1.00x | |")
     for x in r[1:]:
-        name = names.get((label, x["command"])) or f"hook run: discover-masters, Synchronization of {label[5:]} full Nodes"
-        print(f"| {name} | {x['mean']*1e3:.2f} ms | {x['stddev']*1e3:.2f} ms | {x['mean']/floor:.2f}x |")
+        shown = f"{size/1e3:.1f} KB" if size < 100_000 else f"{size/1e6:.2f} MB"
+        print(f"| {who[x['command']]} | {n} ({shown}) | {x['mean']*1e3:.2f} ms | {x['stddev']*1e3:.2f} ms | "
+              f"{x['mean']/floor:.2f}x | {x['mean']/rust:.2f}x |")
+print()
+size = os.path.getsize(f"{w}/sync-5000.json")
+rss = dict(line.split() for line in open(f"{w}/rss"))
+print(f"Peak RSS on the 5,000-Node context ({size/1e6:.2f} MB of JSON), largest of 5 runs:")
+print()
+print("| hook | peak RSS | multiple of the input | ratio to Rust hook |")
+print("|---|---|---|---|")
+label = {"rust": "Rust hook (this binary)", "shell": "shell + jq (largest process)", "python": "Python, `deckhouse` library", "true": "/bin/true"}
+for k in ("rust", "shell", "python", "true"):
+    kib = int(rss[k])
+    print(f"| {label[k]} | {kib/1024:.1f} MiB | {kib*1024/size:.2f}x | {kib/int(rss['rust']):.2f}x |")
+print()
+warm, cold = load("warm")[0], load("cold")[0]
+print("| converge, examples/moduleconfig-proxy.yaml on 3 masters | mean | σ | ratio to cold |")
+print("|---|---|---|---|")
+print(f"| cold (empty state directory) | {cold['mean']*1e3:.0f} ms | {cold['stddev']*1e3:.0f} ms | 1.00x |")
+print(f"| warm (converged state, no changes) | {warm['mean']*1e3:.0f} ms | {warm['stddev']*1e3:.0f} ms | {warm['mean']/cold['mean']:.2f}x |")
+print()
+print(f"Binary: {os.path.getsize(binary)/1e6:.1f} MB" + (f"; clean release build: {float(build_s):.0f} s" if build_s else ""))
 PY
 echo
-echo "binary: $(stat -c %s "$BIN") bytes; machine: $(nproc) cores, $(uname -m), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); runs: $RUNS each"
+echo "machine: $(nproc) cores, $(uname -m), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB; $(rustc --version); runs: $RUNS each (5,000 Nodes: $((RUNS / 10 > 10 ? RUNS / 10 : 10)))"

@@ -17,7 +17,7 @@ run_env() { # run_env N CONTEXT
   echo "BINDING_CONTEXT_PATH=$W/$2 VALUES_PATH=$W/values-$1.json CONFIG_VALUES_PATH=$W/config.json VALUES_JSON_PATCH_PATH=$W/out-v KUBERNETES_PATCH_PATH=$W/out-k-$1 METRICS_PATH=$W/out-m CONFIG_VALUES_JSON_PATCH_PATH=$W/out-c"
 }
 echo '{}' > "$W/config.json"
-echo '[{"binding":"beforeHelm"}]' > "$W/empty.json"
+echo '[{"binding":"beforeHelm","snapshots":{"pki_secrets":[]}}]' > "$W/empty.json"
 for n in 3 100; do
   python3 - "$W" "$n" <<'PY'
 import json, sys
