@@ -22,6 +22,7 @@ UPSTREAM_PASSWORD = "Upstr3am-Pa55-d0-not-leak"
 RO_PASSWORD = "KnownRoPassw0rdAbcdEfgh12"
 RW_PASSWORD = "KnownRwPassw0rdIjklMnop34"
 NOW = 1_790_000_000
+NODE_HOOKS = ["node-files", "rotate"]  # classic-only hooks of the manager DaemonSet
 MASTERS = [("m1", "127.0.0.11"), ("m2", "127.0.0.12"), ("m3", "127.0.0.13")]  # loopback: the node hook probes them
 
 
@@ -200,7 +201,7 @@ def classic_hook_runs(env):
 
 def classic_configs(env):
     out = []
-    for hook in env.hook_configs() + [{"metadata": {"name": "node-files"}}]:
+    for hook in env.hook_configs() + [{"metadata": {"name": n}} for n in NODE_HOOKS]:
         p = run(["classic", hook["metadata"]["name"], "--config"], env={})
         assert p.returncode == 0, p.stderr
         out += texts(p)
@@ -233,6 +234,38 @@ def node_hook(env):
         out += texts(p, d / "k8s.json", d / "metrics.json")
     assert any(f.is_file() and "PRIVATE KEY" in f.read_text() for f in (d / "host").rglob("*")), "keys were applied"
     return out
+
+
+def rotate_node_hook(env):
+    """The node hook rotate, with the rw user's Secret, this master's registry address
+    (nothing listens there) and rotation enabled: the failure it reports names no
+    password."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: connections are refused
+    objs = {o["metadata"]["name"]: o for o in env.objects()}
+    node_secret = {"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "registry-node-m1-config", "namespace": "d8-system"},
+                   "data": {"config.distribution.yaml": b64(f"version: 0.1\nhttp:\n  addr: 127.0.0.1:{port}\n"),
+                            "pki.ca.crt": objs["registry-pki"]["data"]["ca.crt"]}}
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap",
+                  "metadata": {"name": "registry-rotation", "namespace": "d8-system"},
+                  "data": {"enabled": "true", "keepReleases": "1", "minAge": "0", "path": "/deckhouse/ee"}}
+    d = env.tmp / "rotate-node"
+    d.mkdir()
+    snaps = {"rotation_config": [{"object": config_map}], "node_config": [{"object": node_secret}],
+             "user_rw": [{"object": objs["registry-user-rw"]}]}
+    (d / "bc.json").write_text(json.dumps([{"binding": "daily", "type": "Schedule", "snapshots": snaps}]))
+    p = run(["classic", "rotate"], env={
+        "BINDING_CONTEXT_PATH": str(d / "bc.json"), "NODE_NAME": "m1", "EMBEDDED_REGISTRY_HOST_ROOT": str(d),
+        "KUBERNETES_PATCH_PATH": str(d / "k8s.json"), "METRICS_PATH": str(d / "metrics.json"),
+        "EMBEDDED_REGISTRY_NOW": str(NOW)})
+    assert p.returncode in (0, 1), p.stderr
+    metrics = (d / "metrics.json").read_text() if (d / "metrics.json").exists() else ""
+    assert "d8_embedded_registry_rotation" in metrics or p.returncode == 1, (p.stderr, metrics)
+    assert p.stderr, "the failure is reported"
+    return texts(p, d / "k8s.json", d / "metrics.json")
 
 
 def converge_json(env):
@@ -310,6 +343,7 @@ COMMANDS = {
     "classic NAME, every module hook": classic_hook_runs,
     "classic NAME --config, every hook": classic_configs,
     "classic node-files": node_hook,
+    "classic rotate (node hook)": rotate_node_hook,
     "converge --json": converge_json,
     "converge (human summary)": converge_human,
     "converge (password refused)": converge_refused,
