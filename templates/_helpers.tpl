@@ -139,6 +139,29 @@ spec:
     runAsGroup: {{ $runAs }}
     seccompProfile:
       type: RuntimeDefault
+  {{- if eq .ctx.Values.embeddedRegistry.internal.switch.registry.mode "Detached" }}
+  # Garbage collection needs the registry stopped: it runs before every start of a
+  # mirror, and the rotate hook restarts the pod after it deleted manifests. Never
+  # --delete-untagged: module images live untagged in the root repository.
+  initContainers:
+    - name: garbage-collect
+      image: {{ include "embedded_registry.image" (dict "ctx" .ctx "name" "distribution") }}
+      imagePullPolicy: IfNotPresent
+      args: ["garbage-collect", "/config/distribution.yaml"]
+      resources:
+        requests:
+          cpu: 20m
+          memory: 64Mi
+      securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities:
+          drop: ["ALL"]
+      volumeMounts:
+        - {name: config, mountPath: /config, readOnly: true}
+        - {name: pki, mountPath: /pki, readOnly: true}
+        - {name: data, mountPath: /data}
+  {{- end }}
   containers:
     - name: distribution
       image: {{ include "embedded_registry.image" (dict "ctx" .ctx "name" "distribution") }}

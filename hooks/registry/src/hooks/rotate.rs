@@ -1,8 +1,9 @@
 //! Node hook `rotate` (shell-operator in the manager DaemonSet, classic protocol): once a
 //! day, on the master whose registry holds the mirror, plans the rotation of old
 //! releases and, when `detached.rotation.enabled`, applies it through the local
-//! registry with the `rw` user. Garbage collection is not run here yet (see
-//! `docs/rotation.md`): deleted manifests free their blobs at the next offline GC.
+//! registry with the `rw` user. After it deleted anything it restarts the registry's
+//! static pod, whose `garbage-collect` init container then frees the blobs with the
+//! registry stopped (see [`restart_for_gc`] and `docs/rotation.md`).
 //!
 //! Inputs, all from the module namespace:
 //! - ConfigMap `registry-rotation` (rendered by the chart in Detached mode): `enabled`,
@@ -16,6 +17,7 @@
 //! the last success time.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -24,7 +26,9 @@ use hook_sdk::{
 };
 use serde::Deserialize;
 
+use super::node_files::{HOST_ROOT_VAR, MANIFEST_DIR};
 use crate::distribution::{Credentials, Endpoint};
+use crate::health;
 use crate::rotation::cli::{execute, Job};
 use crate::rotation::plan::Policy;
 use crate::secrets::{self, NAMESPACE};
@@ -236,13 +240,29 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         freed as f64,
         &labels,
     );
+    let mut failure = report
+        .failure
+        .as_ref()
+        .map(|f| (f.stage.to_string(), f.message.clone()));
+    if failure.is_none() && deleted > 0 {
+        // Deleted manifests free nothing until garbage collection, which needs the
+        // registry stopped: restart it, and its init container collects.
+        let root = PathBuf::from(std::env::var(HOST_ROOT_VAR).unwrap_or_else(|_| "/".into()));
+        let ca = job.endpoint.ca_pem.clone().unwrap_or_default();
+        match restart_for_gc(&root, &job.endpoint.host, &ca, GC_STOP_WAIT, GC_START_WAIT) {
+            Ok(()) => input
+                .log
+                .info("registry restarted for garbage collection", &[]),
+            Err(e) => failure = Some(("gc".into(), e)),
+        }
+    }
     input.metrics.set(
         GROUP,
         "d8_embedded_registry_rotation_failed",
-        if report.ok { 0.0 } else { 1.0 },
+        if failure.is_none() { 0.0 } else { 1.0 },
         &labels,
     );
-    match &report.failure {
+    match &failure {
         None => {
             input.metrics.expire(SUCCESS_GROUP);
             input.metrics.set(
@@ -267,15 +287,81 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
                 ],
             );
         }
-        Some(f) => input.log.error(
+        Some((stage, message)) => input.log.error(
             "rotation stopped",
             &[
-                ("stage", serde_json::json!(f.stage)),
-                ("error", serde_json::json!(f.message)),
+                ("stage", serde_json::json!(stage)),
+                ("error", serde_json::json!(message)),
             ],
         ),
     }
     Ok(())
+}
+
+/// How long the registry may take to stop once its manifest is gone.
+const GC_STOP_WAIT: Duration = Duration::from_secs(120);
+/// How long it may take to start again (garbage collection runs first).
+const GC_START_WAIT: Duration = Duration::from_secs(900);
+
+/// Restarts the static pod so its `garbage-collect` init container runs with the
+/// registry stopped: the manifest moves out of kubelet's directory until `/v2/` stops
+/// answering, then back, then the registry must answer again. The manifest always goes
+/// back, whatever happened.
+pub fn restart_for_gc(
+    root: &Path,
+    addr: &str,
+    ca: &str,
+    stop_wait: Duration,
+    start_wait: Duration,
+) -> Result<(), String> {
+    let manifest = root.join(MANIFEST_DIR).join("embedded-registry.yaml");
+    let aside = root.join("etc/kubernetes/registry/embedded-registry.yaml.gc");
+    if !manifest.exists() && aside.exists() {
+        // A run that stopped between the two moves: put the manifest back first.
+        std::fs::rename(&aside, &manifest)
+            .map_err(|e| format!("putting {} back: {e}", manifest.display()))?;
+    }
+    if !manifest.exists() {
+        return Err(format!(
+            "{}: no static pod manifest to restart",
+            manifest.display()
+        ));
+    }
+    if let Some(dir) = aside.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::rename(&manifest, &aside)
+        .map_err(|e| format!("moving {} aside: {e}", manifest.display()))?;
+    let answers = || health::check_registry(addr, ca, Duration::from_secs(2)).is_ok();
+    let stopped = wait_for(|| !answers(), stop_wait);
+    std::fs::rename(&aside, &manifest)
+        .map_err(|e| format!("putting {} back: {e}", manifest.display()))?;
+    if !stopped {
+        return Err(format!(
+            "the registry on {addr} did not stop within {}s; garbage collection did not run",
+            stop_wait.as_secs()
+        ));
+    }
+    if !wait_for(answers, start_wait) {
+        return Err(format!(
+            "the registry on {addr} did not answer within {}s after garbage collection",
+            start_wait.as_secs()
+        ));
+    }
+    Ok(())
+}
+
+fn wait_for(mut done: impl FnMut() -> bool, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 #[cfg(test)]
