@@ -98,6 +98,15 @@ struct ConfigMapSnap {
 }
 
 fn handle(input: &mut HookInput) -> anyhow::Result<()> {
+    // A run without the state (a schedule or an event whose context carries no
+    // snapshots) must not start over from Direct, nor block the queue by failing:
+    // the next beforeHelm run carries every snapshot.
+    if !input.snapshots.has("secrets") || !input.snapshots.has("node_status") {
+        input
+            .log
+            .info("no snapshots in this run: nothing to step", &[]);
+        return Ok(());
+    }
     let now = crate::clock::now()?;
     let mode: Mode = input
         .values
@@ -370,4 +379,25 @@ fn run_check(
         message,
         since: now,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use hook_sdk::testing::HookTest;
+    use serde_json::json;
+
+    #[test]
+    fn a_run_without_snapshots_changes_nothing() {
+        let out = HookTest::new()
+            .values(json!({"global": {}, "embeddedRegistry": {"mode": "Proxy", "proxy": {"host": "h"}, "internal": {}}}))
+            .context(hook_sdk::BindingContext {
+                binding: "recheck".into(),
+                kind: Some(hook_sdk::ContextType::Schedule),
+                ..Default::default()
+            })
+            .run(&super::hook())
+            .unwrap();
+        assert_eq!(out.values["embeddedRegistry"]["internal"], json!({}));
+        assert!(out.objects.is_empty());
+    }
 }
