@@ -18,10 +18,19 @@ import yaml
 TOOLS = pathlib.Path(__file__).parent / "tools"
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and never handed out before in this session: servers bind
+    later, so two calls in a row must not return the same port."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def secret_data(state: pathlib.Path, name: str) -> dict:

@@ -76,7 +76,9 @@ class Upstream:
         try:
             urllib.request.urlopen(f"{self.scheme}://{self.host}/v2/", timeout=2, context=ctx)
         except urllib.error.HTTPError as e:
-            return e.code == 401
+            if e.code != 401:  # something else holds the port: say so in the timeout
+                raise RuntimeError(f"HTTP {e.code} from {self.host}: {(self.dir / 'registry.log').read_text()[-300:]}")
+            return True
         return True
 
     def push(self, repo, tag, content=b"hello\n"):
