@@ -76,6 +76,8 @@ def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
             assert cond["ChecksPassed"]["status"] == "False" and cond["ChecksPassed"]["reason"] == "CheckBadCredentials"
             assert "not-the-Pa55word" not in json.dumps(state["conditions"]) + json.dumps(state["check"])
             assert cond["Ready"]["reason"] == "UpstreamCheckFailed"
+            check = converge.values()["embeddedRegistry"]["internal"]["switch"]["check"]
+            assert (check["what"], check["ok"], check["kind"]) == ("upstream", False, "bad-credentials")
             assert state["registry"]["generation"] == generation_a and remoteurl(converge) == f"http://{up_a.host}"
             assert mirrors(converge, tmp_path) == ['[host."https://127.0.0.11:5001"]']
             # The same failing config again changes nothing.

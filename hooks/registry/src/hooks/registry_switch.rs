@@ -45,6 +45,23 @@ pub struct SwitchValues {
     pub mirrors: Vec<Master>,
     /// The manager DaemonSet runs (a registry runs, or a master still has its static pod).
     pub manager: bool,
+    /// The last check's outcome (no password in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckStatus>,
+}
+
+/// The last upstream or mirror check, as `internal.switch.check`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckStatus {
+    /// `upstream` or `mirror`.
+    pub what: String,
+    /// Passed.
+    pub ok: bool,
+    /// Failure kind; empty when it passed.
+    pub kind: String,
+    /// What was found.
+    pub message: String,
 }
 
 /// The hook.
@@ -216,6 +233,12 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             .iter()
             .filter_map(|n| masters.iter().find(|m| &m.name == n).cloned())
             .collect(),
+        check: next.check.as_ref().map(|c| CheckStatus {
+            what: c.what.clone(),
+            ok: c.ok,
+            kind: c.kind.clone(),
+            message: c.message.clone(),
+        }),
         registry: next.registry,
         cluster: next.cluster,
     };
