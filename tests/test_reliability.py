@@ -367,9 +367,12 @@ def test_converge_refuses_unreadable_inputs(converge, tmp_path, what, needle):
     assert not converge.state.exists(), "nothing written"
 
 
-def test_keep_releases_beyond_u32_converges(converge, tmp_path):
-    """The schema sets no maximum on keepReleases: what it accepts, the hooks must run on
-    (found by the settings property test)."""
-    settings = {"mode": "Detached", "detached": {"rotation": {"keepReleases": 2 ** 32}}}
+def test_keep_releases_has_a_maximum_and_the_hooks_run_on_it(converge, tmp_path):
+    """What the schema accepts, the hooks must run on (found by the settings property
+    test, when keepReleases had no maximum and 2**32 blocked resolve-mode)."""
+    settings = {"mode": "Detached", "detached": {"rotation": {"keepReleases": 1000}}}
     s = converge(module_config(tmp_path, settings), EXAMPLES / "nodes-3-masters.yaml")
     assert s["mode"] == "Detached"
+    too_many = {"mode": "Detached", "detached": {"rotation": {"keepReleases": 2 ** 32}}}
+    p = converge(module_config(tmp_path, too_many, name="big.yaml"), EXAMPLES / "nodes-3-masters.yaml", expect_rc=2)
+    assert len(p.stderr.strip().splitlines()) == 1 and "spec.settings.detached.rotation.keepReleases" in p.stderr
