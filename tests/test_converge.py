@@ -55,6 +55,8 @@ def test_proxy_on_three_masters(converge):
     checks = condition(state, "ChecksPassed")
     assert checks["status"] == "False" and checks["reason"] == "CheckConnect", checks
     assert "templates/service.yaml" not in converge.rendered()
+    assert s["switch"]["registry"] == "none" and s["switch"]["cluster"] == "Upstream"
+    assert s["switch"]["check"].startswith("upstream failed [connect]: "), s["switch"]
     assert (converge.state / "objects/_cluster/Node/master-1.json").exists()
     assert (converge.state / "objects/_cluster/ModuleConfig/embedded-registry.json").exists()
 

@@ -101,6 +101,58 @@ pub struct Summary {
     pub manifests: usize,
     /// Whether anything at all changed.
     pub changed: bool,
+    /// Where the mode switch stands (no secret in it).
+    pub switch: SwitchSummary,
+}
+
+/// The mode switch in a summary: what the masters run, where nodes pull from, the last
+/// check.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchSummary {
+    /// `Proxy`/`Detached` and the generation, or `none`.
+    pub registry: String,
+    /// Masters running it.
+    pub nodes: Vec<String>,
+    /// `Upstream` or `Embedded`.
+    pub cluster: String,
+    /// The last check: `ok` or `<kind>: <message>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+}
+
+fn switch_summary(sw: &Value) -> SwitchSummary {
+    let registry = &sw["registry"];
+    SwitchSummary {
+        registry: match registry["mode"].as_str() {
+            Some(m) => format!(
+                "{m} (generation {})",
+                registry["generation"].as_str().unwrap_or("")
+            ),
+            None => "none".into(),
+        },
+        nodes: registry["nodes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        cluster: sw["cluster"].as_str().unwrap_or("Upstream").to_string(),
+        check: sw.get("check").filter(|c| c.is_object()).map(|c| {
+            if c["ok"].as_bool() == Some(true) {
+                format!("{} ok", c["what"].as_str().unwrap_or(""))
+            } else {
+                format!(
+                    "{} failed [{}]: {}",
+                    c["what"].as_str().unwrap_or(""),
+                    c["kind"].as_str().unwrap_or(""),
+                    c["message"].as_str().unwrap_or("")
+                )
+            }
+        }),
+    }
 }
 
 fn read_document(path: &Path) -> Result<Value> {
@@ -390,6 +442,7 @@ pub fn converge(opts: &Options) -> Result<Summary, Failure> {
         rendered,
         manifests: manifests.len(),
         changed,
+        switch: switch_summary(&internal["switch"]),
     })
 }
 
@@ -479,6 +532,21 @@ pub fn render_summary(s: &Summary) -> String {
             out.push_str(&format!(": {}", list.join(", ")));
         }
         out.push('\n');
+    }
+    if s.enabled {
+        out.push_str(&format!(
+            "registry: {}{}; nodes pull from: {}\n",
+            s.switch.registry,
+            if s.switch.nodes.is_empty() {
+                String::new()
+            } else {
+                format!(" on {}", s.switch.nodes.join(", "))
+            },
+            s.switch.cluster
+        ));
+        if let Some(c) = &s.switch.check {
+            out.push_str(&format!("check: {c}\n"));
+        }
     }
     out.push_str(&format!("hooks: {}\n", s.hook_runs.join(", ")));
     let c = |c: &Changes| {
