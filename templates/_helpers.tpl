@@ -167,6 +167,13 @@ spec:
       image: {{ include "embedded_registry.image" (dict "ctx" .ctx "name" "distribution") }}
       imagePullPolicy: IfNotPresent
       args: ["serve", "/config/distribution.yaml"]
+      {{- $proxy := .ctx.Values.embeddedRegistry.internal.switch.registry.proxy | default dict }}
+      {{- if $proxy.ca }}
+      env:
+        # proxy.ca: the upstream (and its token realm) are verified against it alone.
+        - name: SSL_CERT_FILE
+          value: {{ include "embedded_registry.pki_dir" . }}/upstream-ca.crt
+      {{- end }}
       ports:
         - name: registry
           containerPort: 5001

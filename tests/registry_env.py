@@ -123,7 +123,7 @@ class NodeRegistry:
         assert line.startswith("ready"), issuer.stderr.read()
         log = open(self.dir / "registry.log", "w")
         self.procs.append(subprocess.Popen(["docker-registry", "serve", str(self.dir / "distribution.yaml")],
-                                           stdout=log, stderr=subprocess.STDOUT))
+                                           stdout=log, stderr=subprocess.STDOUT, env=self.pod_env()))
         ctx = ssl.create_default_context(cafile=str(self.certs / "ca.crt"))
 
         def answers():
@@ -134,6 +134,20 @@ class NodeRegistry:
             return False
         wait_until(answers, what=f"registry on {self.host} ({self.dir / 'registry.log'})")
         return self
+
+    def pod_env(self):
+        """The distribution container's environment from the static pod, as kubelet
+        would set it (its /pki paths re-rooted); None when it declares none."""
+        if self.host_root is not None:
+            text = (self.host_root / "etc/kubernetes/manifests/embedded-registry.yaml").read_text()
+        else:
+            text = self.files["embedded-registry.yaml"]
+        pod = yaml.safe_load(text)
+        env = pod["spec"]["containers"][0].get("env")
+        if not env:
+            return None
+        import os
+        return dict(os.environ, **{e["name"]: e["value"].replace("/pki/", f"{self.pki}/") for e in env})
 
     def stop(self):
         for p in reversed(self.procs):

@@ -13,6 +13,7 @@ import yaml
 
 from conftest import BIN, module_config, nodes_file
 from registry_env import NodeRegistry, secret_data, skopeo, free_port, wait_until
+from tools.certs import CA
 from tools.oci import build_layout
 from upstream_env import Upstream, password
 
@@ -180,6 +181,29 @@ def test_proxy_pulls_through_and_serves_from_cache_when_upstream_is_gone(tmp_pat
             reg.stop()
     finally:
         stop_upstream()
+
+
+def test_proxy_trusts_the_upstream_ca_from_the_settings(tmp_path, converge):
+    """An upstream with a private CA: proxy.ca reaches the check and the registry."""
+    ca = CA("upstream-private-ca")
+    crt, key = ca.leaf(tmp_path, "upstream", sans=("127.0.0.1",))
+    with Upstream(tmp_path / "up", tls=(crt, key)) as up:
+        layout = tmp_path / "layout"
+        build_layout(layout, "v1", b"behind a private CA\n")
+        p = skopeo("copy", "--dest-tls-verify=false", f"--dest-creds=pusher:{password('pusher')}",
+                   f"oci:{layout}:v1", f"docker://{up.host}/deckhouse/ee/app:v1")
+        assert p.returncode == 0, p.stderr
+        proxy = proxy_settings(up)
+        proxy["proxy"].update(scheme="https", ca=ca.pem())
+        roots, result = deploy(tmp_path, converge, proxy, masters=MASTERS[:1])
+        assert "etc/kubernetes/registry/pki/upstream-ca.crt" in result["m1"][0]
+        pod = yaml.safe_load((roots["m1"] / "etc/kubernetes/manifests/embedded-registry.yaml").read_text())
+        assert pod["spec"]["containers"][0]["env"] == [{"name": "SSL_CERT_FILE", "value": "/pki/upstream-ca.crt"}]
+        ro = secret_data(converge.state, "registry-user-ro")
+        with NodeRegistry(converge.state, "m1", tmp_path / "run-m1", host_root=roots["m1"]) as reg:
+            p = skopeo("copy", f"--src-cert-dir={reg.certs}", f"--src-creds=ro:{ro['password']}",
+                       f"docker://{reg.host}/deckhouse/ee/app:v1", f"oci:{tmp_path / 'pulled'}:v1")
+            assert p.returncode == 0, p.stderr + reg.log()
 
 
 def test_config_changes_touch_exactly_the_files_they_should(tmp_path, converge):
