@@ -113,3 +113,47 @@ def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
         assert node_hook(tmp_path, converge.state, "m1", root, secret=None)[2]["staticPod"] == "absent"
         run({"mode": "Direct"}, now=now + 302)
         assert "templates/manager.yaml" not in converge.rendered()
+
+
+def test_flipping_ha_never_lists_a_master_that_does_not_serve(tmp_path, converge):
+    """Single master -> HA -> single master on three masters: at every step each master in
+    the nodes' mirror list runs a registry that answers."""
+    masters = [("m1", "127.0.0.11"), ("m2", "127.0.0.12"), ("m3", "127.0.0.13")]
+    nodes = nodes_file(tmp_path, masters)
+    step = iter(range(100))
+    roots = {n: tmp_path / f"host-{n}" for n, _ in masters}
+    running = {}
+
+    def run(settings):
+        converge(module_config(tmp_path, settings, name=f"mc-{next(step)}.yaml"), nodes)
+        for n, _ in masters:
+            node_hook(tmp_path, converge.state, n, roots[n])
+            present = (roots[n] / "etc/kubernetes/manifests/embedded-registry.yaml").exists()
+            if present and n not in running:  # kubelet starts a new static pod
+                running[n] = NodeRegistry(converge.state, n, tmp_path / f"run-{n}-{len(running)}", host_root=roots[n]).start()
+            if not present and n in running:  # and stops a removed one
+                running.pop(n).stop()
+            node_hook(tmp_path, converge.state, n, roots[n])  # reports it serving (or gone)
+        listed = mirrors(converge, tmp_path)
+        for line in listed:
+            ip = line.split("//")[1].split(":")[0]
+            name = next(n for n, i in masters if i == ip)
+            assert name in running, f"{name} is listed but runs no registry: {listed}"
+        return listed
+
+    with Upstream(tmp_path / "up") as up:
+        try:
+            single = dict(proxy_settings(up), highAvailability=False)
+            run(single)
+            assert run(single) == ['[host."https://127.0.0.11:5001"]']
+            ha = dict(proxy_settings(up), highAvailability=True)
+            # The first run rolls the new masters out while nodes keep the old list.
+            assert run(ha) == ['[host."https://127.0.0.11:5001"]']
+            assert run(ha) == [f'[host."https://{ip}:5001"]' for _, ip in masters]
+            assert sorted(running) == ["m1", "m2", "m3"]
+            # Back to one master: the others leave the list in the same render that removes them.
+            assert run(single) == ['[host."https://127.0.0.11:5001"]']
+            assert sorted(running) == ["m1"]
+        finally:
+            for r in running.values():
+                r.stop()
