@@ -33,7 +33,7 @@ impl std::fmt::Debug for Credentials {
 }
 
 /// Where and how to reach a registry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Endpoint {
     /// `https` or `http`.
     pub scheme: String,
@@ -131,20 +131,24 @@ pub fn tls_config(endpoint: &Endpoint) -> Result<rustls::ClientConfig, Failure> 
         for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
             let cert = cert.map_err(|e| {
                 bad(format!(
-                    "the CA bundle is not valid PEM ({e}); fix proxy.ca"
+                    "the CA bundle is not valid PEM ({e}); check the CA given (proxy.ca, --ca-file)"
                 ))
             })?;
             roots.add(cert).map_err(|e| {
                 bad(format!(
-                    "the CA bundle holds an unusable certificate ({e}); fix proxy.ca"
+                    "the CA bundle holds an unusable certificate ({e}); check the CA given (proxy.ca, --ca-file)"
                 ))
             })?;
         }
         if roots.is_empty() {
             return Err(bad(
-                "the CA bundle holds no certificate; fix proxy.ca".into()
+                "the CA bundle holds no certificate; check the CA given (proxy.ca, --ca-file)"
+                    .into(),
             ));
         }
+    }
+    if endpoint.ca_only && roots.is_empty() {
+        return Err(bad("no CA certificate to trust for this registry".into()));
     }
     if !endpoint.ca_only {
         let native = rustls_native_certs::load_native_certs();
