@@ -8,7 +8,9 @@ pub mod resolve_mode;
 pub mod rotate;
 pub mod users;
 
-use hook_sdk::Hook;
+use hook_sdk::{Hook, KubernetesBinding, NamespaceSelector};
+
+use crate::secrets::NAMESPACE;
 
 /// The module's key in values (`embedded-registry` in lowerCamel).
 pub const MODULE_KEY: &str = "embeddedRegistry";
@@ -28,4 +30,20 @@ pub fn module_hooks() -> Vec<Hook> {
 /// Hooks run by shell-operator inside the manager DaemonSet (classic protocol only).
 pub fn node_hooks() -> Vec<Hook> {
     vec![node_files::hook(), rotate::hook()]
+}
+
+/// The node a node hook runs for: `NODE_NAME`, set by the manager DaemonSet.
+pub(crate) fn node_name() -> String {
+    std::env::var("NODE_NAME").unwrap_or_default()
+}
+
+/// A node hook's binding to one object of the module namespace, by name.
+pub(crate) fn named_binding(binding: &str, kind: &str, name: String) -> KubernetesBinding {
+    KubernetesBinding {
+        namespace: Some(NamespaceSelector::names(&[NAMESPACE])),
+        name_selector: Some(hook_sdk::config::NameSelector {
+            match_names: vec![name],
+        }),
+        ..KubernetesBinding::new(binding, "v1", kind)
+    }
 }

@@ -13,12 +13,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use hook_sdk::{
-    Hook, HookConfig, HookInput, KubernetesBinding, NamespaceSelector, ScheduleBinding,
-};
+use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, ScheduleBinding};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::{named_binding, node_name};
 use crate::secrets::{self, NAMESPACE};
 
 /// Host root variable.
@@ -40,25 +39,14 @@ pub fn status_name(node: &str) -> String {
     format!("registry-node-{node}-status")
 }
 
-fn node_name() -> String {
-    std::env::var("NODE_NAME").unwrap_or_default()
-}
-
 /// The hook; its bindings name this node's objects, so it reads `NODE_NAME`.
 pub fn hook() -> Hook {
     let node = node_name();
-    let named = |binding: &str, kind: &str, name: String| KubernetesBinding {
-        namespace: Some(NamespaceSelector::names(&[NAMESPACE])),
-        name_selector: Some(hook_sdk::config::NameSelector {
-            match_names: vec![name],
-        }),
-        ..KubernetesBinding::new(binding, "v1", kind)
-    };
     Hook::new(
         HookConfig {
             name: "node-files".into(),
             kubernetes: vec![
-                named(
+                named_binding(
                     "node_config",
                     "Secret",
                     format!("registry-node-{node}-config"),
@@ -66,7 +54,7 @@ pub fn hook() -> Hook {
                 KubernetesBinding {
                     execute_hook_on_event: Some(vec![]),
                     execute_hook_on_synchronization: Some(false),
-                    ..named("node_status", "ConfigMap", status_name(&node))
+                    ..named_binding("node_status", "ConfigMap", status_name(&node))
                 },
             ],
             schedule: vec![ScheduleBinding {

@@ -96,7 +96,8 @@ pub fn hook() -> Hook {
                         )]),
                         ..Default::default()
                     }),
-                    jq_filter: Some(r#"{"name": .metadata.name, "data": (.data // {})}"#.into()),
+                    // Name and data: the same shape for a ConfigMap.
+                    jq_filter: Some(SECRET_FILTER.into()),
                     keep_full_objects_in_memory: Some(false),
                     execute_hook_on_synchronization: Some(false),
                     ..KubernetesBinding::new("node_status", "v1", "ConfigMap")

@@ -21,17 +21,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hook_sdk::{
-    Hook, HookConfig, HookInput, KubernetesBinding, NamespaceSelector, ScheduleBinding,
-};
+use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, ScheduleBinding};
 use serde::Deserialize;
 
 use super::node_files::{HOST_ROOT_VAR, MANIFEST_DIR};
+use super::{named_binding, node_name};
 use crate::distribution::{Credentials, Endpoint};
 use crate::health;
 use crate::rotation::cli::{execute, Job};
 use crate::rotation::plan::Policy;
-use crate::secrets::{self, NAMESPACE};
+use crate::secrets;
 
 /// The ConfigMap with the rotation settings.
 pub const CONFIG_MAP: &str = "registry-rotation";
@@ -40,21 +39,14 @@ pub const GROUP: &str = "rotation";
 /// Metric group of the last success time (never expired).
 pub const SUCCESS_GROUP: &str = "rotation_success";
 
-fn node_name() -> String {
-    std::env::var("NODE_NAME").unwrap_or_default()
-}
-
 /// The hook.
 pub fn hook() -> Hook {
     let node = node_name();
+    // Snapshots only: the daily schedule runs the hook.
     let named = |binding: &str, kind: &str, name: String| KubernetesBinding {
-        namespace: Some(NamespaceSelector::names(&[NAMESPACE])),
-        name_selector: Some(hook_sdk::config::NameSelector {
-            match_names: vec![name],
-        }),
         execute_hook_on_event: Some(vec![]),
         execute_hook_on_synchronization: Some(false),
-        ..KubernetesBinding::new(binding, "v1", kind)
+        ..named_binding(binding, kind, name)
     };
     Hook::new(
         HookConfig {

@@ -117,14 +117,5 @@ pub fn run(args: &Args) -> u8 {
         }
     };
     let report = check(&spec);
-    if args.json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
-    } else {
-        print!("{}", report.human());
-    }
-    if report.ok {
-        0
-    } else {
-        1
-    }
+    crate::cli::finish(&report, || report.human(), report.ok, args.json)
 }
