@@ -38,6 +38,12 @@ def secret_data(state: pathlib.Path, name: str) -> dict:
     return {k: base64.b64decode(v).decode() for k, v in obj["data"].items()}
 
 
+def switch_state(state: pathlib.Path):
+    """The registry-switch state (Secret registry-state) and its conditions by type."""
+    st = json.loads(secret_data(state, "registry-state")["state.json"])
+    return st, {c["type"]: c for c in st["conditions"]}
+
+
 def node_config(state: pathlib.Path, node: str) -> dict:
     text = (state / "rendered" / "templates" / "registry-node-config.yaml").read_text()
     for doc in yaml.safe_load_all(text):
@@ -71,7 +77,31 @@ def wait_until(check, timeout=30.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}: {last}")
 
 
-class NodeRegistry:
+class Processes:
+    """Servers started as processes (`self.procs`, in start order); a context manager
+    that runs `start()` and stops them all, newest first."""
+
+    procs: list
+
+    def stop(self):
+        for p in reversed(self.procs):
+            if p.stdin:
+                p.stdin.close()
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs = []
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class NodeRegistry(Processes):
     """One master's registry, started from the rendered files (moved to free ports), or
     with `host_root`, from the files the node hook wrote there (paths re-rooted, the
     rendered addresses kept: masters on 127.0.0.x)."""
@@ -149,22 +179,6 @@ class NodeRegistry:
         import os
         return dict(os.environ, **{e["name"]: e["value"].replace("/pki/", f"{self.pki}/") for e in env})
 
-    def stop(self):
-        for p in reversed(self.procs):
-            if p.stdin:
-                p.stdin.close()
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        self.procs = []
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     def log(self):
         return (self.dir / "registry.log").read_text()

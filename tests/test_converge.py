@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from conftest import EXAMPLES, ROOT, Converge, module_config, nodes_file, run, tree_digest
+from registry_env import switch_state
 
 NODES3 = EXAMPLES / "nodes-3-masters.yaml"
 PROXY = {"mode": "Proxy", "proxy": {"host": "registry.example.com", "path": "/deckhouse/ee",
@@ -32,15 +33,6 @@ def test_converge_twice_changes_nothing(converge, example):
                                  "beforeHelm:pki", "beforeHelm:users", "beforeHelm:registry-switch"]
 
 
-def switch_state(state_dir):
-    obj = json.loads((state_dir / "objects/d8-system/Secret/registry-state.json").read_text())
-    return json.loads(base64.b64decode(obj["data"]["state.json"]))
-
-
-def condition(state, type_):
-    return next(c for c in state["conditions"] if c["type"] == type_)
-
-
 def test_proxy_on_three_masters(converge):
     s = converge(EXAMPLES / "moduleconfig-proxy.yaml", NODES3)
     assert s["mode"] == "Proxy" and s["highAvailability"] is True
@@ -50,9 +42,9 @@ def test_proxy_on_three_masters(converge):
     assert values["global"]["discovery"]["clusterMasterCount"] == 3
     # registry.example.com answers nowhere here: the upstream check fails, so no
     # registry is rendered and the nodes keep pulling from the upstream.
-    state = switch_state(converge.state)
+    state, cond = switch_state(converge.state)
     assert state["registry"] is None and state["cluster"] == "Upstream"
-    checks = condition(state, "ChecksPassed")
+    checks = cond["ChecksPassed"]
     assert checks["status"] == "False" and checks["reason"] == "CheckConnect", checks
     assert "templates/service.yaml" not in converge.rendered()
     assert s["switch"]["registry"] == "none" and s["switch"]["cluster"] == "Upstream"

@@ -2,40 +2,28 @@
 (an upstream that fails its check) -> Proxy on another upstream -> Direct. At every
 step the nodes' pull target (the rendered containerd mirror configuration) points only
 at registries that passed their checks and serve."""
-import base64
 import json
 import time
 
+import yaml
+
 from conftest import module_config, nodes_file
-from registry_env import NodeRegistry
-from test_static_pods import node_hook, proxy_settings, rendered_secret, run_mirror_script
+from registry_env import NodeRegistry, node_config, switch_state
+from test_static_pods import mirror_hosts, node_hook, proxy_settings, rendered_secret, run_mirror_script
 from upstream_env import Upstream
 
 MASTER = [("m1", "127.0.0.11")]
-
-
-def state_of(converge):
-    obj = json.loads((converge.state / "objects/d8-system/Secret/registry-state.json").read_text())
-    state = json.loads(base64.b64decode(obj["data"]["state.json"]))
-    return state, {c["type"]: c for c in state["conditions"]}
 
 
 def mirrors(converge, tmp_path):
     """The masters a node would pull through after running the rendered script."""
     base = json.loads((converge.state / "values.json").read_text())["global"]["modulesImages"]["registry"]["base"]
     hosts = run_mirror_script(converge.state, tmp_path / "node") / base.split("/")[0] / "hosts.toml"
-    if not hosts.exists():
-        return []
-    return [line for line in hosts.read_text().splitlines() if line.startswith("[host.")]
+    return mirror_hosts(hosts.read_text()) if hosts.exists() else []
 
 
 def remoteurl(converge):
-    secret = rendered_secret(converge.state, "m1")
-    if secret is None:
-        return None
-    import yaml
-    dist = yaml.safe_load(base64.b64decode(secret["data"]["config.distribution.yaml"]))
-    return dist["proxy"]["remoteurl"]
+    return yaml.safe_load(node_config(converge.state, "m1")["distribution.yaml"])["proxy"]["remoteurl"]
 
 
 def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
@@ -48,13 +36,13 @@ def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
     root = tmp_path / "host-m1"
     with Upstream(tmp_path / "up-a") as up_a, Upstream(tmp_path / "up-b") as up_b:
         run({"mode": "Direct"})
-        state, cond = state_of(converge)
+        state, cond = switch_state(converge.state)
         assert state["registry"] is None and cond["Ready"]["status"] == "True"
         assert mirrors(converge, tmp_path) == []
 
         # Proxy on A: checked, deployed, but nodes move only once the master serves it.
         run(proxy_settings(up_a))
-        state, cond = state_of(converge)
+        state, cond = switch_state(converge.state)
         assert cond["ChecksPassed"]["status"] == "True" and state["cluster"] == "Upstream"
         assert cond["NodeServicesReady"]["status"] == "False" and "m1: no report yet" in cond["NodeServicesReady"]["message"]
         assert remoteurl(converge) == f"http://{up_a.host}" and mirrors(converge, tmp_path) == []
@@ -63,7 +51,7 @@ def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
         try:
             assert node_hook(tmp_path, converge.state, "m1", root)[2]["registry"] == "ready"
             run(proxy_settings(up_a))
-            state, cond = state_of(converge)
+            state, cond = switch_state(converge.state)
             assert state["cluster"] == "Embedded" and cond["Ready"]["status"] == "True", cond
             assert mirrors(converge, tmp_path) == ['[host."https://127.0.0.11:5001"]']
             generation_a = state["registry"]["generation"]
@@ -72,7 +60,7 @@ def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
             broken = proxy_settings(up_b)
             broken["proxy"]["password"] = "not-the-Pa55word"
             run(broken)
-            state, cond = state_of(converge)
+            state, cond = switch_state(converge.state)
             assert cond["ChecksPassed"]["status"] == "False" and cond["ChecksPassed"]["reason"] == "CheckBadCredentials"
             assert "not-the-Pa55word" not in json.dumps(state["conditions"]) + json.dumps(state["check"])
             assert cond["Ready"]["reason"] == "UpstreamCheckFailed"
@@ -85,7 +73,7 @@ def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
 
             # Upstream B, correct: the master moves to B; nodes stay on the master.
             run(proxy_settings(up_b))
-            state, cond = state_of(converge)
+            state, cond = switch_state(converge.state)
             assert remoteurl(converge) == f"http://{up_b.host}" and state["cluster"] == "Embedded"
             assert cond["NodeServicesReady"]["status"] == "False"
         finally:
@@ -94,18 +82,18 @@ def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
         with NodeRegistry(converge.state, "m1", tmp_path / "run-b", host_root=root):
             assert node_hook(tmp_path, converge.state, "m1", root)[2]["registry"] == "ready"
             run(proxy_settings(up_b))
-            state, cond = state_of(converge)
+            state, cond = switch_state(converge.state)
             assert cond["Ready"]["status"] == "True" and state["registry"]["generation"] != generation_a
 
             # Direct: nodes go back to the upstream at once; the registry stays for a grace
             # period (nodes may still hold the mirror configuration), then goes.
             now = int(time.time())
             run({"mode": "Direct"}, now=now)
-            state, cond = state_of(converge)
+            state, cond = switch_state(converge.state)
             assert state["cluster"] == "Upstream" and mirrors(converge, tmp_path) == []
             assert cond["CleanupDone"]["status"] == "False" and rendered_secret(converge.state, "m1") is not None
         run({"mode": "Direct"}, now=now + 301)
-        state, cond = state_of(converge)
+        state, cond = switch_state(converge.state)
         assert state["registry"] is None and cond["Ready"]["status"] == "True"
         assert rendered_secret(converge.state, "m1") is None
         # The manager stays until the master reports its static pod gone.

@@ -10,7 +10,7 @@ import urllib.request
 import bcrypt
 import yaml
 
-from registry_env import free_port, skopeo, wait_until
+from registry_env import Processes, free_port, skopeo, wait_until
 from tools.oci import build_layout
 
 TOOLS = pathlib.Path(__file__).parent / "tools"
@@ -21,7 +21,7 @@ def password(user):
     return f"{user}-Pa55word"
 
 
-class Upstream:
+class Upstream(Processes):
     """auth: "token" | "basic" | "none"; tls: (crt, key) or None; realm_host: where the
     token issuer listens (default 127.0.0.1)."""
 
@@ -94,20 +94,3 @@ class Upstream:
                    "--format", "{{.Digest}}", f"docker://{self.host}/{repo}:{tag}")
         assert p.returncode == 0, p.stderr
         return p.stdout.strip()
-
-    def stop(self):
-        for p in reversed(self.procs):
-            if p.stdin:
-                p.stdin.close()
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        self.procs = []
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
