@@ -53,6 +53,7 @@ class Converge:
         if now is not None:
             env = dict(os.environ, EMBEDDED_REGISTRY_NOW=str(int(now)))
         p = run(args, env=env)
+        self.output = p.stdout + p.stderr  # the last run's, for checks that no secret is in it
         assert p.returncode == expect_rc, f"rc={p.returncode}\nstdout={p.stdout}\nstderr={p.stderr}"
         if expect_rc == 0:
             return json.loads(p.stdout)

@@ -82,7 +82,7 @@ class Env:
                     out.add(text)
                 elif key == ".dockerconfigjson":
                     for entry in json.loads(text)["auths"].values():
-                        out |= {entry["password"], entry["auth"]}
+                        out |= {entry.get("password", ""), entry.get("auth", "")}
         return sorted(s for s in out if len(s) >= 12)
 
     # --- hooks as the runners run them ---------------------------------------------------

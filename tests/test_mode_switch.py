@@ -9,7 +9,7 @@ import yaml
 
 from conftest import module_config, nodes_file
 from registry_env import NodeRegistry, node_config, switch_state
-from test_static_pods import mirror_hosts, node_hook, proxy_settings, rendered_secret, run_mirror_script
+from test_static_pods import mirror_hosts, node_hook, node_hosts, proxy_settings, pull_secret, rendered_secret
 from upstream_env import Upstream
 
 MASTER = [("m1", "127.0.0.11")]
@@ -17,9 +17,7 @@ MASTER = [("m1", "127.0.0.11")]
 
 def mirrors(converge, tmp_path):
     """The masters a node would pull through after running the rendered script."""
-    base = json.loads((converge.state / "values.json").read_text())["global"]["modulesImages"]["registry"]["base"]
-    hosts = run_mirror_script(converge.state, tmp_path / "node") / base.split("/")[0] / "hosts.toml"
-    return mirror_hosts(hosts.read_text()) if hosts.exists() else []
+    return mirror_hosts(node_hosts(converge.state, tmp_path / "node")[1])
 
 
 def remoteurl(converge):
@@ -39,6 +37,7 @@ def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
         state, cond = switch_state(converge.state)
         assert state["registry"] is None and cond["Ready"]["status"] == "True"
         assert mirrors(converge, tmp_path) == []
+        upstream = pull_secret(converge.state)
 
         # Proxy on A: checked, deployed, but nodes move only once the master serves it.
         run(proxy_settings(up_a))
@@ -50,10 +49,18 @@ def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
         reg = NodeRegistry(converge.state, "m1", tmp_path / "run-a", host_root=root).start()
         try:
             assert node_hook(tmp_path, converge.state, "m1", root)[2]["registry"] == "ready"
-            run(proxy_settings(up_a))
+            # Nodes get the mirror configuration first; the pull Secret moves later.
+            t0 = int(time.time())
+            run(proxy_settings(up_a), now=t0)
+            state, cond = switch_state(converge.state)
+            assert state["cluster"] == "Upstream" and cond["ClusterSwitched"]["reason"] == "NodesConfiguring", cond
+            assert mirrors(converge, tmp_path) == ['[host."https://127.0.0.11:5001"]']
+            assert pull_secret(converge.state) == upstream
+            run(proxy_settings(up_a), now=t0 + 301)
             state, cond = switch_state(converge.state)
             assert state["cluster"] == "Embedded" and cond["Ready"]["status"] == "True", cond
-            assert mirrors(converge, tmp_path) == ['[host."https://127.0.0.11:5001"]']
+            embedded = pull_secret(converge.state)
+            assert (embedded["address"], embedded["path"]) == ("embedded-registry.d8-system.svc:5001", "/deckhouse/ee")
             generation_a = state["registry"]["generation"]
 
             # A broken upstream: refused; the masters keep A, nodes keep pulling through them.
@@ -68,6 +75,7 @@ def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
             assert (check["what"], check["ok"], check["kind"]) == ("upstream", False, "bad-credentials")
             assert state["registry"]["generation"] == generation_a and remoteurl(converge) == f"http://{up_a.host}"
             assert mirrors(converge, tmp_path) == ['[host."https://127.0.0.11:5001"]']
+            assert pull_secret(converge.state) == embedded
             # The same failing config again changes nothing.
             assert not run(broken)["changed"]
 
@@ -85,17 +93,20 @@ def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
             state, cond = switch_state(converge.state)
             assert cond["Ready"]["status"] == "True" and state["registry"]["generation"] != generation_a
 
-            # Direct: nodes go back to the upstream at once; the registry stays for a grace
-            # period (nodes may still hold the mirror configuration), then goes.
-            now = int(time.time())
+            # Direct: the pull Secret is the upstream's again at once; the registry and the
+            # nodes' mirror list stay for a grace period (pods may still hold the embedded
+            # references), then go.
+            now = t0 + 400
             run({"mode": "Direct"}, now=now)
             state, cond = switch_state(converge.state)
-            assert state["cluster"] == "Upstream" and mirrors(converge, tmp_path) == []
+            assert state["cluster"] == "Upstream" and pull_secret(converge.state) == upstream
+            assert mirrors(converge, tmp_path) == ['[host."https://127.0.0.11:5001"]']
             assert cond["CleanupDone"]["status"] == "False" and rendered_secret(converge.state, "m1") is not None
         run({"mode": "Direct"}, now=now + 301)
         state, cond = switch_state(converge.state)
         assert state["registry"] is None and cond["Ready"]["status"] == "True"
-        assert rendered_secret(converge.state, "m1") is None
+        assert rendered_secret(converge.state, "m1") is None and mirrors(converge, tmp_path) == []
+        assert pull_secret(converge.state) == upstream
         # The manager stays until the master reports its static pod gone.
         assert "templates/manager.yaml" in converge.rendered()
         assert node_hook(tmp_path, converge.state, "m1", root, secret=None)[2]["staticPod"] == "absent"

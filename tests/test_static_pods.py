@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from conftest import BIN, module_config, nodes_file
-from registry_env import NodeRegistry, secret_data, skopeo, free_port, wait_until
+from registry_env import NodeRegistry, secret_data, skopeo, free_port, switch_state, wait_until
 from tools.certs import CA
+from tools.cri import CriContainerd, CriError
 from tools.oci import build_layout
 from upstream_env import Upstream, password
 
@@ -266,110 +267,137 @@ def run_mirror_script(state, root):
     return hosts
 
 
-class Containerd:
-    """A containerd daemon of the test's own (root, state and socket in a temp dir)."""
-
-    def __init__(self, root):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.sock = root / "containerd.sock"
-        cfg = root / "config.toml"
-        cfg.write_text(f'version = 2\nroot = "{root}/root"\nstate = "{root}/state"\n'
-                       f'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-                       f'[grpc]\n  address = "{self.sock}"\n')
-        self.log = open(root / "containerd.log", "w")
-        self.proc = subprocess.Popen(["containerd", "--config", str(cfg)], stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until(lambda: self.ctr("version").returncode == 0, what="containerd")
-
-    def ctr(self, *args):
-        return subprocess.run(["ctr", "--address", str(self.sock), *args], capture_output=True, text=True, timeout=120)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=20)
-
-
 def mirror_hosts(toml):
     return [line for line in toml.splitlines() if line.startswith("[host.")]
 
 
-def test_containerd_pulls_through_the_rendered_mirror_configuration(tmp_path, converge):
+def pull_secret(state):
+    """The cluster's pull Secret d8-system/deckhouse-registry, decoded."""
+    return secret_data(state, "deckhouse-registry")
+
+
+def pull_credentials(state):
+    """What kubelet finds in the pull Secret for images under its address (user,
+    password), as it hands them to containerd."""
+    data = pull_secret(state)
+    entry = json.loads(data[".dockerconfigjson"])["auths"].get(data["address"], {})
+    return entry.get("username"), entry.get("password")
+
+
+def node_hosts(state, root):
+    """Runs the rendered mirror script on a node re-rooted at `root`; returns the
+    hosts directory and the pull address's hosts.toml text ('' when absent)."""
+    hosts = run_mirror_script(state, root)
+    address = json.loads((state / "values.json").read_text())["embeddedRegistry"]["internal"]["switch"]["pullAddress"]
+    toml = hosts / address / "hosts.toml"
+    return hosts, toml.read_text() if toml.exists() else ""
+
+
+def test_kubelet_pulls_through_the_masters_with_the_pull_secret(tmp_path, converge):
+    """Detached: nodes get the mirror configuration first, then the pull Secret names the
+    embedded registry; a CRI pull made as kubelet makes it (the pull Secret's
+    credentials, no server address) goes through the master. Back in Direct the pull
+    Secret is the upstream's again, byte for byte."""
     roots, _ = deploy(tmp_path, converge, DETACHED)
-    ro, rw = secret_data(converge.state, "registry-user-ro"), secret_data(converge.state, "registry-user-rw")
-    base = json.loads((converge.state / "values.json").read_text())["global"]["modulesImages"]["registry"]["base"]
-    upstream_host, repo = base.split("/", 1)
+    upstream = pull_secret(converge.state)
+    repo = upstream["path"].strip("/")
+    rw = secret_data(converge.state, "registry-user-rw")
     layout = tmp_path / "layout"
-    build_layout(layout, "v1", b"pulled by containerd\n")
-    # Not switched yet: no master has reported its registry serving.
-    hosts = run_mirror_script(converge.state, tmp_path / "node")
-    assert not (hosts / upstream_host / "hosts.toml").exists()
-    ctrd = Containerd(tmp_path / "containerd")
-    try:
-        with NodeRegistry(converge.state, "m1", tmp_path / "run-m1", host_root=roots["m1"]) as reg:
-            p = skopeo("copy", f"--dest-cert-dir={reg.certs}", f"--dest-creds=rw:{rw['password']}", f"oci:{layout}:v1",
-                       f"docker://{reg.host}/{repo}/app:v1")
-            assert p.returncode == 0, p.stderr
-            # The master reports its registry serving; the switch checks the mirror
-            # (token auth with the ro user, over TLS with the module CA) and moves nodes.
-            for node, _ in MASTERS:
-                node_hook(tmp_path, converge.state, node, roots[node])
-            converge(module_config(tmp_path, DETACHED, name="mc-again.yaml"), nodes_file(tmp_path, MASTERS))
-            hosts = run_mirror_script(converge.state, tmp_path / "node")
-            toml = (hosts / upstream_host / "hosts.toml").read_text()
-            assert toml.startswith(f'server = "https://{upstream_host}"')
-            assert mirror_hosts(toml) == ['[host."https://127.0.0.11:5001"]'], "the mirror master only"
-            image = f"{upstream_host}/{repo}/app:v1"
-            p = ctrd.ctr("images", "pull", "--snapshotter", "native", "--hosts-dir", str(hosts),
-                         "--user", f"ro:{ro['password']}", image)
-            assert p.returncode == 0, p.stdout + p.stderr + reg.log()
-            listed = ctrd.ctr("images", "ls", "-q").stdout.split()
-            assert image in listed
-            # The pull went through the mirror, which saw the upstream it stood in for.
-            assert f"ns={upstream_host}" in reg.log()
-    finally:
-        ctrd.stop()
-    # Back to Direct: the nodes' mirror configuration is removed by the same script.
-    converge(module_config(tmp_path, {"mode": "Direct"}, name="direct.yaml"))
-    run_mirror_script(converge.state, tmp_path / "node")
-    assert not (hosts / upstream_host / "hosts.toml").exists()
+    build_layout(layout, "v1", b"pulled by kubelet\n")
+    hosts, toml = node_hosts(converge.state, tmp_path / "node")
+    assert toml == "", "no master has reported its registry serving"
+    again = lambda name, now=None: converge(module_config(tmp_path, DETACHED, name=name),  # noqa: E731
+                                            nodes_file(tmp_path, MASTERS), now=now)
+    with NodeRegistry(converge.state, "m1", tmp_path / "run-m1", host_root=roots["m1"]) as reg, \
+            CriContainerd(tmp_path / "cri", hosts) as cri:
+        p = skopeo("copy", f"--dest-cert-dir={reg.certs}", f"--dest-creds=rw:{rw['password']}", f"oci:{layout}:v1",
+                   f"docker://{reg.host}/{repo}/app:v1")
+        assert p.returncode == 0, p.stderr
+        # The master serves and the mirror check passes: nodes get the configuration,
+        # the pull Secret stays the upstream's until they had time to apply it.
+        for node, _ in MASTERS:
+            node_hook(tmp_path, converge.state, node, roots[node])
+        now = int(time.time())
+        again("mc-serving.yaml", now)
+        state, cond = switch_state(converge.state)
+        assert cond["ClusterSwitched"]["reason"] == "NodesConfiguring", cond
+        assert pull_secret(converge.state) == upstream
+        _, toml = node_hosts(converge.state, tmp_path / "node")
+        assert mirror_hosts(toml) == ['[host."https://127.0.0.11:5001"]'], "the mirror master only"
+        assert toml.startswith('server = "https://embedded-registry.d8-system.svc:5001"')
+
+        again("mc-switch.yaml", now + 301)
+        switch_output = converge.output
+        switched = pull_secret(converge.state)
+        address = "embedded-registry.d8-system.svc:5001"
+        assert (switched["address"], switched["path"], switched["scheme"]) == (address, upstream["path"], "https")
+        assert switched["ca"] == json.loads((converge.state / "values.json").read_text())[
+            "embeddedRegistry"]["internal"]["pki"]["caBundle"]
+        assert secret_data(converge.state, "registry-upstream-pull") == upstream, "the upstream's copy is kept"
+        # Deckhouse re-renders from the pull Secret: the next run's globals name the address.
+        again("mc-switched.yaml", now + 302)
+        values = json.loads((converge.state / "values.json").read_text())
+        assert values["global"]["modulesImages"]["registry"]["base"] == f"{address}/{repo}"
+        assert pull_secret(converge.state) == switched, "a second run changes nothing"
+
+        image = f"{switched['address']}/{repo}/app:v1"
+        user, pw = pull_credentials(converge.state)
+        assert (user, pw) == ("ro", secret_data(converge.state, "registry-user-ro")["password"])
+        assert pw not in switch_output
+        assert cri.pull(image, user, pw).startswith("sha256:")
+        assert "ns=embedded-registry.d8-system.svc%3A5001" in reg.log() and "/manifests/v1" in reg.log(), "the master served it"
+        # Only the pull Secret's user opens the masters: a wrong password, or none, does not.
+        for creds in (("ro", "not-the-password"), (None, None)):
+            with pytest.raises(CriError):
+                cri.pull(image, *creds)
+
+    # Back to Direct: the pull Secret is restored verbatim and its copy then dropped;
+    # the masters stay listed while pods may still hold embedded references.
+    converge(module_config(tmp_path, {"mode": "Direct"}, name="direct.yaml"), now=now + 400)
+    assert pull_secret(converge.state) == upstream
+    assert mirror_hosts(node_hosts(converge.state, tmp_path / "node")[1]), "listed during the grace period"
+    converge(module_config(tmp_path, {"mode": "Direct"}, name="direct-2.yaml"), now=now + 401)
+    assert not (converge.state / "objects/d8-system/Secret/registry-upstream-pull.json").exists()
+    converge(module_config(tmp_path, {"mode": "Direct"}, name="direct-3.yaml"), now=now + 400 + 301)
+    assert node_hosts(converge.state, tmp_path / "node")[1] == "", "the mirror configuration is removed"
+    assert pull_secret(converge.state) == upstream
 
 
 def test_ha_proxy_keeps_serving_pulls_with_a_master_down(tmp_path, converge):
-    """Three masters proxy one upstream; nodes list all three; one stops, pulls go on."""
+    """Three masters proxy one upstream; nodes list all three; one stops, kubelet's pulls
+    with the pull Secret's credentials go on."""
     with Upstream(tmp_path / "up") as up:
-        # The upstream holds the images under the path the nodes' image names use.
-        values = None
         roots, _ = deploy(tmp_path, converge, proxy_settings(up))
-        values = json.loads((converge.state / "values.json").read_text())
-        upstream_host, repo = values["global"]["modulesImages"]["registry"]["base"].split("/", 1)
+        repo = proxy_settings(up)["proxy"]["path"].strip("/")
         for tag in ("a", "b"):
             layout = tmp_path / f"layout-{tag}"
             build_layout(layout, tag, f"image {tag}\n".encode())
             p = skopeo("copy", "--dest-tls-verify=false", f"--dest-creds=pusher:{password('pusher')}",
                        f"oci:{layout}:{tag}", f"docker://{up.host}/{repo}/app:{tag}")
             assert p.returncode == 0, p.stderr
-        ro = secret_data(converge.state, "registry-user-ro")
         regs = [NodeRegistry(converge.state, n, tmp_path / f"run-{n}", host_root=roots[n]).start() for n, _ in MASTERS]
-        ctrd = Containerd(tmp_path / "containerd")
+        hosts = tmp_path / "node" / "registry.d"
         try:
-            for n, _ in MASTERS:
-                assert node_hook(tmp_path, converge.state, n, roots[n])[2]["registry"] == "ready"
-            converge(module_config(tmp_path, proxy_settings(up), name="mc-again.yaml"), nodes_file(tmp_path, MASTERS))
-            hosts = run_mirror_script(converge.state, tmp_path / "node")
-            toml = (hosts / upstream_host / "hosts.toml").read_text()
-            assert mirror_hosts(toml) == [f'[host."https://{ip}:5001"]' for _, ip in MASTERS], "every master, in order"
+            with CriContainerd(tmp_path / "cri", hosts) as cri:
+                for n, _ in MASTERS:
+                    assert node_hook(tmp_path, converge.state, n, roots[n])[2]["registry"] == "ready"
+                now = int(time.time())
+                for i, t in enumerate((now, now + 301)):
+                    converge(module_config(tmp_path, proxy_settings(up), name=f"mc-again-{i}.yaml"),
+                             nodes_file(tmp_path, MASTERS), now=t)
+                _, toml = node_hosts(converge.state, tmp_path / "node")
+                assert mirror_hosts(toml) == [f'[host."https://{ip}:5001"]' for _, ip in MASTERS], "every master, in order"
+                data = pull_secret(converge.state)
+                assert data["path"] == f"/{repo}", "the proxy serves the upstream's repository names"
+                user, pw = pull_credentials(converge.state)
 
-            def pull(tag):
-                return ctrd.ctr("images", "pull", "--snapshotter", "native", "--hosts-dir", str(hosts),
-                                "--user", f"ro:{ro['password']}", f"{upstream_host}/{repo}/app:{tag}")
-            p = pull("a")
-            assert p.returncode == 0, p.stdout + p.stderr
-            assert "ns=" in regs[0].log(), "the first master served it"
-            regs[0].stop()
-            p = pull("b")
-            assert p.returncode == 0, p.stdout + p.stderr
-            assert f"/v2/{repo}/app/manifests/b" in regs[1].log(), "the second master took over"
+                def pull(tag):
+                    return cri.pull(f"{data['address']}/{repo}/app:{tag}", user, pw)
+                assert pull("a").startswith("sha256:")
+                assert "/manifests/a" in regs[0].log(), "the first master served it"
+                regs[0].stop()
+                assert pull("b").startswith("sha256:")
+                assert f"/v2/{repo}/app/manifests/b" in regs[1].log(), "the second master took over"
         finally:
-            ctrd.stop()
             for r in regs:
                 r.stop()

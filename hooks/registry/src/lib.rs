@@ -12,6 +12,7 @@ pub mod health;
 pub mod hooks;
 pub mod internal;
 pub mod pki;
+pub mod pull_secret;
 pub mod rotation;
 pub mod secrets;
 pub mod settings;

@@ -3,9 +3,11 @@
 //! a check result, calls [`step`], and writes what comes back.
 //!
 //! Two things move, never together: the **registry** (what the static pods on the
-//! masters run) and the **cluster** (whether nodes pull through the masters' mirrors).
-//! The cluster moves to a registry only after its checks passed and every master runs
-//! it and answers; it moves away before the registry is removed. See
+//! masters run) and the **cluster** (whether the pull Secret names the embedded
+//! registry, which nodes reach through the masters listed in their mirror
+//! configuration). The mirror configuration goes out once every master runs the
+//! registry and its checks passed; the cluster follows after the nodes had time to
+//! apply it, and moves away before the registry is removed. See
 //! `docs/mode-switching.md` for the transitions.
 
 use serde::{Deserialize, Serialize};
@@ -14,8 +16,13 @@ use sha2::{Digest, Sha256};
 use crate::settings::Mode;
 
 /// Seconds the masters' registries stay after the cluster moved back to the upstream,
-/// so nodes that still have the mirror configuration drop it first.
+/// so pods still holding the embedded registry's image references keep pulling.
 pub const CLEANUP_GRACE_SECS: i64 = 300;
+
+/// Seconds the nodes get to apply the mirror configuration (bashible runs a changed
+/// NodeGroupConfiguration within minutes) before the pull Secret names the embedded
+/// registry: a pod rescheduled then must find its image through the masters.
+pub const NODE_CONFIG_GRACE_SECS: i64 = 300;
 
 /// The upstream a Proxy registry pulls through.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -134,6 +141,9 @@ pub struct State {
     /// Masters listed in the nodes' mirror configuration, proven to serve.
     #[serde(default)]
     pub mirrors: Vec<String>,
+    /// When the mirror configuration was first rendered (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrors_since: Option<i64>,
     /// When the cluster last moved back to the upstream (unix seconds).
     #[serde(default)]
     pub switched_to_upstream_at: Option<i64>,
@@ -256,7 +266,7 @@ pub fn step(
     let mut conds = Conds::new(s.conditions.clone(), now);
     match &desired.registry {
         None => to_direct(&mut s, &mut conds, now),
-        Some(target) => to_registry(&mut s, &mut conds, target, nodes),
+        Some(target) => to_registry(&mut s, &mut conds, target, nodes, now),
     }
     s.conditions = conds.done();
     s
@@ -271,7 +281,6 @@ fn to_direct(s: &mut State, c: &mut Conds, now: i64) {
     );
     if s.cluster == ClusterTarget::Embedded {
         s.cluster = ClusterTarget::Upstream;
-        s.mirrors.clear();
         s.switched_to_upstream_at = Some(now);
     }
     c.set(
@@ -288,6 +297,8 @@ fn to_direct(s: &mut State, c: &mut Conds, now: i64) {
         if now - since >= CLEANUP_GRACE_SECS {
             s.registry = None;
             s.switched_to_upstream_at = None;
+            s.mirrors.clear();
+            s.mirrors_since = None;
         } else {
             c.set(
                 "CleanupDone",
@@ -325,7 +336,13 @@ fn to_direct(s: &mut State, c: &mut Conds, now: i64) {
     c.set("Ready", true, "Direct", "mode Direct");
 }
 
-fn to_registry(s: &mut State, c: &mut Conds, target: &RegistryTarget, nodes: &[NodeReport]) {
+fn to_registry(
+    s: &mut State,
+    c: &mut Conds,
+    target: &RegistryTarget,
+    nodes: &[NodeReport],
+    now: i64,
+) {
     let passed = s
         .check
         .as_ref()
@@ -461,8 +478,33 @@ fn to_registry(s: &mut State, c: &mut Conds, target: &RegistryTarget, nodes: &[N
         );
         return;
     }
-    s.cluster = ClusterTarget::Embedded;
+    if s.mirrors.is_empty() || s.mirrors_since.is_none() {
+        s.mirrors_since = Some(now);
+    }
     s.mirrors = target.nodes.clone();
+    if s.cluster == ClusterTarget::Upstream {
+        let waited = now - s.mirrors_since.unwrap_or(now);
+        if waited < NODE_CONFIG_GRACE_SECS {
+            c.set(
+                "ClusterSwitched",
+                false,
+                "NodesConfiguring",
+                &format!(
+                    "nodes receive the mirror configuration for {}; the pull Secret switches in {}s",
+                    target.nodes.join(", "),
+                    NODE_CONFIG_GRACE_SECS - waited
+                ),
+            );
+            c.set(
+                "Ready",
+                false,
+                "NodesConfiguring",
+                "every master serves; waiting for the nodes to apply the mirror configuration",
+            );
+            return;
+        }
+    }
+    s.cluster = ClusterTarget::Embedded;
     c.set(
         "ClusterSwitched",
         true,
@@ -615,7 +657,27 @@ mod tests {
             ClusterTarget::Upstream,
             "no master serves it yet"
         );
-        let switched = step(deployed, &d, &serving(&t), None, 20);
+        let configuring = step(deployed, &d, &serving(&t), None, 20);
+        assert_eq!(
+            (configuring.cluster, configuring.mirrors.clone()),
+            (ClusterTarget::Upstream, vec!["m1".to_string()]),
+            "nodes get the mirror configuration before the pull Secret moves"
+        );
+        let early = step(
+            configuring.clone(),
+            &d,
+            &serving(&t),
+            None,
+            20 + NODE_CONFIG_GRACE_SECS - 1,
+        );
+        assert_eq!(early.cluster, ClusterTarget::Upstream);
+        let switched = step(
+            configuring,
+            &d,
+            &serving(&t),
+            None,
+            20 + NODE_CONFIG_GRACE_SECS,
+        );
         assert_eq!(switched.cluster, ClusterTarget::Embedded);
         assert!(ready(&switched));
         assert_eq!(check_needed(&switched, &d, &serving(&t), false), None);
@@ -629,13 +691,7 @@ mod tests {
             mode: Mode::Proxy,
             registry: Some(t.clone()),
         };
-        let s = step(
-            step(State::default(), &d, &[], Some(check(&t, true)), 1),
-            &d,
-            &serving(&t),
-            None,
-            2,
-        );
+        let s = embedded(&d, &t);
         let detached = RegistryTarget::new(Mode::Detached, None, vec!["m1".into()]);
         let dd = Desired {
             mode: Mode::Detached,
@@ -675,6 +731,11 @@ mod tests {
         );
         assert_eq!(incomplete.cluster, ClusterTarget::Upstream);
         let done = step(deployed, &d, &serving(&t), Some(check(&t, true)), 2);
+        assert_eq!(
+            (done.cluster, done.mirrors.len()),
+            (ClusterTarget::Upstream, 1)
+        );
+        let done = step(done, &d, &serving(&t), None, 2 + NODE_CONFIG_GRACE_SECS);
         assert_eq!(done.cluster, ClusterTarget::Embedded);
     }
 
@@ -685,23 +746,51 @@ mod tests {
             mode: Mode::Proxy,
             registry: Some(t.clone()),
         };
-        let used = step(
+        let used = embedded(&d, &t);
+        let direct = Desired {
+            mode: Mode::Direct,
+            registry: None,
+        };
+        let t0 = 1000;
+        let s = step(used, &direct, &serving(&t), None, t0);
+        assert_eq!(
+            (s.cluster, s.registry.is_some(), s.mirrors.len()),
+            (ClusterTarget::Upstream, true, 1),
+            "the masters stay listed while pods may hold the embedded references"
+        );
+        let s = step(s, &direct, &serving(&t), None, t0 + CLEANUP_GRACE_SECS);
+        assert!(s.registry.is_none() && s.mirrors.is_empty() && ready(&s));
+    }
+
+    #[test]
+    fn direct_before_the_pull_secret_moved_removes_the_registry_at_once() {
+        let t = proxy("a");
+        let d = Desired {
+            mode: Mode::Proxy,
+            registry: Some(t.clone()),
+        };
+        let configuring = step(
             step(State::default(), &d, &[], Some(check(&t, true)), 1),
             &d,
             &serving(&t),
             None,
             2,
         );
+        assert_eq!(configuring.cluster, ClusterTarget::Upstream);
         let direct = Desired {
             mode: Mode::Direct,
             registry: None,
         };
-        let s = step(used, &direct, &serving(&t), None, 100);
-        assert_eq!(
-            (s.cluster, s.registry.is_some()),
-            (ClusterTarget::Upstream, true)
-        );
-        let s = step(s, &direct, &serving(&t), None, 100 + CLEANUP_GRACE_SECS);
-        assert!(s.registry.is_none() && ready(&s));
+        let s = step(configuring, &direct, &serving(&t), None, 3);
+        assert!(s.registry.is_none() && s.mirrors.is_empty() && ready(&s));
+    }
+
+    /// A Proxy state whose cluster pulls through the masters.
+    fn embedded(d: &Desired, t: &RegistryTarget) -> State {
+        let s = step(State::default(), d, &[], Some(check(t, true)), 1);
+        let s = step(s, d, &serving(t), None, 2);
+        let s = step(s, d, &serving(t), None, 2 + NODE_CONFIG_GRACE_SECS);
+        assert_eq!(s.cluster, ClusterTarget::Embedded);
+        s
     }
 }

@@ -10,6 +10,7 @@
 //!
 //! Nothing is written before every step succeeded.
 
+pub mod deckhouse;
 pub mod helm;
 pub mod jq;
 pub mod runner;
@@ -116,12 +117,14 @@ pub struct SwitchSummary {
     pub nodes: Vec<String>,
     /// `Upstream` or `Embedded`.
     pub cluster: String,
+    /// The registry and path the pull Secret `d8-system/deckhouse-registry` names.
+    pub pull_secret: String,
     /// The last check: `ok` or `<kind>: <message>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<String>,
 }
 
-fn switch_summary(sw: &Value) -> SwitchSummary {
+fn switch_summary(sw: &Value, pull_secret: String) -> SwitchSummary {
     let registry = &sw["registry"];
     SwitchSummary {
         registry: match registry["mode"].as_str() {
@@ -140,6 +143,7 @@ fn switch_summary(sw: &Value) -> SwitchSummary {
             })
             .unwrap_or_default(),
         cluster: sw["cluster"].as_str().unwrap_or("Upstream").to_string(),
+        pull_secret,
         check: sw.get("check").filter(|c| c.is_object()).map(|c| {
             if c["ok"].as_bool() == Some(true) {
                 format!("{} ok", c["what"].as_str().unwrap_or(""))
@@ -296,7 +300,12 @@ pub fn converge(opts: &Options) -> Result<Summary, Failure> {
 
     let mut module_values = settings.clone();
     schemas.values.apply_defaults(&mut module_values);
-    let mut values = json!({"global": global_values(opts, &cluster)?, MODULE_KEY: module_values});
+    let mut global = global_values(opts, &cluster)?;
+    deckhouse::seed_pull_secret(&mut cluster, &global["modulesImages"]["registry"])?;
+    if let Some(registry) = deckhouse::registry_values(&cluster)? {
+        global["modulesImages"]["registry"] = registry;
+    }
+    let mut values = json!({"global": global, MODULE_KEY: module_values});
     let mut config_values = json!({ MODULE_KEY: raw_settings });
 
     let hooks = runner::discover(&opts.hook_binary)?;
@@ -442,7 +451,12 @@ pub fn converge(opts: &Options) -> Result<Summary, Failure> {
         rendered,
         manifests: manifests.len(),
         changed,
-        switch: switch_summary(&internal["switch"]),
+        switch: switch_summary(
+            &internal["switch"],
+            deckhouse::registry_values(&cluster)?
+                .and_then(|r| r["base"].as_str().map(str::to_owned))
+                .unwrap_or_default(),
+        ),
     })
 }
 
@@ -535,14 +549,15 @@ pub fn render_summary(s: &Summary) -> String {
     }
     if s.enabled {
         out.push_str(&format!(
-            "registry: {}{}; nodes pull from: {}\n",
+            "registry: {}{}; nodes pull from: {} ({})\n",
             s.switch.registry,
             if s.switch.nodes.is_empty() {
                 String::new()
             } else {
                 format!(" on {}", s.switch.nodes.join(", "))
             },
-            s.switch.cluster
+            s.switch.cluster,
+            s.switch.pull_secret
         ));
         if let Some(c) = &s.switch.check {
             out.push_str(&format!("check: {c}\n"));

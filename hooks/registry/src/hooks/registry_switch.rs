@@ -2,9 +2,11 @@
 //! towards the settings, one proven step at a time (see [`crate::switch`]).
 //!
 //! Reads the settings and computed values, its state Secret `registry-state`, every
-//! master's status ConfigMap (written by the node hook) and the `ro` user's Secret;
-//! runs the upstream check (Proxy) or the mirror check (Detached) when a step needs it;
-//! writes `internal.switch` (what the chart renders), the state Secret and metrics.
+//! master's status ConfigMap (written by the node hook), the `ro` user's Secret and the
+//! cluster's pull Secret with its saved copy; runs the upstream check (Proxy) or the
+//! mirror check (Detached) when a step needs it; writes `internal.switch` (what the
+//! chart renders), the state Secret, the pull Secret ([`crate::pull_secret`]) and
+//! metrics.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use serde_json::json;
 use super::MODULE_KEY;
 use crate::distribution::Credentials;
 use crate::internal::Master;
+use crate::pull_secret::{self, Action, Embedded, PULL_SECRET, PULL_SECRET_TYPE, SAVED_SECRET};
 use crate::secrets::{self, NAMESPACE, ROLE_LABEL, SECRET_FILTER};
 use crate::settings::{Mode, ProxySettings};
 use crate::switch::{
@@ -43,6 +46,9 @@ pub struct SwitchValues {
     pub cluster: ClusterTarget,
     /// Masters in the nodes' mirror configuration, in order.
     pub mirrors: Vec<Master>,
+    /// The registry name the mirror configuration is for (the pull Secret's address
+    /// while the cluster pulls through the masters).
+    pub pull_address: String,
     /// The manager DaemonSet runs (a registry runs, or a master still has its static pod).
     pub manager: bool,
     /// The last check's outcome (no password in it).
@@ -79,6 +85,8 @@ pub fn hook() -> Hook {
                         match_names: vec![
                             STATE_SECRET.into(),
                             crate::hooks::users::user_secret("ro"),
+                            PULL_SECRET.into(),
+                            SAVED_SECRET.into(),
                         ],
                     }),
                     jq_filter: Some(SECRET_FILTER.into()),
@@ -192,6 +200,9 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         }
     }
     let next = switch::step(state.clone(), &desired, &reports, check, now);
+    // Decided before anything is written: a pull Secret that cannot follow leaves
+    // the state, the Secrets and the values as they are.
+    let pull = pull_secret_actions(input, &next, &secrets).map_err(anyhow::Error::msg)?;
     if next != state {
         let text = serde_json::to_string_pretty(&next)? + "\n";
         let data = BTreeMap::from([("state.json".to_string(), text)]);
@@ -214,6 +225,31 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
                     ],
                 );
             }
+        }
+    }
+    for action in pull {
+        match action {
+            Action::Save(data) => input.objects.create_or_update(secrets::secret(
+                SAVED_SECRET,
+                "upstream-pull",
+                "Opaque",
+                &data,
+                &[],
+            )),
+            Action::Write(data) => {
+                input.log.info(
+                    "pull Secret",
+                    &[
+                        ("name", json!(PULL_SECRET)),
+                        ("address", json!(data.get("address"))),
+                        ("path", json!(data.get("path"))),
+                    ],
+                );
+                input.objects.create_or_update(pull_secret_object(&data));
+            }
+            Action::DropSaved => input
+                .objects
+                .delete("v1", "Secret", NAMESPACE, SAVED_SECRET),
         }
     }
     let ready = next
@@ -242,10 +278,54 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         }),
         registry: next.registry,
         cluster: next.cluster,
+        pull_address: pull_secret::address(),
     };
     input
         .values
         .set(&format!("{MODULE_KEY}.internal.switch"), &values)
+}
+
+/// The writes that make the pull Secret follow the cluster target.
+fn pull_secret_actions(
+    input: &HookInput,
+    next: &State,
+    secrets: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Result<Vec<Action>, String> {
+    let current = secrets.get(PULL_SECRET);
+    let saved = secrets.get(SAVED_SECRET);
+    let ca: Option<String> = input
+        .values
+        .get_as(&format!("{MODULE_KEY}.internal.pki.caBundle"))
+        .map_err(|e| format!("{e:#}"))?;
+    let ro = secrets.get(&crate::hooks::users::user_secret("ro"));
+    let path = match next.registry.as_ref().and_then(|r| r.proxy.as_ref()) {
+        Some(p) => pull_secret::normalize_path(&p.path),
+        None => pull_secret::upstream_path(current, saved),
+    };
+    let embedded = match (ca, ro.and_then(|r| r.get("name").zip(r.get("password")))) {
+        (Some(ca), Some((user, password))) => Some(Embedded {
+            path,
+            ca,
+            user: user.clone(),
+            password: password.clone(),
+        }),
+        _ => None,
+    };
+    pull_secret::plan(next.cluster, current, saved, embedded.as_ref())
+}
+
+/// The pull Secret with `data`: name, namespace, type and data only, because
+/// Deckhouse owns it (it is not a module object and carries none of its labels).
+fn pull_secret_object(data: &BTreeMap<String, String>) -> serde_json::Value {
+    let encoded: BTreeMap<&String, String> =
+        data.iter().map(|(k, v)| (k, secrets::b64(v))).collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": PULL_SECRET, "namespace": NAMESPACE},
+        "type": PULL_SECRET_TYPE,
+        "data": encoded,
+    })
 }
 
 /// The registry the settings ask for: Proxy on every master with HA, else on the first.
@@ -407,8 +487,85 @@ fn run_check(
 
 #[cfg(test)]
 mod tests {
-    use hook_sdk::testing::HookTest;
+    use hook_sdk::testing::{filtered, HookTest};
     use serde_json::json;
+
+    use crate::secrets::b64;
+
+    fn secret(name: &str, data: &[(&str, &str)]) -> hook_sdk::context::SnapshotItem {
+        let data: serde_json::Map<String, serde_json::Value> = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(b64(v))))
+            .collect();
+        filtered(json!({"name": name, "data": data}))
+    }
+
+    /// Direct mode, with the pull Secret as `pull` and the saved copy as `saved`.
+    fn direct(
+        pull: &[(&str, &str)],
+        saved: Option<&[(&str, &str)]>,
+    ) -> anyhow::Result<hook_sdk::testing::TestOutput> {
+        let mut secrets = vec![secret("deckhouse-registry", pull)];
+        secrets.extend(saved.map(|d| secret("registry-upstream-pull", d)));
+        HookTest::new()
+            .values(json!({"global": {}, "embeddedRegistry": {"mode": "Direct", "internal": {}}}))
+            .group_snapshot("secrets", secrets)
+            .group_snapshot("node_status", vec![])
+            .lifecycle("beforeHelm")
+            .run(&super::hook())
+    }
+
+    const OURS: &[(&str, &str)] = &[
+        ("address", "embedded-registry.d8-system.svc:5001"),
+        ("path", "/deckhouse/ee"),
+    ];
+    const UPSTREAM: &[(&str, &str)] = &[
+        ("address", "registry.example.com"),
+        ("path", "/deckhouse/ee"),
+    ];
+
+    #[test]
+    fn back_on_the_upstream_the_saved_pull_secret_returns_then_its_copy_goes() {
+        let out = direct(OURS, Some(UPSTREAM)).unwrap();
+        let pull: Vec<_> = out
+            .objects
+            .iter()
+            .filter(|o| {
+                o.object
+                    .as_ref()
+                    .is_some_and(|x| x["metadata"]["name"] == "deckhouse-registry")
+            })
+            .collect();
+        assert_eq!(pull.len(), 1);
+        let obj = pull[0].object.as_ref().unwrap();
+        assert_eq!(obj["data"]["address"], json!(b64("registry.example.com")));
+        assert_eq!(obj["type"], "kubernetes.io/dockerconfigjson");
+        assert!(
+            obj["metadata"].get("labels").is_none(),
+            "Deckhouse's Secret, not the module's"
+        );
+        let again = direct(UPSTREAM, Some(UPSTREAM)).unwrap();
+        assert!(again
+            .objects
+            .iter()
+            .any(|o| o.name == "registry-upstream-pull"
+                && o.operation == hook_sdk::objects::Operation::Delete));
+        let settled = direct(UPSTREAM, None).unwrap();
+        assert!(!settled
+            .objects
+            .iter()
+            .any(|o| o.name.contains("upstream-pull")
+                || o.object
+                    .as_ref()
+                    .is_some_and(|x| x["metadata"]["name"] == "deckhouse-registry")));
+    }
+
+    #[test]
+    fn a_pull_secret_without_its_saved_copy_stops_the_run_before_any_write() {
+        let err = direct(OURS, None).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("registry-upstream-pull is missing"), "{text}");
+    }
 
     #[test]
     fn a_run_without_snapshots_changes_nothing() {

@@ -1,0 +1,283 @@
+//! The cluster's pull Secret `d8-system/deckhouse-registry`. Deckhouse renders every
+//! platform image reference from its `address` and `path`, and kubelet pulls those
+//! images with its `.dockerconfigjson`. kubelet hands containerd the credentials of the
+//! image's registry, and containerd sends them to whichever mirror it tries: so the
+//! masters' registries can only be reached with credentials they accept when the image
+//! references name the embedded registry itself.
+//!
+//! While the cluster pulls through the masters, the Secret names the embedded registry
+//! (the Service name, which nodes map to the masters in their containerd mirror
+//! configuration) with the `ro` user and the module CA. The Secret it had before is
+//! kept verbatim in [`SAVED_SECRET`] and put back when the cluster returns to the
+//! upstream. Pure: [`plan`] says what to write; the `registry-switch` hook writes it.
+
+use std::collections::BTreeMap;
+
+use crate::hooks::users::{docker_config, REGISTRY_PORT};
+use crate::secrets::NAMESPACE;
+use crate::switch::ClusterTarget;
+
+/// The Secret Deckhouse reads the cluster's registry from.
+pub const PULL_SECRET: &str = "deckhouse-registry";
+/// The pull Secret's data as it was before it named the embedded registry.
+pub const SAVED_SECRET: &str = "registry-upstream-pull";
+/// The pull Secret's type.
+pub const PULL_SECRET_TYPE: &str = "kubernetes.io/dockerconfigjson";
+
+/// A Secret's decoded data.
+pub type Data = BTreeMap<String, String>;
+
+/// The embedded registry's pull address: its Service name, a SAN of every registry
+/// certificate, resolved by cluster DNS for pods and mapped to the masters on nodes.
+pub fn address() -> String {
+    format!("embedded-registry.{NAMESPACE}.svc:{REGISTRY_PORT}")
+}
+
+/// Whether a pull Secret names the embedded registry.
+pub fn names_embedded(data: &Data) -> bool {
+    data.get("address") == Some(&address())
+}
+
+/// `/a/b` from `a/b/`, `/a/b` or `a/b`; empty stays empty.
+pub fn normalize_path(path: &str) -> String {
+    let trimmed = path.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
+/// What the pull Secret holds while the cluster pulls through the masters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Embedded {
+    /// Repository path of the platform images in the embedded registry.
+    pub path: String,
+    /// The module CA bundle (PEM).
+    pub ca: String,
+    /// The read-only user.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl Embedded {
+    /// The pull Secret's data: `upstream`'s keys (Deckhouse may keep more than the
+    /// registry in it), with the registry's replaced.
+    pub fn data(&self, upstream: &Data) -> Data {
+        let address = address();
+        let path = normalize_path(&self.path);
+        let mut data = upstream.clone();
+        for (k, v) in [
+            (
+                ".dockerconfigjson",
+                docker_config(&[], &self.user, &self.password),
+            ),
+            ("imagesRegistry", format!("{address}{path}")),
+            ("address", address),
+            ("path", path),
+            ("scheme", "https".to_string()),
+            ("ca", self.ca.clone()),
+        ] {
+            data.insert(k.to_string(), v);
+        }
+        data
+    }
+}
+
+/// One write the hook makes, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Keep this upstream pull Secret data in [`SAVED_SECRET`] (before it is replaced).
+    Save(Data),
+    /// Write this data into the pull Secret.
+    Write(Data),
+    /// Delete [`SAVED_SECRET`]: the pull Secret is the upstream's again.
+    DropSaved,
+}
+
+/// The writes that make the pull Secret follow `cluster`. `current` is the pull Secret,
+/// `saved` the saved copy, `embedded` what the Secret holds while the cluster pulls
+/// through the masters (needed only for [`ClusterTarget::Embedded`]).
+///
+/// The saved copy is written before the pull Secret is replaced, and deleted only once
+/// the pull Secret is seen restored, so the upstream's address and credentials always
+/// exist somewhere. An error leaves everything as it is.
+pub fn plan(
+    cluster: ClusterTarget,
+    current: Option<&Data>,
+    saved: Option<&Data>,
+    embedded: Option<&Embedded>,
+) -> Result<Vec<Action>, String> {
+    let mut actions = Vec::new();
+    match cluster {
+        ClusterTarget::Embedded => {
+            let current = current.ok_or_else(|| {
+                format!("Secret {NAMESPACE}/{PULL_SECRET} is missing: Deckhouse keeps the cluster's registry in it; restore it (its address, path and credentials) before switching to the embedded registry")
+            })?;
+            let embedded = embedded.ok_or_else(|| {
+                "the pull Secret cannot name the embedded registry yet: the module CA or the ro user is missing".to_string()
+            })?;
+            let upstream = if names_embedded(current) {
+                saved.unwrap_or(current)
+            } else {
+                if saved != Some(current) {
+                    actions.push(Action::Save(current.clone()));
+                }
+                current
+            };
+            let wanted = embedded.data(upstream);
+            if &wanted != current {
+                actions.push(Action::Write(wanted));
+            }
+        }
+        ClusterTarget::Upstream => match (current, saved) {
+            (Some(c), Some(s)) if names_embedded(c) => actions.push(Action::Write(s.clone())),
+            (Some(c), None) if names_embedded(c) => {
+                return Err(format!("Secret {NAMESPACE}/{PULL_SECRET} names the embedded registry, but its saved upstream copy {NAMESPACE}/{SAVED_SECRET} is missing: write the upstream's address, path, scheme, ca and .dockerconfigjson back into {PULL_SECRET}; the registry stays until then"));
+            }
+            (_, Some(_)) => actions.push(Action::DropSaved),
+            _ => {}
+        },
+    }
+    Ok(actions)
+}
+
+/// The path the platform images have upstream, from the pull Secret as it is or as it
+/// was saved.
+pub fn upstream_path(current: Option<&Data>, saved: Option<&Data>) -> String {
+    let upstream = match current {
+        Some(c) if !names_embedded(c) => Some(c),
+        _ => saved,
+    };
+    normalize_path(upstream.and_then(|d| d.get("path")).map_or("", |p| p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream() -> Data {
+        Data::from([
+            ("address".into(), "registry.example.com".into()),
+            ("path".into(), "/deckhouse/ee".into()),
+            ("scheme".into(), "https".into()),
+            ("clusterIsBootstrapped".into(), "true".into()),
+            (
+                ".dockerconfigjson".into(),
+                r#"{"auths":{"registry.example.com":{"auth":"dTpw"}}}"#.into(),
+            ),
+        ])
+    }
+
+    fn embedded() -> Embedded {
+        Embedded {
+            path: "deckhouse/ee/".into(),
+            ca: "CA".into(),
+            user: "ro".into(),
+            password: "secret-pw".into(),
+        }
+    }
+
+    fn apply(actions: &[Action], current: &mut Option<Data>, saved: &mut Option<Data>) {
+        for a in actions {
+            match a {
+                Action::Save(d) => *saved = Some(d.clone()),
+                Action::Write(d) => *current = Some(d.clone()),
+                Action::DropSaved => *saved = None,
+            }
+        }
+    }
+
+    #[test]
+    fn a_round_trip_saves_first_restores_verbatim_and_is_idempotent() {
+        let (mut current, mut saved) = (Some(upstream()), None);
+        let e = embedded();
+        let go = |c: ClusterTarget, current: &Option<Data>, saved: &Option<Data>| {
+            plan(c, current.as_ref(), saved.as_ref(), Some(&e)).unwrap()
+        };
+        let actions = go(ClusterTarget::Embedded, &current, &saved);
+        assert!(
+            matches!(actions[0], Action::Save(_)),
+            "saved before replaced"
+        );
+        apply(&actions, &mut current, &mut saved);
+        let now = current.clone().unwrap();
+        assert_eq!(now["address"], "embedded-registry.d8-system.svc:5001");
+        assert_eq!(
+            now["imagesRegistry"],
+            "embedded-registry.d8-system.svc:5001/deckhouse/ee"
+        );
+        assert_eq!(now["clusterIsBootstrapped"], "true", "other keys kept");
+        assert!(now[".dockerconfigjson"].contains("embedded-registry.d8-system.svc:5001"));
+        assert_eq!(saved, Some(upstream()));
+        assert!(go(ClusterTarget::Embedded, &current, &saved).is_empty());
+
+        let back = go(ClusterTarget::Upstream, &current, &saved);
+        assert_eq!(back, vec![Action::Write(upstream())]);
+        apply(&back, &mut current, &mut saved);
+        assert_eq!(saved, Some(upstream()), "kept until the restore is seen");
+        let drop = go(ClusterTarget::Upstream, &current, &saved);
+        assert_eq!(drop, vec![Action::DropSaved]);
+        apply(&drop, &mut current, &mut saved);
+        assert_eq!((current, saved.clone()), (Some(upstream()), None));
+        assert!(go(ClusterTarget::Upstream, &Some(upstream()), &saved).is_empty());
+    }
+
+    #[test]
+    fn a_pull_secret_changed_while_embedded_becomes_the_upstream() {
+        let e = embedded();
+        let old = upstream();
+        let ours = e.data(&old);
+        let mut changed = old.clone();
+        changed.insert("address".into(), "other.example".into());
+        let actions = plan(
+            ClusterTarget::Embedded,
+            Some(&changed),
+            Some(&old),
+            Some(&e),
+        )
+        .unwrap();
+        assert_eq!(actions[0], Action::Save(changed.clone()));
+        assert!(matches!(&actions[1], Action::Write(d) if names_embedded(d)));
+        // A rotated ro password rewrites the Secret, keeping the saved copy.
+        let rotated = Embedded {
+            password: "new".into(),
+            ..e
+        };
+        assert_eq!(
+            plan(
+                ClusterTarget::Embedded,
+                Some(&ours),
+                Some(&old),
+                Some(&rotated)
+            )
+            .unwrap(),
+            vec![Action::Write(rotated.data(&old))]
+        );
+    }
+
+    #[test]
+    fn nothing_is_written_when_the_upstream_copy_or_the_secret_is_missing() {
+        let e = embedded();
+        let ours = e.data(&upstream());
+        let err = plan(ClusterTarget::Upstream, Some(&ours), None, None).unwrap_err();
+        assert!(err.contains("registry-upstream-pull is missing"), "{err}");
+        assert!(!err.contains("secret-pw"));
+        let err = plan(ClusterTarget::Embedded, None, None, Some(&e)).unwrap_err();
+        assert!(err.contains("deckhouse-registry is missing"), "{err}");
+        let err = plan(ClusterTarget::Embedded, Some(&upstream()), None, None).unwrap_err();
+        assert!(err.contains("ro user"), "{err}");
+    }
+
+    #[test]
+    fn the_upstream_path_comes_from_the_secret_or_its_copy() {
+        let e = embedded();
+        let mut up = upstream();
+        up.insert("path".into(), "deckhouse/ce/".into());
+        assert_eq!(upstream_path(Some(&up), None), "/deckhouse/ce");
+        let ours = e.data(&up);
+        assert_eq!(upstream_path(Some(&ours), Some(&up)), "/deckhouse/ce");
+        assert_eq!(upstream_path(None, None), "");
+    }
+}
