@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import BIN, module_config, nodes_file
-from registry_env import NodeRegistry, secret_data, skopeo, free_port, switch_state, wait_until
+from registry_env import NodeRegistry, node_config, secret_data, skopeo, free_port, switch_state, wait_until
 from tools.certs import CA
 from tools.cri import CriContainerd, CriError
 from tools.oci import build_layout
@@ -339,6 +339,16 @@ def test_kubelet_pulls_through_the_masters_with_the_pull_secret(tmp_path, conver
         values = json.loads((converge.state / "values.json").read_text())
         assert values["global"]["modulesImages"]["registry"]["base"] == f"{address}/{repo}"
         assert pull_secret(converge.state) == switched, "a second run changes nothing"
+        # The manager prepulls exactly the static pod's images, with the pull Secret
+        # (a static pod cannot name one), so a registry restart finds them cached.
+        manager = next(d for d in yaml.safe_load_all(converge.rendered()["templates/manager.yaml"])
+                       if d and d["kind"] == "DaemonSet")
+        pod = manager["spec"]["template"]["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "deckhouse-registry"}]
+        static = yaml.safe_load(node_config(converge.state, "m1")["embedded-registry.yaml"])["spec"]
+        static_images = {c["image"] for c in static["containers"] + static.get("initContainers", [])}
+        assert {c["image"] for c in pod["initContainers"] if c["name"].startswith("prepull")} == static_images
+        assert all(i.startswith(f"{address}/{repo}@sha256:") for i in static_images), static_images
 
         image = f"{switched['address']}/{repo}/app:v1"
         user, pw = pull_credentials(converge.state)
