@@ -373,6 +373,28 @@ def test_kubelet_pulls_through_the_masters_with_the_pull_secret(tmp_path, conver
     assert pull_secret(converge.state) == upstream
 
 
+def test_disabling_the_module_gives_the_pull_secret_back_to_the_upstream(tmp_path, converge):
+    roots, _ = deploy(tmp_path, converge, DETACHED)
+    upstream = pull_secret(converge.state)
+    with NodeRegistry(converge.state, "m1", tmp_path / "run-m1", host_root=roots["m1"]):
+        for node, _ in MASTERS:
+            node_hook(tmp_path, converge.state, node, roots[node])
+        now = int(time.time())
+        for i, t in enumerate((now, now + 301)):
+            converge(module_config(tmp_path, DETACHED, name=f"mc-{i}.yaml"), nodes_file(tmp_path, MASTERS), now=t)
+    assert pull_secret(converge.state)["address"] == "embedded-registry.d8-system.svc:5001"
+    s = converge(module_config(tmp_path, DETACHED, name="off.yaml", enabled=False), now=now + 302)
+    assert "afterDeleteHelm:registry-switch" in s["hookRuns"]
+    assert pull_secret(converge.state) == upstream
+    # The next run's globals follow the restored Secret (as Deckhouse's would); then
+    # nothing changes.
+    again = converge(module_config(tmp_path, DETACHED, name="off-2.yaml", enabled=False), now=now + 303)
+    assert again["objects"] == {"created": [], "updated": [], "deleted": []}
+    assert converge.values()["global"]["modulesImages"]["registry"]["base"] == "registry.deckhouse.io/deckhouse/ce"
+    again = converge(module_config(tmp_path, DETACHED, name="off-3.yaml", enabled=False), now=now + 304)
+    assert not again["changed"], json.dumps(again)
+
+
 def test_ha_proxy_keeps_serving_pulls_with_a_master_down(tmp_path, converge):
     """Three masters proxy one upstream; nodes list all three; one stops, kubelet's pulls
     with the pull Secret's credentials go on."""

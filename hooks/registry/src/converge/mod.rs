@@ -390,6 +390,21 @@ pub fn converge(opts: &Options) -> Result<Summary, Failure> {
             )?;
         }
     }
+    if !enabled {
+        // A disabled module: its release is gone; afterDeleteHelm hooks tidy up (they
+        // are idempotent, so running them on every disabled converge is harmless).
+        for hook in ordered("afterDeleteHelm") {
+            let ctx = hook.lifecycle_context("afterDeleteHelm", &cluster)?;
+            run(
+                "afterDeleteHelm",
+                hook,
+                ctx,
+                &mut values,
+                &mut config_values,
+                &mut cluster,
+            )?;
+        }
+    }
     // Config values patches land in the ModuleConfig, as addon-operator does.
     if config_values[MODULE_KEY] != raw_settings {
         let key = store::ObjKey::of(&read_module_config(&opts.module_config)?.0)?;

@@ -69,6 +69,7 @@ pub struct BatchHook {
     on_startup: Option<u32>,
     before_helm: Option<u32>,
     after_helm: Option<u32>,
+    after_delete_helm: Option<u32>,
 }
 
 impl BatchHook {
@@ -77,12 +78,14 @@ impl BatchHook {
         &self.metadata.name
     }
 
-    /// Its order for a lifecycle binding (`onStartup`, `beforeHelm`, `afterHelm`).
+    /// Its order for a lifecycle binding (`onStartup`, `beforeHelm`, `afterHelm`,
+    /// `afterDeleteHelm`).
     pub fn order(&self, binding: &str) -> Option<u32> {
         match binding {
             "onStartup" => self.on_startup,
             "beforeHelm" => self.before_helm,
             "afterHelm" => self.after_helm,
+            "afterDeleteHelm" => self.after_delete_helm,
             _ => None,
         }
     }

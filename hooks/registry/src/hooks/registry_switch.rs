@@ -77,6 +77,7 @@ pub fn hook() -> Hook {
         HookConfig {
             name: "registry-switch".into(),
             before_helm: Some(30),
+            after_delete_helm: Some(30),
             schedule: vec![ScheduleBinding::new("recheck", "*/5 * * * *")],
             kubernetes: vec![
                 KubernetesBinding {
@@ -132,6 +133,9 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             .log
             .info("no snapshots in this run: nothing to step", &[]);
         return Ok(());
+    }
+    if input.bindings().any(|b| b == "afterDeleteHelm") {
+        return restore_on_disable(input);
     }
     let now = crate::clock::now()?;
     let mode: Mode = input
@@ -283,6 +287,30 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     input
         .values
         .set(&format!("{MODULE_KEY}.internal.switch"), &values)
+}
+
+/// The module was disabled (its registry is gone with its Helm release): the pull
+/// Secret gets the upstream's data back if it still names the embedded registry. The
+/// saved copy stays; an enabled module drops it once it sees the Secret restored.
+fn restore_on_disable(input: &mut HookInput) -> anyhow::Result<()> {
+    let secrets = secrets::by_name(input, "secrets")?;
+    let actions = pull_secret::plan(
+        crate::switch::ClusterTarget::Upstream,
+        secrets.get(PULL_SECRET),
+        secrets.get(SAVED_SECRET),
+        None,
+    )
+    .map_err(anyhow::Error::msg)?;
+    for action in actions {
+        if let Action::Write(data) = action {
+            input.log.info(
+                "module disabled: the pull Secret names the upstream again",
+                &[("address", json!(data.get("address")))],
+            );
+            input.objects.create_or_update(pull_secret_object(&data));
+        }
+    }
+    Ok(())
 }
 
 /// The writes that make the pull Secret follow the cluster target.
@@ -558,6 +586,38 @@ mod tests {
                 || o.object
                     .as_ref()
                     .is_some_and(|x| x["metadata"]["name"] == "deckhouse-registry")));
+    }
+
+    #[test]
+    fn disabling_the_module_gives_the_pull_secret_back_to_the_upstream() {
+        let run = |pull: &[(&str, &str)]| {
+            HookTest::new()
+                .values(
+                    json!({"global": {}, "embeddedRegistry": {"mode": "Proxy", "internal": {}}}),
+                )
+                .group_snapshot(
+                    "secrets",
+                    vec![
+                        secret("deckhouse-registry", pull),
+                        secret("registry-upstream-pull", UPSTREAM),
+                    ],
+                )
+                .group_snapshot("node_status", vec![])
+                .lifecycle("afterDeleteHelm")
+                .run(&super::hook())
+                .unwrap()
+        };
+        let out = run(OURS);
+        assert_eq!(out.objects.len(), 1);
+        let obj = out.objects[0].object.as_ref().unwrap();
+        assert_eq!(obj["metadata"]["name"], "deckhouse-registry");
+        assert_eq!(obj["data"]["address"], json!(b64("registry.example.com")));
+        assert_eq!(
+            out.values["embeddedRegistry"]["internal"],
+            json!({}),
+            "no step taken"
+        );
+        assert!(run(UPSTREAM).objects.is_empty(), "nothing to give back");
     }
 
     #[test]
