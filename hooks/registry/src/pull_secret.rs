@@ -62,12 +62,12 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// The pull Secret's data: `upstream`'s keys (Deckhouse may keep more than the
+    /// The pull Secret's data: the keys it has (Deckhouse may keep more than the
     /// registry in it), with the registry's replaced.
-    pub fn data(&self, upstream: &Data) -> Data {
+    pub fn data(&self, current: &Data) -> Data {
         let address = address();
         let path = normalize_path(&self.path);
-        let mut data = upstream.clone();
+        let mut data = current.clone();
         for (k, v) in [
             (
                 ".dockerconfigjson",
@@ -118,15 +118,10 @@ pub fn plan(
             let embedded = embedded.ok_or_else(|| {
                 "the pull Secret cannot name the embedded registry yet: the module CA or the ro user is missing".to_string()
             })?;
-            let upstream = if names_embedded(current) {
-                saved.unwrap_or(current)
-            } else {
-                if saved != Some(current) {
-                    actions.push(Action::Save(current.clone()));
-                }
-                current
-            };
-            let wanted = embedded.data(upstream);
+            if !names_embedded(current) && saved != Some(current) {
+                actions.push(Action::Save(current.clone()));
+            }
+            let wanted = embedded.data(current);
             if &wanted != current {
                 actions.push(Action::Write(wanted));
             }
@@ -144,13 +139,29 @@ pub fn plan(
 }
 
 /// The path the platform images have upstream, from the pull Secret as it is or as it
-/// was saved.
+/// was saved (the pull Secret keeps that path while it names the embedded registry).
 pub fn upstream_path(current: Option<&Data>, saved: Option<&Data>) -> String {
-    let upstream = match current {
-        Some(c) if !names_embedded(c) => Some(c),
-        _ => saved,
+    let upstream = match (current, saved) {
+        (Some(c), Some(s)) if names_embedded(c) => Some(s),
+        (Some(c), _) => Some(c),
+        (None, s) => s,
     };
     normalize_path(upstream.and_then(|d| d.get("path")).map_or("", |p| p))
+}
+
+/// The RFC 7386 merge patch that turns `current` data into `wanted` (base64 values;
+/// `null` removes a key). The pull Secret belongs to Deckhouse: only its data changes.
+pub fn data_patch(current: &Data, wanted: &Data) -> serde_json::Value {
+    let mut data = serde_json::Map::new();
+    for (k, v) in wanted {
+        if current.get(k) != Some(v) {
+            data.insert(k.clone(), crate::secrets::b64(v).into());
+        }
+    }
+    for k in current.keys().filter(|k| !wanted.contains_key(*k)) {
+        data.insert(k.clone(), serde_json::Value::Null);
+    }
+    serde_json::json!({ "data": data })
 }
 
 #[cfg(test)]
@@ -279,5 +290,27 @@ mod tests {
         let ours = e.data(&up);
         assert_eq!(upstream_path(Some(&ours), Some(&up)), "/deckhouse/ce");
         assert_eq!(upstream_path(None, None), "");
+        assert_eq!(
+            upstream_path(Some(&ours), None),
+            "/deckhouse/ee",
+            "a lost copy keeps the path the Secret has"
+        );
+    }
+
+    #[test]
+    fn the_data_patch_sets_what_differs_and_removes_what_is_gone() {
+        let up = upstream();
+        let ours = embedded().data(&up);
+        let back = data_patch(&ours, &up);
+        assert_eq!(back["data"]["ca"], serde_json::Value::Null);
+        assert_eq!(
+            back["data"]["address"],
+            crate::secrets::b64("registry.example.com")
+        );
+        assert!(
+            back["data"].get("clusterIsBootstrapped").is_none(),
+            "unchanged keys stay out"
+        );
+        assert_eq!(data_patch(&up, &up), serde_json::json!({"data": {}}));
     }
 }

@@ -219,7 +219,8 @@ pub fn check_needed(
     }
 }
 
-fn all_ready(target: &RegistryTarget, nodes: &[NodeReport]) -> bool {
+/// Every master of `target` runs its generation and answers.
+pub fn all_ready(target: &RegistryTarget, nodes: &[NodeReport]) -> bool {
     target.nodes.iter().all(|n| {
         nodes
             .iter()
@@ -359,6 +360,18 @@ fn to_registry(
     {
         c.set("Ready", false, "TransitionRefused", "Proxy to Detached directly is refused: the cache is not a full mirror; switch to Direct, push the mirror, then to Detached");
         return;
+    }
+
+    // Nodes must always have a master to pull from while the pull Secret names the
+    // embedded registry: a target that keeps none of the listed masters (they are no
+    // longer masters) sends the cluster back to the upstream first.
+    if current.as_ref() != Some(target)
+        && s.cluster == ClusterTarget::Embedded
+        && !s.mirrors.iter().any(|m| target.nodes.contains(m))
+    {
+        s.cluster = ClusterTarget::Upstream;
+        s.mirrors.clear();
+        s.mirrors_since = None;
     }
 
     if current.as_ref() != Some(target) {
@@ -783,6 +796,29 @@ mod tests {
         };
         let s = step(configuring, &direct, &serving(&t), None, 3);
         assert!(s.registry.is_none() && s.mirrors.is_empty() && ready(&s));
+    }
+
+    #[test]
+    fn a_target_without_any_listed_master_sends_the_cluster_back_first() {
+        let t = proxy("a");
+        let d = Desired {
+            mode: Mode::Proxy,
+            registry: Some(t.clone()),
+        };
+        let s = embedded(&d, &t);
+        // m1 is no longer a master: the registry moves to m2.
+        let moved = RegistryTarget::new(Mode::Proxy, t.proxy.clone(), vec!["m2".into()]);
+        let dm = Desired {
+            mode: Mode::Proxy,
+            registry: Some(moved.clone()),
+        };
+        let next = step(s, &dm, &[], Some(check(&moved, true)), 1000);
+        assert_eq!(
+            (next.cluster, next.mirrors.len()),
+            (ClusterTarget::Upstream, 0),
+            "never a pull Secret naming a registry no node can reach"
+        );
+        assert_eq!(next.registry.as_ref(), Some(&moved));
     }
 
     /// A Proxy state whose cluster pulls through the masters.

@@ -21,7 +21,7 @@ use serde_json::json;
 use super::MODULE_KEY;
 use crate::distribution::Credentials;
 use crate::internal::Master;
-use crate::pull_secret::{self, Action, Embedded, PULL_SECRET, PULL_SECRET_TYPE, SAVED_SECRET};
+use crate::pull_secret::{self, Action, Embedded, PULL_SECRET, SAVED_SECRET};
 use crate::secrets::{self, NAMESPACE, ROLE_LABEL, SECRET_FILTER};
 use crate::settings::{Mode, ProxySettings};
 use crate::switch::{
@@ -151,15 +151,16 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         .values
         .get_as(&format!("{MODULE_KEY}.internal.highAvailability"))?
         .unwrap_or(false);
-    let desired = desired(mode, proxy.as_ref(), &masters, ha)?;
-
     let secrets = secrets::by_name(input, "secrets")?;
-    let state: State = match secrets.get(STATE_SECRET).and_then(|d| d.get("state.json")) {
+    let loaded: State = match secrets.get(STATE_SECRET).and_then(|d| d.get("state.json")) {
         Some(text) => serde_json::from_str(text).with_context(|| {
             format!("Secret {NAMESPACE}/{STATE_SECRET}: state.json is not a valid state; fix or delete it (deleting restarts the switch from Direct)")
         })?,
         None => State::default(),
     };
+    let state = pull_secret_seen(loaded.clone(), &secrets);
+    let desired = desired(mode, proxy.as_ref(), &masters, ha, state.registry.as_ref())?;
+
     let reports: Vec<NodeReport> = input
         .snapshots
         .get::<ConfigMapSnap>("node_status")?
@@ -206,8 +207,8 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let next = switch::step(state.clone(), &desired, &reports, check, now);
     // Decided before anything is written: a pull Secret that cannot follow leaves
     // the state, the Secrets and the values as they are.
-    let pull = pull_secret_actions(input, &next, &secrets).map_err(anyhow::Error::msg)?;
-    if next != state {
+    let pull = pull_secret_actions(input, &next, &secrets, &reports).map_err(anyhow::Error::msg)?;
+    if next != loaded {
         let text = serde_json::to_string_pretty(&next)? + "\n";
         let data = BTreeMap::from([("state.json".to_string(), text)]);
         input.objects.create_or_update(secrets::secret(
@@ -218,7 +219,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             &[],
         ));
         for c in &next.conditions {
-            if !state.conditions.iter().any(|o| o == c) {
+            if !loaded.conditions.iter().any(|o| o == c) {
                 input.log.info(
                     "condition",
                     &[
@@ -249,7 +250,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
                         ("path", json!(data.get("path"))),
                     ],
                 );
-                input.objects.create_or_update(pull_secret_object(&data));
+                write_pull_secret(input, secrets.get(PULL_SECRET), &data);
             }
             Action::DropSaved => input
                 .objects
@@ -289,6 +290,27 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         .set(&format!("{MODULE_KEY}.internal.switch"), &values)
 }
 
+/// The state as the pull Secret shows it: a state that says the cluster pulls through
+/// the masters while the pull Secret names another registry and no copy was saved
+/// (written before the module managed the pull Secret, or restored by hand) goes
+/// through the nodes' grace period again before the Secret is rewritten.
+fn pull_secret_seen(
+    mut state: State,
+    secrets: &BTreeMap<String, BTreeMap<String, String>>,
+) -> State {
+    let upstream = secrets
+        .get(PULL_SECRET)
+        .is_some_and(|c| !pull_secret::names_embedded(c));
+    if state.cluster == switch::ClusterTarget::Embedded
+        && upstream
+        && !secrets.contains_key(SAVED_SECRET)
+    {
+        state.cluster = switch::ClusterTarget::Upstream;
+        state.mirrors_since = None;
+    }
+    state
+}
+
 /// The module was disabled (its registry is gone with its Helm release): the pull
 /// Secret gets the upstream's data back if it still names the embedded registry. The
 /// saved copy stays; an enabled module drops it once it sees the Secret restored.
@@ -307,7 +329,7 @@ fn restore_on_disable(input: &mut HookInput) -> anyhow::Result<()> {
                 "module disabled: the pull Secret names the upstream again",
                 &[("address", json!(data.get("address")))],
             );
-            input.objects.create_or_update(pull_secret_object(&data));
+            write_pull_secret(input, secrets.get(PULL_SECRET), &data);
         }
     }
     Ok(())
@@ -318,6 +340,7 @@ fn pull_secret_actions(
     input: &HookInput,
     next: &State,
     secrets: &BTreeMap<String, BTreeMap<String, String>>,
+    reports: &[NodeReport],
 ) -> Result<Vec<Action>, String> {
     let current = secrets.get(PULL_SECRET);
     let saved = secrets.get(SAVED_SECRET);
@@ -326,10 +349,30 @@ fn pull_secret_actions(
         .get_as(&format!("{MODULE_KEY}.internal.pki.caBundle"))
         .map_err(|e| format!("{e:#}"))?;
     let ro = secrets.get(&crate::hooks::users::user_secret("ro"));
-    let path = match next.registry.as_ref().and_then(|r| r.proxy.as_ref()) {
-        Some(p) => pull_secret::normalize_path(&p.path),
-        None => pull_secret::upstream_path(current, saved),
+    let serving = next
+        .registry
+        .as_ref()
+        .is_some_and(|r| switch::all_ready(r, reports));
+    let path = match (
+        next.registry.as_ref().and_then(|r| r.proxy.as_ref()),
+        current,
+    ) {
+        // A new upstream path only once the masters serve it.
+        (Some(_), Some(c)) if pull_secret::names_embedded(c) && !serving => {
+            pull_secret::normalize_path(c.get("path").map_or("", |p| p))
+        }
+        (Some(p), _) => pull_secret::normalize_path(&p.path),
+        (None, _) => pull_secret::upstream_path(current, saved),
     };
+    if next.cluster == switch::ClusterTarget::Embedded
+        && current.is_some_and(pull_secret::names_embedded)
+        && saved.is_none()
+    {
+        input.log.warn(
+            &format!("Secret {NAMESPACE}/{SAVED_SECRET} is missing: going back to the upstream will need {PULL_SECRET} restored by hand"),
+            &[],
+        );
+    }
     let embedded = match (ca, ro.and_then(|r| r.get("name").zip(r.get("password")))) {
         (Some(ca), Some((user, password))) => Some(Embedded {
             path,
@@ -342,18 +385,23 @@ fn pull_secret_actions(
     pull_secret::plan(next.cluster, current, saved, embedded.as_ref())
 }
 
-/// The pull Secret with `data`: name, namespace, type and data only, because
-/// Deckhouse owns it (it is not a module object and carries none of its labels).
-fn pull_secret_object(data: &BTreeMap<String, String>) -> serde_json::Value {
-    let encoded: BTreeMap<&String, String> =
-        data.iter().map(|(k, v)| (k, secrets::b64(v))).collect();
-    json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": PULL_SECRET, "namespace": NAMESPACE},
-        "type": PULL_SECRET_TYPE,
-        "data": encoded,
-    })
+/// Writes `wanted` into the pull Secret as a merge patch of its data only: Deckhouse
+/// owns the Secret (its metadata and type stay as they are).
+fn write_pull_secret(
+    input: &mut HookInput,
+    current: Option<&BTreeMap<String, String>>,
+    wanted: &BTreeMap<String, String>,
+) {
+    let empty = BTreeMap::new();
+    input.objects.merge_patch(
+        pull_secret::data_patch(current.unwrap_or(&empty), wanted),
+        "v1",
+        "Secret",
+        NAMESPACE,
+        PULL_SECRET,
+        "",
+        false,
+    );
 }
 
 /// The registry the settings ask for: Proxy on every master with HA, else on the first.
@@ -362,7 +410,14 @@ fn desired(
     proxy: Option<&ProxySettings>,
     masters: &[Master],
     ha: bool,
+    current: Option<&RegistryTarget>,
 ) -> anyhow::Result<Desired> {
+    // One registry stays on the master it runs on while that is a master: moving it
+    // would leave a Detached mirror's content behind, and nodes with no master to
+    // pull from in between.
+    let staying = current
+        .and_then(|r| r.nodes.first())
+        .filter(|n| masters.iter().any(|m| &&m.name == n));
     let nodes: Vec<String> = match mode {
         Mode::Direct => {
             return Ok(Desired {
@@ -371,7 +426,10 @@ fn desired(
             })
         }
         Mode::Proxy if ha => masters.iter().map(|m| m.name.clone()).collect(),
-        _ => masters.iter().take(1).map(|m| m.name.clone()).collect(),
+        _ => match staying {
+            Some(n) => vec![n.clone()],
+            None => masters.iter().take(1).map(|m| m.name.clone()).collect(),
+        },
     };
     if nodes.is_empty() {
         bail!("mode {mode} needs at least one master node with an InternalIP; none found");
@@ -558,19 +616,17 @@ mod tests {
         let pull: Vec<_> = out
             .objects
             .iter()
-            .filter(|o| {
-                o.object
-                    .as_ref()
-                    .is_some_and(|x| x["metadata"]["name"] == "deckhouse-registry")
-            })
+            .filter(|o| o.name == "deckhouse-registry")
             .collect();
         assert_eq!(pull.len(), 1);
-        let obj = pull[0].object.as_ref().unwrap();
-        assert_eq!(obj["data"]["address"], json!(b64("registry.example.com")));
-        assert_eq!(obj["type"], "kubernetes.io/dockerconfigjson");
-        assert!(
-            obj["metadata"].get("labels").is_none(),
-            "Deckhouse's Secret, not the module's"
+        assert_eq!(
+            pull[0].operation,
+            hook_sdk::objects::Operation::MergePatch,
+            "Deckhouse's Secret: its data only"
+        );
+        assert_eq!(
+            pull[0].merge_patch.as_ref().unwrap(),
+            &json!({"data": {"address": b64("registry.example.com")}})
         );
         let again = direct(UPSTREAM, Some(UPSTREAM)).unwrap();
         assert!(again
@@ -582,10 +638,7 @@ mod tests {
         assert!(!settled
             .objects
             .iter()
-            .any(|o| o.name.contains("upstream-pull")
-                || o.object
-                    .as_ref()
-                    .is_some_and(|x| x["metadata"]["name"] == "deckhouse-registry")));
+            .any(|o| o.name.contains("upstream-pull") || o.name == "deckhouse-registry"));
     }
 
     #[test]
@@ -609,15 +662,82 @@ mod tests {
         };
         let out = run(OURS);
         assert_eq!(out.objects.len(), 1);
-        let obj = out.objects[0].object.as_ref().unwrap();
-        assert_eq!(obj["metadata"]["name"], "deckhouse-registry");
-        assert_eq!(obj["data"]["address"], json!(b64("registry.example.com")));
+        assert_eq!(out.objects[0].name, "deckhouse-registry");
+        assert_eq!(
+            out.objects[0].merge_patch.as_ref().unwrap()["data"]["address"],
+            json!(b64("registry.example.com"))
+        );
         assert_eq!(
             out.values["embeddedRegistry"]["internal"],
             json!({}),
             "no step taken"
         );
         assert!(run(UPSTREAM).objects.is_empty(), "nothing to give back");
+    }
+
+    #[test]
+    fn one_registry_stays_on_its_master_when_a_master_sorting_first_joins() {
+        use crate::internal::Master;
+        let m = |n: &str| Master {
+            name: n.into(),
+            internal_ip: "10.0.0.1".into(),
+        };
+        let before = super::desired(
+            crate::settings::Mode::Detached,
+            None,
+            &[m("m2")],
+            false,
+            None,
+        )
+        .unwrap()
+        .registry
+        .unwrap();
+        let masters = [m("m1"), m("m2")];
+        let after = super::desired(
+            crate::settings::Mode::Detached,
+            None,
+            &masters,
+            false,
+            Some(&before),
+        )
+        .unwrap()
+        .registry
+        .unwrap();
+        assert_eq!(
+            after.nodes,
+            vec!["m2".to_string()],
+            "the mirror's content is on m2"
+        );
+        let gone = super::desired(
+            crate::settings::Mode::Detached,
+            None,
+            &masters[..1],
+            false,
+            Some(&before),
+        )
+        .unwrap()
+        .registry
+        .unwrap();
+        assert_eq!(gone.nodes, vec!["m1".to_string()]);
+    }
+
+    #[test]
+    fn a_state_written_before_the_pull_secret_was_managed_waits_for_the_nodes_again() {
+        let state = crate::switch::State {
+            cluster: crate::switch::ClusterTarget::Embedded,
+            mirrors: vec!["m1".into()],
+            ..Default::default()
+        };
+        let secrets = std::collections::BTreeMap::from([(
+            "deckhouse-registry".to_string(),
+            UPSTREAM
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )]);
+        let seen = super::pull_secret_seen(state.clone(), &secrets);
+        assert_eq!(seen.cluster, crate::switch::ClusterTarget::Upstream);
+        assert_eq!(seen.mirrors, state.mirrors, "the masters stay listed");
     }
 
     #[test]
