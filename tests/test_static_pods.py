@@ -252,7 +252,7 @@ def test_config_changes_touch_exactly_the_files_they_should(tmp_path, converge):
         assert written == [] and removed[0] == manifest, removed
         assert not (roots[n] / manifest).exists()
         assert not any((roots[n] / "etc/kubernetes/registry/pki").iterdir())
-        assert status == {"node": n, "appliedConfigHash": "", "appliedGeneration": "", "staticPod": "absent",
+        assert status == {"node": n, "appliedConfigHash": "", "appliedGeneration": "", "appliedRoUser": "", "staticPod": "absent",
                           "registry": "absent", "message": "no registry on this node"}
 
 
@@ -282,6 +282,19 @@ def pull_credentials(state):
     data = pull_secret(state)
     entry = json.loads(data[".dockerconfigjson"])["auths"].get(data["address"], {})
     return entry.get("username"), entry.get("password")
+
+
+def kubelet_pull(cri, state, image):
+    """A pull as kubelet makes it: with each pull Secret entry whose key matches the
+    image, the most specific first, until one works."""
+    auths = json.loads(pull_secret(state)[".dockerconfigjson"])["auths"]
+    errors = []
+    for key in sorted((k for k in auths if image.startswith(k + "/")), reverse=True):
+        try:
+            return cri.pull(image, auths[key]["username"], auths[key]["password"])
+        except CriError as e:
+            errors.append(str(e))
+    raise CriError("; ".join(errors) or f"no pull Secret entry matches {image}")
 
 
 def node_hosts(state, root):
@@ -360,6 +373,26 @@ def test_kubelet_pulls_through_the_masters_with_the_pull_secret(tmp_path, conver
         for creds in (("ro", "not-the-password"), (None, None)):
             with pytest.raises(CriError):
                 cri.pull(image, *creds)
+
+        # Rotating the ro user: the pull Secret keeps the previous password beside the
+        # new one until the master runs the new one, so kubelet's pulls never stop.
+        (converge.state / "objects/d8-system/Secret/registry-user-ro.json").unlink()
+        again("mc-rotate.yaml", now + 303)
+        new_pw = secret_data(converge.state, "registry-user-ro")["password"]
+        auths = json.loads(pull_secret(converge.state)[".dockerconfigjson"])["auths"]
+        assert auths[f"{address}/{repo}"]["password"] == new_pw and auths[address]["password"] == pw
+        with pytest.raises(CriError):
+            cri.pull(image, "ro", new_pw)  # the master still runs the previous user list
+        assert kubelet_pull(cri, converge.state, image).startswith("sha256:")
+        reg.stop()  # kubelet restarts the registry onto the new user list
+        node_hook(tmp_path, converge.state, "m1", roots["m1"])
+        with NodeRegistry(converge.state, "m1", tmp_path / "run-m1-rotated", host_root=roots["m1"]):
+            assert node_hook(tmp_path, converge.state, "m1", roots["m1"])[2]["registry"] == "ready"
+            assert kubelet_pull(cri, converge.state, image).startswith("sha256:")
+            again("mc-rotated.yaml", now + 304)
+            assert pull_credentials(converge.state) == ("ro", new_pw)
+            assert len(json.loads(pull_secret(converge.state)[".dockerconfigjson"])["auths"]) == 1
+            assert kubelet_pull(cri, converge.state, image).startswith("sha256:")
 
     # Back to Direct: the pull Secret is restored verbatim and its copy then dropped;
     # the masters stay listed while pods may still hold embedded references.

@@ -13,8 +13,10 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::json;
+
 use crate::hooks::users::{docker_config, REGISTRY_PORT};
-use crate::secrets::NAMESPACE;
+use crate::secrets::{b64, NAMESPACE};
 use crate::switch::ClusterTarget;
 
 /// The Secret Deckhouse reads the cluster's registry from.
@@ -23,6 +25,20 @@ pub const PULL_SECRET: &str = "deckhouse-registry";
 pub const SAVED_SECRET: &str = "registry-upstream-pull";
 /// The pull Secret's type.
 pub const PULL_SECRET_TYPE: &str = "kubernetes.io/dockerconfigjson";
+
+/// Annotation of a master's config Secret: which `ro` password its registry accepts,
+/// as [`ro_user_version`] of the password's hash. The node hook reports it back.
+pub const RO_USER_ANNOTATION: &str = "embedded-registry.deckhouse.io/ro-user";
+
+/// The first 16 hex digits of SHA-256 of the `ro` password hash (the chart computes the
+/// same with `sha256sum | trunc 16`).
+pub fn ro_user_version(password_hash: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(password_hash.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// A Secret's decoded data.
 pub type Data = BTreeMap<String, String>;
@@ -59,6 +75,9 @@ pub struct Embedded {
     pub user: String,
     /// Its password.
     pub password: String,
+    /// The `ro` credentials the pull Secret had, while a master still runs with them
+    /// (the `ro` user was rotated): kept beside the new ones so pulls never stop.
+    pub previous: Option<(String, String)>,
 }
 
 impl Embedded {
@@ -67,12 +86,22 @@ impl Embedded {
     pub fn data(&self, current: &Data) -> Data {
         let address = address();
         let path = normalize_path(&self.path);
+        let docker_config = match &self.previous {
+            // kubelet tries every entry that matches an image, the most specific first:
+            // the new password under `address/path`, the previous one under `address`.
+            Some((user, password)) if !path.is_empty() && password != &self.password => {
+                let entry = |u: &str, p: &str| json!({"username": u, "password": p, "auth": b64(&format!("{u}:{p}"))});
+                json!({"auths": {
+                    format!("{address}{path}"): entry(&self.user, &self.password),
+                    address.clone(): entry(user, password),
+                }})
+                .to_string()
+            }
+            _ => docker_config(&[], &self.user, &self.password),
+        };
         let mut data = current.clone();
         for (k, v) in [
-            (
-                ".dockerconfigjson",
-                docker_config(&[], &self.user, &self.password),
-            ),
+            (".dockerconfigjson", docker_config),
             ("imagesRegistry", format!("{address}{path}")),
             ("address", address),
             ("path", path),
@@ -83,6 +112,17 @@ impl Embedded {
         }
         data
     }
+}
+
+/// The `ro` credentials a pull Secret that names the embedded registry holds under the
+/// bare address (user, password).
+pub fn ro_credentials(data: &Data) -> Option<(String, String)> {
+    let auths: serde_json::Value = serde_json::from_str(data.get(".dockerconfigjson")?).ok()?;
+    let entry = &auths["auths"][address()];
+    Some((
+        entry["username"].as_str()?.to_string(),
+        entry["password"].as_str()?.to_string(),
+    ))
 }
 
 /// One write the hook makes, in order.
@@ -187,6 +227,7 @@ mod tests {
             ca: "CA".into(),
             user: "ro".into(),
             password: "secret-pw".into(),
+            previous: None,
         }
     }
 
@@ -295,6 +336,42 @@ mod tests {
             "/deckhouse/ee",
             "a lost copy keeps the path the Secret has"
         );
+    }
+
+    #[test]
+    fn a_rotated_ro_user_keeps_the_previous_password_beside_the_new_one() {
+        let old = embedded().data(&upstream());
+        assert_eq!(
+            ro_credentials(&old),
+            Some(("ro".to_string(), "secret-pw".to_string()))
+        );
+        let rotating = Embedded {
+            password: "new-pw".into(),
+            previous: ro_credentials(&old),
+            ..embedded()
+        };
+        let both = rotating.data(&old);
+        let auths: serde_json::Value = serde_json::from_str(&both[".dockerconfigjson"]).unwrap();
+        let a = address();
+        assert_eq!(
+            auths["auths"][format!("{a}/deckhouse/ee")]["password"],
+            "new-pw"
+        );
+        assert_eq!(auths["auths"][&a]["password"], "secret-pw");
+        assert_eq!(
+            ro_credentials(&both).unwrap().1,
+            "secret-pw",
+            "read back as the previous"
+        );
+        let done = Embedded {
+            previous: None,
+            ..rotating
+        }
+        .data(&both);
+        let auths: serde_json::Value = serde_json::from_str(&done[".dockerconfigjson"]).unwrap();
+        assert_eq!(auths["auths"].as_object().unwrap().len(), 1);
+        assert_eq!(auths["auths"][&a]["password"], "new-pw");
+        assert_eq!(ro_user_version("$2b$10$x").len(), 16);
     }
 
     #[test]

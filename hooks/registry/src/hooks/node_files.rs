@@ -288,15 +288,16 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     };
     // The registry generation this Secret carries: the registry-switch hook moves the
     // cluster only once every master reports it applied and serving.
-    let generation = secret
-        .as_ref()
-        .and_then(|s| {
-            s.metadata
-                .annotations
-                .get("embedded-registry.deckhouse.io/generation")
-                .cloned()
-        })
-        .unwrap_or_default();
+    let annotation = |key: &str| {
+        secret
+            .as_ref()
+            .and_then(|s| s.metadata.annotations.get(key).cloned())
+            .unwrap_or_default()
+    };
+    let generation = annotation("embedded-registry.deckhouse.io/generation");
+    // Which ro password the registry accepts (a hash of its hash): the pull Secret keeps
+    // the previous one beside it until every master runs the new one.
+    let ro_user = annotation(crate::pull_secret::RO_USER_ANNOTATION);
     let applied = apply(&root, files.as_ref(), &hash, owner()?)?;
     for f in &applied.written {
         input.log.info("wrote", &[("file", serde_json::json!(f))]);
@@ -312,6 +313,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         ("node".to_string(), node.clone()),
         ("appliedConfigHash".to_string(), applied.config_hash.clone()),
         ("appliedGeneration".to_string(), generation),
+        ("appliedRoUser".to_string(), ro_user),
         (
             "staticPod".to_string(),
             if files.is_some() { "present" } else { "absent" }.to_string(),

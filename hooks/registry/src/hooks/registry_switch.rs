@@ -161,9 +161,18 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let state = pull_secret_seen(loaded.clone(), &secrets);
     let desired = desired(mode, proxy.as_ref(), &masters, ha, state.registry.as_ref())?;
 
-    let reports: Vec<NodeReport> = input
-        .snapshots
-        .get::<ConfigMapSnap>("node_status")?
+    let statuses = input.snapshots.get::<ConfigMapSnap>("node_status")?;
+    // Which ro password each master's registry accepts.
+    let ro_versions: BTreeMap<String, String> = statuses
+        .iter()
+        .filter_map(|c| {
+            Some((
+                c.data.get("node")?.clone(),
+                c.data.get("appliedRoUser")?.clone(),
+            ))
+        })
+        .collect();
+    let reports: Vec<NodeReport> = statuses
         .into_iter()
         .map(|c| NodeReport {
             node: c.data.get("node").cloned().unwrap_or_default(),
@@ -207,7 +216,8 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let next = switch::step(state.clone(), &desired, &reports, check, now);
     // Decided before anything is written: a pull Secret that cannot follow leaves
     // the state, the Secrets and the values as they are.
-    let pull = pull_secret_actions(input, &next, &secrets, &reports).map_err(anyhow::Error::msg)?;
+    let pull = pull_secret_actions(input, &next, &secrets, &reports, &ro_versions)
+        .map_err(anyhow::Error::msg)?;
     if next != loaded {
         let text = serde_json::to_string_pretty(&next)? + "\n";
         let data = BTreeMap::from([("state.json".to_string(), text)]);
@@ -341,6 +351,7 @@ fn pull_secret_actions(
     next: &State,
     secrets: &BTreeMap<String, BTreeMap<String, String>>,
     reports: &[NodeReport],
+    ro_versions: &BTreeMap<String, String>,
 ) -> Result<Vec<Action>, String> {
     let current = secrets.get(PULL_SECRET);
     let saved = secrets.get(SAVED_SECRET);
@@ -373,12 +384,27 @@ fn pull_secret_actions(
             &[],
         );
     }
+    // A rotated ro user: the previous password stays in the pull Secret until every
+    // listed master runs the new one.
+    let version = ro
+        .and_then(|r| r.get("passwordHash"))
+        .map(|h| pull_secret::ro_user_version(h));
+    let all_run_it = version.is_some()
+        && next
+            .mirrors
+            .iter()
+            .all(|n| ro_versions.get(n) == version.as_ref());
+    let previous = current
+        .filter(|c| pull_secret::names_embedded(c))
+        .and_then(pull_secret::ro_credentials)
+        .filter(|(_, p)| !all_run_it && ro.and_then(|r| r.get("password")) != Some(p));
     let embedded = match (ca, ro.and_then(|r| r.get("name").zip(r.get("password")))) {
         (Some(ca), Some((user, password))) => Some(Embedded {
             path,
             ca,
             user: user.clone(),
             password: password.clone(),
+            previous,
         }),
         _ => None,
     };
