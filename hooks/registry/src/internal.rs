@@ -45,6 +45,11 @@ pub struct PkiValues {
     pub http_secret: String,
     /// Server certificates by master name.
     pub nodes: BTreeMap<String, NodePki>,
+    /// Set by the daily schedule (the day, in days since the epoch) when a certificate
+    /// is due or a rotation is under way: the values change makes the runner run the
+    /// module, whose `beforeHelm` renews (schedules get no snapshots) and clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_due: Option<i64>,
 }
 
 /// A registry user as docker_auth needs it (no password).

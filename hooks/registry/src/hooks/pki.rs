@@ -95,6 +95,9 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             "{MODULE_KEY}.certificates.renewalThresholdPercent"
         ))?
         .unwrap_or(33);
+    if input.bindings().any(|b| b == "daily-renewal") && !input.snapshots.has("pki_secrets") {
+        return flag_due_renewal(input, now, renew_percent);
+    }
     let masters: Vec<Master> = input
         .values
         .get_as(&format!("{MODULE_KEY}.internal.masters"))?
@@ -226,10 +229,56 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         token_bundle: token.bundle(),
         http_secret,
         nodes,
+        renewal_due: None,
     };
     input
         .values
         .set(&format!("{MODULE_KEY}.internal.pki"), &values)?;
+    Ok(())
+}
+
+/// The daily schedule's run: the batch runner gives schedules no snapshots, so the
+/// Secrets cannot be renewed here. The certificates in the values tell whether work is
+/// due (one is due for renewal, or a rotation is under way and moves on by time); if
+/// so, `internal.pki.renewalDue` changes, which makes the runner run the module.
+fn flag_due_renewal(input: &mut HookInput, now: i64, renew_percent: u32) -> anyhow::Result<()> {
+    let Some(current) = input
+        .values
+        .get_as::<crate::internal::PkiValues>(&format!("{MODULE_KEY}.internal.pki"))?
+    else {
+        return Ok(());
+    };
+    let certs = |bundle: &str| -> Vec<String> {
+        bundle
+            .split_inclusive("-----END CERTIFICATE-----")
+            .filter(|c| c.contains("BEGIN CERTIFICATE"))
+            .map(str::to_string)
+            .collect()
+    };
+    let (cas, tokens) = (certs(&current.ca_bundle), certs(&current.token_bundle));
+    let mut all: Vec<&String> = cas.iter().chain(&tokens).collect();
+    for n in current.nodes.values() {
+        all.extend([&n.distribution.cert, &n.auth.cert]);
+    }
+    let rotating = cas.len() > 1 || tokens.len() > 1;
+    let due = all
+        .iter()
+        .any(|c| pki::inspect(c).map_or(true, |i| i.due(now, renew_percent)));
+    if rotating || due {
+        let day = now.div_euclid(86_400);
+        if current.renewal_due != Some(day) {
+            input.log.info(
+                "certificate work is due: asking for a module run",
+                &[
+                    ("rotating", serde_json::json!(rotating)),
+                    ("due", serde_json::json!(due)),
+                ],
+            );
+            input
+                .values
+                .set(&format!("{MODULE_KEY}.internal.pki.renewalDue"), &day)?;
+        }
+    }
     Ok(())
 }
 
@@ -300,6 +349,47 @@ mod tests {
 
     fn pki(out: &TestOutput) -> PkiValues {
         serde_json::from_value(out.values["embeddedRegistry"]["internal"]["pki"].clone()).unwrap()
+    }
+
+    /// The daily schedule's run on `values` (no snapshots: the batch runner gives
+    /// schedules none).
+    fn schedule(now: i64, values: Value) -> TestOutput {
+        with_now(now, || {
+            HookTest::new()
+                .values(values)
+                .context(hook_sdk::BindingContext {
+                    binding: "daily-renewal".into(),
+                    kind: Some(hook_sdk::ContextType::Schedule),
+                    ..Default::default()
+                })
+                .run(&hook())
+                .unwrap()
+        })
+    }
+
+    #[test]
+    fn the_schedule_asks_for_a_module_run_only_when_certificate_work_is_due() {
+        let mut c = Cluster::default();
+        let first = c.run(T0, masters(&[("m1", "10.0.0.1")]));
+        let fresh = schedule(T0 + 86_400, first.values.clone());
+        assert!(
+            fresh.values_patch.is_empty() && fresh.objects.is_empty(),
+            "nothing due"
+        );
+        // 260 days on, the one-year leaves are due: the values change, once a day.
+        let later = T0 + 260 * 86_400;
+        let due = schedule(later, first.values.clone());
+        assert!(due.objects.is_empty(), "no Secret without its snapshot");
+        let day = due.values["embeddedRegistry"]["internal"]["pki"]["renewalDue"].clone();
+        assert_eq!(day, json!(later / 86_400));
+        assert!(schedule(later + 60, due.values.clone())
+            .values_patch
+            .is_empty());
+        // The module run that follows renews and clears the flag.
+        let renewed = c.run(later, masters(&[("m1", "10.0.0.1")]));
+        assert!(renewed.values["embeddedRegistry"]["internal"]["pki"]
+            .get("renewalDue")
+            .is_none());
     }
 
     #[test]

@@ -48,12 +48,52 @@ pub struct SwitchValues {
     pub mirrors: Vec<Master>,
     /// The registry name the mirror configuration is for (the pull Secret's address
     /// while the cluster pulls through the masters).
+    #[serde(default)]
     pub pull_address: String,
     /// The manager DaemonSet runs (a registry runs, or a master still has its static pod).
     pub manager: bool,
     /// The last check's outcome (no password in it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckStatus>,
+    /// The last scheduled recheck of the upstream in use (no password in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recheck: Option<Recheck>,
+}
+
+/// A scheduled recheck's outcome, as `internal.switch.recheck`: written by the
+/// schedule (which has no snapshots) only when it changes, taken in by the next
+/// `beforeHelm`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Recheck {
+    /// The registry generation checked.
+    pub generation: String,
+    /// Passed.
+    pub ok: bool,
+    /// Failure kind; empty when it passed.
+    pub kind: String,
+    /// What was found.
+    pub message: String,
+}
+
+impl Recheck {
+    /// The outcome as a check record, when it is about the registry `state` runs and
+    /// says something the state does not know yet.
+    fn news(&self, state: &State, now: i64) -> Option<CheckRecord> {
+        let generation = &state.registry.as_ref()?.generation;
+        let known = state.check.as_ref().is_some_and(|c| {
+            (&c.generation, c.ok, &c.kind, &c.message)
+                == (&self.generation, self.ok, &self.kind, &self.message)
+        });
+        (&self.generation == generation && !known).then(|| CheckRecord {
+            what: "upstream".into(),
+            generation: self.generation.clone(),
+            ok: self.ok,
+            kind: self.kind.clone(),
+            message: self.message.clone(),
+            since: now,
+        })
+    }
 }
 
 /// The last upstream or mirror check, as `internal.switch.check`.
@@ -129,6 +169,12 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     // snapshots) must not start over from Direct, nor block the queue by failing:
     // the next beforeHelm run carries every snapshot.
     if !input.snapshots.has("secrets") || !input.snapshots.has("node_status") {
+        // The batch runner gives schedules no snapshots: the recheck checks the
+        // upstream in use from the values and hands a changed outcome to the next
+        // beforeHelm through them.
+        if input.bindings().any(|b| b == "recheck") {
+            return recheck_from_values(input);
+        }
         input
             .log
             .info("no snapshots in this run: nothing to step", &[]);
@@ -184,8 +230,11 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         .collect();
 
     let scheduled = input.bindings().any(|b| b == "recheck");
+    let recheck: Option<Recheck> = input
+        .values
+        .get_as(&format!("{MODULE_KEY}.internal.switch.recheck"))?;
     let check = match switch::check_needed(&state, &desired, &reports, scheduled) {
-        None => None,
+        None => recheck.as_ref().and_then(|r| r.news(&state, now)),
         Some(need) => Some(run_check(
             input,
             need,
@@ -195,23 +244,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         )?),
     };
     if let Some(c) = &check {
-        input.metrics.expire(METRICS_GROUP);
-        input.metrics.set(
-            METRICS_GROUP,
-            "d8_embedded_registry_check_ok",
-            if c.ok { 1.0 } else { 0.0 },
-            &[("check", c.what.as_str()), ("kind", c.kind.as_str())],
-        );
-        if !c.ok {
-            input.log.warn(
-                "check failed",
-                &[
-                    ("check", json!(c.what)),
-                    ("kind", json!(c.kind)),
-                    ("message", json!(c.message)),
-                ],
-            );
-        }
+        set_check_metric(input, c);
     }
     let next = switch::step(state.clone(), &desired, &reports, check, now);
     // Decided before anything is written: a pull Secret that cannot follow leaves
@@ -294,6 +327,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         registry: next.registry,
         cluster: next.cluster,
         pull_address: pull_secret::address(),
+        recheck,
     };
     input
         .values
@@ -319,6 +353,52 @@ fn pull_secret_seen(
         state.mirrors_since = None;
     }
     state
+}
+
+/// The schedule's run (no snapshots): checks the upstream the masters proxy now, sets
+/// the check metric, and records a changed outcome in `internal.switch.recheck`, which
+/// makes the runner run the module.
+fn recheck_from_values(input: &mut HookInput) -> anyhow::Result<()> {
+    let key = format!("{MODULE_KEY}.internal.switch");
+    let Some(current) = input.values.get_as::<SwitchValues>(&key)? else {
+        return Ok(());
+    };
+    let Some(target) = current.registry.filter(|r| r.mode == Mode::Proxy) else {
+        return Ok(());
+    };
+    let now = crate::clock::now()?;
+    let c = run_check(input, CheckNeeded::Upstream(target), &[], None, now)?;
+    set_check_metric(input, &c);
+    let outcome = Recheck {
+        generation: c.generation,
+        ok: c.ok,
+        kind: c.kind,
+        message: c.message,
+    };
+    if current.recheck.as_ref() != Some(&outcome) {
+        input.values.set(&format!("{key}.recheck"), &outcome)?;
+    }
+    Ok(())
+}
+
+fn set_check_metric(input: &mut HookInput, c: &CheckRecord) {
+    input.metrics.expire(METRICS_GROUP);
+    input.metrics.set(
+        METRICS_GROUP,
+        "d8_embedded_registry_check_ok",
+        if c.ok { 1.0 } else { 0.0 },
+        &[("check", c.what.as_str()), ("kind", c.kind.as_str())],
+    );
+    if !c.ok {
+        input.log.warn(
+            "check failed",
+            &[
+                ("check", json!(c.what)),
+                ("kind", json!(c.kind)),
+                ("message", json!(c.message)),
+            ],
+        );
+    }
 }
 
 /// The module was disabled (its registry is gone with its Helm release): the pull
@@ -764,6 +844,82 @@ mod tests {
         let seen = super::pull_secret_seen(state.clone(), &secrets);
         assert_eq!(seen.cluster, crate::switch::ClusterTarget::Upstream);
         assert_eq!(seen.mirrors, state.mirrors, "the masters stay listed");
+    }
+
+    #[test]
+    fn the_recheck_reports_a_changed_upstream_outcome_through_the_values() {
+        // An upstream on a loopback port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let target = crate::switch::RegistryTarget::new(
+            crate::settings::Mode::Proxy,
+            Some(crate::switch::ProxyTarget {
+                scheme: "http".into(),
+                host: format!("127.0.0.1:{port}"),
+                path: "/p".into(),
+                user: None,
+                password: None,
+                ca: None,
+                ttl: "1h".into(),
+            }),
+            vec!["m1".into()],
+        );
+        let values = |recheck: Option<serde_json::Value>| {
+            let mut sw =
+                json!({"registry": target, "cluster": "Embedded", "mirrors": [], "manager": true});
+            if let Some(r) = recheck {
+                sw["recheck"] = r;
+            }
+            json!({"global": {}, "embeddedRegistry": {"mode": "Proxy", "internal": {"switch": sw}}})
+        };
+        let run = |v: serde_json::Value| {
+            HookTest::new()
+                .values(v)
+                .context(hook_sdk::BindingContext {
+                    binding: "recheck".into(),
+                    kind: Some(hook_sdk::ContextType::Schedule),
+                    ..Default::default()
+                })
+                .run(&super::hook())
+                .unwrap()
+        };
+        let out = run(values(None));
+        let recheck = out.values["embeddedRegistry"]["internal"]["switch"]["recheck"].clone();
+        assert_eq!(
+            (
+                recheck["ok"].clone(),
+                recheck["kind"].clone(),
+                recheck["generation"].clone()
+            ),
+            (json!(false), json!("connect"), json!(target.generation))
+        );
+        assert!(out
+            .metrics
+            .iter()
+            .any(|m| m.name == "d8_embedded_registry_check_ok"));
+        assert!(out.objects.is_empty(), "no state without its snapshot");
+        let again = run(values(Some(recheck.clone())));
+        assert!(
+            again.values_patch.is_empty(),
+            "an unchanged outcome does not rerun the module"
+        );
+
+        // The next beforeHelm takes the outcome in once.
+        let r: super::Recheck = serde_json::from_value(recheck).unwrap();
+        let state = crate::switch::State {
+            registry: Some(target.clone()),
+            ..Default::default()
+        };
+        let news = r.news(&state, 7).unwrap();
+        assert_eq!((news.ok, news.since), (false, 7));
+        let known = crate::switch::State {
+            check: Some(news),
+            ..state
+        };
+        assert!(r.news(&known, 8).is_none());
     }
 
     #[test]
