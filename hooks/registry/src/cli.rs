@@ -1,7 +1,46 @@
-//! What the admin commands (`check-upstream`, `rotate`) share: how a report is printed
-//! and what the exit code says.
+//! What the admin commands (`check-upstream`, `rotate`) share: how credentials and a
+//! CA file are read, how a report is printed and what the exit code says.
+
+use std::path::PathBuf;
 
 use serde::Serialize;
+
+use crate::distribution::Credentials;
+
+/// The credentials of `--user U [--password-file F]`, the password from the file (one
+/// trailing newline dropped) or else from the variable `password_env`; `Err` is a usage
+/// error (exit 2). No user: no credentials.
+pub fn credentials(
+    user: Option<&String>,
+    password_file: Option<&PathBuf>,
+    password_env: &str,
+) -> Result<Option<Credentials>, String> {
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    let password = match password_file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| format!("--password-file {}: {e}", f.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_string(),
+        None => std::env::var(password_env).map_err(|_| {
+            format!("--user needs --password-file FILE or the {password_env} variable")
+        })?,
+    };
+    if password.is_empty() {
+        return Err("the password is empty: put it in --password-file or the variable".into());
+    }
+    Ok(Some(Credentials {
+        user: user.clone(),
+        password,
+    }))
+}
+
+/// The PEM text of `--ca-file F`, if given; `Err` is a usage error (exit 2).
+pub fn ca_file(path: Option<&PathBuf>) -> Result<Option<String>, String> {
+    path.map(|f| std::fs::read_to_string(f).map_err(|e| format!("--ca-file {}: {e}", f.display())))
+        .transpose()
+}
 
 /// Prints `report` as one JSON line, or its `human` text; returns 0 when `ok`, else 1
 /// (2 is for bad arguments, decided before a report exists).

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::apply::{self, Applied};
 use super::plan::{self, Plan, Policy};
 use super::scan::{Scanner, Stats};
-use crate::distribution::{Client, Credentials, Endpoint, Failure, Kind};
+use crate::distribution::{Client, Endpoint, Failure, Kind};
 
 /// Environment variable holding the password (instead of `--password-file`).
 pub const PASSWORD_ENV: &str = "EMBEDDED_REGISTRY_ROTATE_PASSWORD";
@@ -110,31 +110,12 @@ pub fn job(args: &Args) -> Result<Job, String> {
             args.path
         ));
     }
-    let mut credentials = None;
-    if let Some(user) = &args.user {
-        let password = match &args.password_file {
-            Some(f) => std::fs::read_to_string(f)
-                .map_err(|e| format!("--password-file {}: {e}", f.display()))?
-                .trim_end_matches(['\r', '\n'])
-                .to_string(),
-            None => std::env::var(PASSWORD_ENV).map_err(|_| {
-                format!("--user needs --password-file FILE or the {PASSWORD_ENV} variable")
-            })?,
-        };
-        if password.is_empty() {
-            return Err("the password is empty: put it in --password-file or the variable".into());
-        }
-        credentials = Some(Credentials {
-            user: user.clone(),
-            password,
-        });
-    }
-    let ca_pem = match &args.ca_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f).map_err(|e| format!("--ca-file {}: {e}", f.display()))?,
-        ),
-        None => None,
-    };
+    let credentials = crate::cli::credentials(
+        args.user.as_ref(),
+        args.password_file.as_ref(),
+        PASSWORD_ENV,
+    )?;
+    let ca_pem = crate::cli::ca_file(args.ca_file.as_ref())?;
     for r in &args.keep_releases {
         if super::model::release_version(r).is_none() {
             return Err(format!(

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{check, Image, Spec};
-use crate::distribution::Credentials;
 
 /// Environment variable holding the upstream password (instead of `--password-file`).
 pub const PASSWORD_ENV: &str = "EMBEDDED_REGISTRY_UPSTREAM_PASSWORD";
@@ -68,29 +67,12 @@ pub fn spec(args: &Args) -> Result<Spec, String> {
             args.host
         ));
     }
-    if let Some(user) = &args.user {
-        let password = match &args.password_file {
-            Some(f) => std::fs::read_to_string(f)
-                .map_err(|e| format!("--password-file {}: {e}", f.display()))?
-                .trim_end_matches(['\r', '\n'])
-                .to_string(),
-            None => std::env::var(PASSWORD_ENV).map_err(|_| {
-                format!("--user needs --password-file FILE or the {PASSWORD_ENV} variable")
-            })?,
-        };
-        if password.is_empty() {
-            return Err("the password is empty: put it in --password-file or the variable".into());
-        }
-        spec.credentials = Some(Credentials {
-            user: user.clone(),
-            password,
-        });
-    }
-    if let Some(f) = &args.ca_file {
-        spec.ca_pem = Some(
-            std::fs::read_to_string(f).map_err(|e| format!("--ca-file {}: {e}", f.display()))?,
-        );
-    }
+    spec.credentials = crate::cli::credentials(
+        args.user.as_ref(),
+        args.password_file.as_ref(),
+        PASSWORD_ENV,
+    )?;
+    spec.ca_pem = crate::cli::ca_file(args.ca_file.as_ref())?;
     spec.images = args
         .images
         .iter()
