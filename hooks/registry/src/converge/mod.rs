@@ -312,37 +312,46 @@ pub fn converge(opts: &Options) -> Result<Summary, Failure> {
     let mut hook_runs = Vec::new();
     let mut metrics: BTreeMap<String, Value> = BTreeMap::new();
 
+    // Runs `hooks` in order for `binding`, each with a context built from the cluster as
+    // the hooks before it left it.
     let mut run = |binding: &str,
-                   hook: &runner::BatchHook,
-                   context: hook_sdk::BindingContext,
+                   hooks: Vec<&runner::BatchHook>,
                    values: &mut Value,
                    config_values: &mut Value,
                    cluster: &mut Store|
      -> Result<()> {
-        let out = runner::run(&opts.hook_binary, hook, &[context], values, config_values)?;
-        let name = hook.name();
-        hook_sdk::values::apply_values_patch(values, &out.values_patch)
-            .with_context(|| format!("hook {name}: the runner refuses its values patch"))?;
-        schemas
-            .values
-            .validate(&values[MODULE_KEY])
-            .map_err(|e| anyhow::anyhow!("hook {name}: values fail openapi/values.yaml: {e}"))?;
-        hook_sdk::values::apply_values_patch(config_values, &out.config_values_patch)
-            .with_context(|| format!("hook {name}: the runner refuses its config values patch"))?;
-        for op in &out.objects {
-            if let Err(e) = cluster.apply(op) {
-                if !op.ignore_hook_error {
-                    return Err(e.context(format!("hook {name}: object operation")));
+        for hook in hooks {
+            let context = if binding == "Synchronization" {
+                hook.synchronization_context(cluster)?
+            } else {
+                hook.lifecycle_context(binding, cluster)?
+            };
+            let out = runner::run(&opts.hook_binary, hook, &[context], values, config_values)?;
+            let name = hook.name();
+            hook_sdk::values::apply_values_patch(values, &out.values_patch)
+                .with_context(|| format!("hook {name}: the runner refuses its values patch"))?;
+            schemas.values.validate(&values[MODULE_KEY]).map_err(|e| {
+                anyhow::anyhow!("hook {name}: values fail openapi/values.yaml: {e}")
+            })?;
+            hook_sdk::values::apply_values_patch(config_values, &out.config_values_patch)
+                .with_context(|| {
+                    format!("hook {name}: the runner refuses its config values patch")
+                })?;
+            for op in &out.objects {
+                if let Err(e) = cluster.apply(op) {
+                    if !op.ignore_hook_error {
+                        return Err(e.context(format!("hook {name}: object operation")));
+                    }
                 }
             }
+            if !out.metrics.is_empty() {
+                metrics.insert(
+                    name.to_string(),
+                    serde_json::to_value(&out.metrics).expect("serialisable"),
+                );
+            }
+            hook_runs.push(format!("{binding}:{name}"));
         }
-        if !out.metrics.is_empty() {
-            metrics.insert(
-                name.to_string(),
-                serde_json::to_value(&out.metrics).expect("serialisable"),
-            );
-        }
-        hook_runs.push(format!("{binding}:{name}"));
         Ok(())
     };
 
@@ -355,55 +364,42 @@ pub fn converge(opts: &Options) -> Result<Summary, Failure> {
         hs
     };
 
-    for hook in ordered("onStartup") {
-        let ctx = hook.lifecycle_context("onStartup", &cluster)?;
+    run(
+        "onStartup",
+        ordered("onStartup"),
+        &mut values,
+        &mut config_values,
+        &mut cluster,
+    )?;
+    if enabled {
+        let syncing = hooks
+            .iter()
+            .filter(|h| h.runs_on_synchronization())
+            .collect();
         run(
-            "onStartup",
-            hook,
-            ctx,
+            "Synchronization",
+            syncing,
             &mut values,
             &mut config_values,
             &mut cluster,
         )?;
-    }
-    if enabled {
-        for hook in hooks.iter().filter(|h| h.runs_on_synchronization()) {
-            let ctx = hook.synchronization_context(&cluster)?;
-            run(
-                "Synchronization",
-                hook,
-                ctx,
-                &mut values,
-                &mut config_values,
-                &mut cluster,
-            )?;
-        }
-        for hook in ordered("beforeHelm") {
-            let ctx = hook.lifecycle_context("beforeHelm", &cluster)?;
-            run(
-                "beforeHelm",
-                hook,
-                ctx,
-                &mut values,
-                &mut config_values,
-                &mut cluster,
-            )?;
-        }
-    }
-    if !enabled {
+        run(
+            "beforeHelm",
+            ordered("beforeHelm"),
+            &mut values,
+            &mut config_values,
+            &mut cluster,
+        )?;
+    } else {
         // A disabled module: its release is gone; afterDeleteHelm hooks tidy up (they
         // are idempotent, so running them on every disabled converge is harmless).
-        for hook in ordered("afterDeleteHelm") {
-            let ctx = hook.lifecycle_context("afterDeleteHelm", &cluster)?;
-            run(
-                "afterDeleteHelm",
-                hook,
-                ctx,
-                &mut values,
-                &mut config_values,
-                &mut cluster,
-            )?;
-        }
+        run(
+            "afterDeleteHelm",
+            ordered("afterDeleteHelm"),
+            &mut values,
+            &mut config_values,
+            &mut cluster,
+        )?;
     }
     // Config values patches land in the ModuleConfig, as addon-operator does.
     if config_values[MODULE_KEY] != raw_settings {
@@ -429,17 +425,13 @@ pub fn converge(opts: &Options) -> Result<Summary, Failure> {
         BTreeMap::new()
     };
     if enabled {
-        for hook in ordered("afterHelm") {
-            let ctx = hook.lifecycle_context("afterHelm", &cluster)?;
-            run(
-                "afterHelm",
-                hook,
-                ctx,
-                &mut values,
-                &mut config_values,
-                &mut cluster,
-            )?;
-        }
+        run(
+            "afterHelm",
+            ordered("afterHelm"),
+            &mut values,
+            &mut config_values,
+            &mut cluster,
+        )?;
     }
 
     // Everything computed: now write, each file atomically.
