@@ -85,6 +85,16 @@ impl HookTest {
         })
     }
 
+    /// Appends a schedule context for `binding`, without snapshots (as the batch runner
+    /// delivers schedules).
+    pub fn schedule(self, binding: &str) -> Self {
+        self.context(BindingContext {
+            binding: binding.into(),
+            kind: Some(ContextType::Schedule),
+            ..Default::default()
+        })
+    }
+
     /// Adds a snapshot to the batch runner's `main` group context (created on first use).
     pub fn group_snapshot(mut self, binding: &str, items: Vec<SnapshotItem>) -> Self {
         let is_group = |c: &BindingContext| c.kind == Some(ContextType::Group);

@@ -357,11 +357,7 @@ mod tests {
         with_now(now, || {
             HookTest::new()
                 .values(values)
-                .context(hook_sdk::BindingContext {
-                    binding: "daily-renewal".into(),
-                    kind: Some(hook_sdk::ContextType::Schedule),
-                    ..Default::default()
-                })
+                .schedule("daily-renewal")
                 .run(&hook())
                 .unwrap()
         })

@@ -878,11 +878,7 @@ mod tests {
         let run = |v: serde_json::Value| {
             HookTest::new()
                 .values(v)
-                .context(hook_sdk::BindingContext {
-                    binding: "recheck".into(),
-                    kind: Some(hook_sdk::ContextType::Schedule),
-                    ..Default::default()
-                })
+                .schedule("recheck")
                 .run(&super::hook())
                 .unwrap()
         };
@@ -933,11 +929,7 @@ mod tests {
     fn a_run_without_snapshots_changes_nothing() {
         let out = HookTest::new()
             .values(json!({"global": {}, "embeddedRegistry": {"mode": "Proxy", "proxy": {"host": "h"}, "internal": {}}}))
-            .context(hook_sdk::BindingContext {
-                binding: "recheck".into(),
-                kind: Some(hook_sdk::ContextType::Schedule),
-                ..Default::default()
-            })
+            .schedule("recheck")
             .run(&super::hook())
             .unwrap();
         assert_eq!(out.values["embeddedRegistry"]["internal"], json!({}));
