@@ -166,6 +166,8 @@ pub struct NodeReport {
     pub generation: String,
     /// Its registry answered `/v2/`.
     pub ready: bool,
+    /// Which `ro` password its registry accepts (`appliedRoUser`; empty: unknown).
+    pub ro_user: String,
     /// Its message.
     pub message: String,
 }
@@ -625,6 +627,7 @@ mod tests {
             static_pod: true,
             generation: t.generation.clone(),
             ready: true,
+            ro_user: String::new(),
             message: String::new(),
         }]
     }

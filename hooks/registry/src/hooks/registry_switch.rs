@@ -207,24 +207,16 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let state = pull_secret_seen(loaded.clone(), &secrets);
     let desired = desired(mode, proxy.as_ref(), &masters, ha, state.registry.as_ref())?;
 
-    let statuses = input.snapshots.get::<ConfigMapSnap>("node_status")?;
-    // Which ro password each master's registry accepts.
-    let ro_versions: BTreeMap<String, String> = statuses
-        .iter()
-        .filter_map(|c| {
-            Some((
-                c.data.get("node")?.clone(),
-                c.data.get("appliedRoUser")?.clone(),
-            ))
-        })
-        .collect();
-    let reports: Vec<NodeReport> = statuses
+    let reports: Vec<NodeReport> = input
+        .snapshots
+        .get::<ConfigMapSnap>("node_status")?
         .into_iter()
         .map(|c| NodeReport {
             node: c.data.get("node").cloned().unwrap_or_default(),
             static_pod: c.data.get("staticPod").map(String::as_str) == Some("present"),
             generation: c.data.get("appliedGeneration").cloned().unwrap_or_default(),
             ready: c.data.get("registry").map(String::as_str) == Some("ready"),
+            ro_user: c.data.get("appliedRoUser").cloned().unwrap_or_default(),
             message: c.data.get("message").cloned().unwrap_or_default(),
         })
         .collect();
@@ -249,8 +241,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let next = switch::step(state.clone(), &desired, &reports, check, now);
     // Decided before anything is written: a pull Secret that cannot follow leaves
     // the state, the Secrets and the values as they are.
-    let pull = pull_secret_actions(input, &next, &secrets, &reports, &ro_versions)
-        .map_err(anyhow::Error::msg)?;
+    let pull = pull_secret_actions(input, &next, &secrets, &reports).map_err(anyhow::Error::msg)?;
     if next != loaded {
         let text = serde_json::to_string_pretty(&next)? + "\n";
         let data = BTreeMap::from([("state.json".to_string(), text)]);
@@ -431,7 +422,6 @@ fn pull_secret_actions(
     next: &State,
     secrets: &BTreeMap<String, BTreeMap<String, String>>,
     reports: &[NodeReport],
-    ro_versions: &BTreeMap<String, String>,
 ) -> Result<Vec<Action>, String> {
     let current = secrets.get(PULL_SECRET);
     let saved = secrets.get(SAVED_SECRET);
@@ -470,10 +460,11 @@ fn pull_secret_actions(
         .and_then(|r| r.get("passwordHash"))
         .map(|h| pull_secret::ro_user_version(h));
     let all_run_it = version.is_some()
-        && next
-            .mirrors
-            .iter()
-            .all(|n| ro_versions.get(n) == version.as_ref());
+        && next.mirrors.iter().all(|n| {
+            reports
+                .iter()
+                .any(|r| &r.node == n && Some(&r.ro_user) == version.as_ref())
+        });
     let previous = current
         .filter(|c| pull_secret::names_embedded(c))
         .and_then(pull_secret::ro_credentials)
