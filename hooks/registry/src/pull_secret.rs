@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::hooks::users::{docker_config, REGISTRY_PORT};
-use crate::secrets::{b64, NAMESPACE};
+use crate::hooks::users::{auth_entry, docker_config, REGISTRY_PORT};
+use crate::secrets::NAMESPACE;
 use crate::switch::ClusterTarget;
 
 /// The Secret Deckhouse reads the cluster's registry from.
@@ -90,10 +90,9 @@ impl Embedded {
             // kubelet tries every entry that matches an image, the most specific first:
             // the new password under `address/path`, the previous one under `address`.
             Some((user, password)) if !path.is_empty() && password != &self.password => {
-                let entry = |u: &str, p: &str| json!({"username": u, "password": p, "auth": b64(&format!("{u}:{p}"))});
                 json!({"auths": {
-                    format!("{address}{path}"): entry(&self.user, &self.password),
-                    address.clone(): entry(user, password),
+                    format!("{address}{path}"): auth_entry(&self.user, &self.password),
+                    address.clone(): auth_entry(user, password),
                 }})
                 .to_string()
             }

@@ -122,10 +122,15 @@ fn reconcile_user(
     ]))
 }
 
+/// One `.dockerconfigjson` entry: user, password and their `auth` (base64 `user:password`).
+pub fn auth_entry(user: &str, password: &str) -> serde_json::Value {
+    let auth = secrets::b64(&format!("{user}:{password}"));
+    json!({"username": user, "password": password, "auth": auth})
+}
+
 /// The `.dockerconfigjson` for `user` on every master's endpoint and the Service name.
 pub fn docker_config(masters: &[Master], user: &str, password: &str) -> String {
-    let auth = secrets::b64(&format!("{user}:{password}"));
-    let entry = json!({"username": user, "password": password, "auth": auth});
+    let entry = auth_entry(user, password);
     let mut auths = serde_json::Map::new();
     for m in masters {
         auths.insert(format!("{}:{REGISTRY_PORT}", m.internal_ip), entry.clone());
