@@ -248,14 +248,10 @@ fn flag_due_renewal(input: &mut HookInput, now: i64, renew_percent: u32) -> anyh
     else {
         return Ok(());
     };
-    let certs = |bundle: &str| -> Vec<String> {
-        bundle
-            .split_inclusive("-----END CERTIFICATE-----")
-            .filter(|c| c.contains("BEGIN CERTIFICATE"))
-            .map(str::to_string)
-            .collect()
-    };
-    let (cas, tokens) = (certs(&current.ca_bundle), certs(&current.token_bundle));
+    let (cas, tokens) = (
+        pki::bundle_certs(&current.ca_bundle),
+        pki::bundle_certs(&current.token_bundle),
+    );
     let mut all: Vec<&String> = cas.iter().chain(&tokens).collect();
     for n in current.nodes.values() {
         all.extend([&n.distribution.cert, &n.auth.cert]);
@@ -491,12 +487,7 @@ mod tests {
         let mut bundles = Vec::new();
         for day in 0..5 {
             let v = pki(&c.run(start + day * DAY, m.clone()));
-            let bundle: Vec<String> = v
-                .ca_bundle
-                .split_inclusive("-----END CERTIFICATE-----")
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
+            let bundle = crate::pki::bundle_certs(&v.ca_bundle);
             for pair in [&v.nodes["m1"].distribution, &v.nodes["m1"].auth] {
                 assert!(
                     bundle

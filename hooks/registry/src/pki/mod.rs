@@ -80,6 +80,16 @@ fn der_of(pem: &str) -> Result<Vec<u8>> {
     Ok(p.contents)
 }
 
+/// The certificates of a PEM bundle, each trimmed.
+pub fn bundle_certs(bundle: &str) -> Vec<String> {
+    bundle
+        .split_inclusive("-----END CERTIFICATE-----")
+        .map(str::trim)
+        .filter(|c| c.contains("BEGIN CERTIFICATE"))
+        .map(str::to_string)
+        .collect()
+}
+
 /// Reads a certificate's validity, CA flag, SANs and public key.
 pub fn inspect(cert_pem: &str) -> Result<CertInfo> {
     let der = der_of(cert_pem)?;
