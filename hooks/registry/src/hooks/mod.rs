@@ -8,7 +8,10 @@ pub mod resolve_mode;
 pub mod rotate;
 pub mod users;
 
+use std::collections::BTreeMap;
+
 use hook_sdk::{Hook, KubernetesBinding, NamespaceSelector};
+use serde::Deserialize;
 
 use crate::secrets::NAMESPACE;
 
@@ -46,4 +49,12 @@ pub(crate) fn named_binding(binding: &str, kind: &str, name: String) -> Kubernet
         }),
         ..KubernetesBinding::new(binding, "v1", kind)
     }
+}
+
+/// A snapshot item that carries an object's `data` (a ConfigMap's, or a Secret's still
+/// in base64).
+#[derive(Deserialize)]
+pub(crate) struct DataSnap {
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
 }

@@ -158,12 +158,6 @@ pub fn hook() -> Hook {
     )
 }
 
-#[derive(Deserialize)]
-struct ConfigMapSnap {
-    #[serde(default)]
-    data: BTreeMap<String, String>,
-}
-
 fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     // A run without the state (a schedule or an event whose context carries no
     // snapshots) must not start over from Direct, nor block the queue by failing:
@@ -209,7 +203,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
 
     let reports: Vec<NodeReport> = input
         .snapshots
-        .get::<ConfigMapSnap>("node_status")?
+        .get::<super::DataSnap>("node_status")?
         .into_iter()
         .map(|c| NodeReport {
             node: c.data.get("node").cloned().unwrap_or_default(),

@@ -74,12 +74,6 @@ pub fn hook() -> Hook {
     )
 }
 
-#[derive(Deserialize)]
-struct DataObject {
-    #[serde(default)]
-    data: BTreeMap<String, String>,
-}
-
 /// The rotation settings as the ConfigMap carries them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -129,7 +123,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let first = |input: &HookInput, b: &str| -> anyhow::Result<Option<BTreeMap<String, String>>> {
         Ok(input
             .snapshots
-            .get::<DataObject>(b)?
+            .get::<super::DataSnap>(b)?
             .into_iter()
             .next()
             .map(|o| o.data))
