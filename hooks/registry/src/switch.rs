@@ -621,6 +621,21 @@ mod tests {
         )
     }
 
+    /// What the settings ask for when they ask for `t`.
+    fn wants(t: &RegistryTarget) -> Desired {
+        Desired {
+            mode: t.mode,
+            registry: Some(t.clone()),
+        }
+    }
+
+    fn direct() -> Desired {
+        Desired {
+            mode: Mode::Direct,
+            registry: None,
+        }
+    }
+
     fn serving(t: &RegistryTarget) -> Vec<NodeReport> {
         vec![NodeReport {
             node: "m1".into(),
@@ -652,10 +667,7 @@ mod tests {
     #[test]
     fn proxy_switches_only_after_check_and_rollout_and_steps_are_idempotent() {
         let t = proxy("a");
-        let d = Desired {
-            mode: Mode::Proxy,
-            registry: Some(t.clone()),
-        };
+        let d = wants(&t);
         let s0 = State::default();
         assert_eq!(
             check_needed(&s0, &d, &[], false),
@@ -703,16 +715,10 @@ mod tests {
     #[test]
     fn proxy_to_detached_is_refused_while_nodes_use_the_cache() {
         let t = proxy("a");
-        let d = Desired {
-            mode: Mode::Proxy,
-            registry: Some(t.clone()),
-        };
+        let d = wants(&t);
         let s = embedded(&d, &t);
         let detached = RegistryTarget::new(Mode::Detached, None, vec!["m1".into()]);
-        let dd = Desired {
-            mode: Mode::Detached,
-            registry: Some(detached),
-        };
+        let dd = wants(&detached);
         let next = step(s.clone(), &dd, &serving(&t), None, 3);
         assert_eq!(next.registry, s.registry);
         assert!(next
@@ -724,10 +730,7 @@ mod tests {
     #[test]
     fn detached_moves_nodes_only_after_the_mirror_check() {
         let t = RegistryTarget::new(Mode::Detached, None, vec!["m1".into()]);
-        let d = Desired {
-            mode: Mode::Detached,
-            registry: Some(t.clone()),
-        };
+        let d = wants(&t);
         let deployed = step(State::default(), &d, &[], None, 1);
         assert_eq!(
             deployed.registry.as_ref(),
@@ -758,15 +761,9 @@ mod tests {
     #[test]
     fn direct_waits_a_grace_period_only_after_nodes_used_the_mirror() {
         let t = proxy("a");
-        let d = Desired {
-            mode: Mode::Proxy,
-            registry: Some(t.clone()),
-        };
+        let d = wants(&t);
         let used = embedded(&d, &t);
-        let direct = Desired {
-            mode: Mode::Direct,
-            registry: None,
-        };
+        let direct = direct();
         let t0 = 1000;
         let s = step(used, &direct, &serving(&t), None, t0);
         assert_eq!(
@@ -781,10 +778,7 @@ mod tests {
     #[test]
     fn direct_before_the_pull_secret_moved_removes_the_registry_at_once() {
         let t = proxy("a");
-        let d = Desired {
-            mode: Mode::Proxy,
-            registry: Some(t.clone()),
-        };
+        let d = wants(&t);
         let configuring = step(
             step(State::default(), &d, &[], Some(check(&t, true)), 1),
             &d,
@@ -793,10 +787,7 @@ mod tests {
             2,
         );
         assert_eq!(configuring.cluster, ClusterTarget::Upstream);
-        let direct = Desired {
-            mode: Mode::Direct,
-            registry: None,
-        };
+        let direct = direct();
         let s = step(configuring, &direct, &serving(&t), None, 3);
         assert!(s.registry.is_none() && s.mirrors.is_empty() && ready(&s));
     }
@@ -804,17 +795,11 @@ mod tests {
     #[test]
     fn a_target_without_any_listed_master_sends_the_cluster_back_first() {
         let t = proxy("a");
-        let d = Desired {
-            mode: Mode::Proxy,
-            registry: Some(t.clone()),
-        };
+        let d = wants(&t);
         let s = embedded(&d, &t);
         // m1 is no longer a master: the registry moves to m2.
         let moved = RegistryTarget::new(Mode::Proxy, t.proxy.clone(), vec!["m2".into()]);
-        let dm = Desired {
-            mode: Mode::Proxy,
-            registry: Some(moved.clone()),
-        };
+        let dm = wants(&moved);
         let next = step(s, &dm, &[], Some(check(&moved, true)), 1000);
         assert_eq!(
             (next.cluster, next.mirrors.len()),
