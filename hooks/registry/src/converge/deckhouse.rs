@@ -42,7 +42,7 @@ pub fn seed_pull_secret(cluster: &mut Store, registry: &Value) -> Result<()> {
     };
     let mut data = serde_json::Map::new();
     let mut put = |k: &str, v: &str| {
-        data.insert(k.into(), json!(BASE64_STANDARD.encode(v)));
+        data.insert(k.into(), json!(crate::secrets::b64(v)));
     };
     put(".dockerconfigjson", &docker_config);
     put("address", address);
