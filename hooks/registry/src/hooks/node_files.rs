@@ -234,9 +234,9 @@ pub fn apply(
     Ok(done)
 }
 
-/// Whether this node's registry answers, from the files it was given: its address from
-/// the distribution config, trust from the CA bundle.
-fn registry_health(files: &BTreeMap<String, String>) -> (String, String) {
+/// The registry's `host:port` on this node: `http.addr` of the distribution config among
+/// the node's files.
+pub(crate) fn registry_addr(files: &BTreeMap<String, String>) -> Option<String> {
     #[derive(Deserialize)]
     struct Http {
         addr: String,
@@ -245,11 +245,16 @@ fn registry_health(files: &BTreeMap<String, String>) -> (String, String) {
     struct Dist {
         http: Http,
     }
-    let addr = files
+    files
         .get("config.distribution.yaml")
         .and_then(|t| serde_yaml_ng::from_str::<Dist>(t).ok())
-        .map(|d| d.http.addr);
-    let (Some(addr), Some(ca)) = (addr, files.get("pki.ca.crt")) else {
+        .map(|d| d.http.addr)
+}
+
+/// Whether this node's registry answers, from the files it was given: its address from
+/// the distribution config, trust from the CA bundle.
+fn registry_health(files: &BTreeMap<String, String>) -> (String, String) {
+    let (Some(addr), Some(ca)) = (registry_addr(files), files.get("pki.ca.crt")) else {
         return ("unknown".into(), "no http.addr or CA in the Secret".into());
     };
     match crate::health::check_registry(&addr, ca, std::time::Duration::from_secs(3)) {

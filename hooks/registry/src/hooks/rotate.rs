@@ -22,9 +22,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, ScheduleBinding};
-use serde::Deserialize;
 
-use super::node_files::{HOST_ROOT_VAR, MANIFEST_DIR};
+use super::node_files::{registry_addr, HOST_ROOT_VAR, MANIFEST_DIR};
 use super::{named_binding, node_name};
 use crate::distribution::{Credentials, Endpoint};
 use crate::health;
@@ -148,18 +147,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let user = decode(user);
     let job = (|| -> anyhow::Result<Job> {
         let s = settings(&config)?;
-        #[derive(Deserialize)]
-        struct Http {
-            addr: String,
-        }
-        #[derive(Deserialize)]
-        struct Dist {
-            http: Http,
-        }
-        let addr = files
-            .get("config.distribution.yaml")
-            .and_then(|t| serde_yaml_ng::from_str::<Dist>(t).ok())
-            .map(|d| d.http.addr)
+        let addr = registry_addr(&files)
             .context("the node's Secret has no http.addr in config.distribution.yaml")?;
         let ca = files
             .get("pki.ca.crt")
