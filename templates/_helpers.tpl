@@ -22,6 +22,31 @@ app: {{ . }}
 {{- if $sw.manager }}true{{ end -}}
 {{- end -}}
 
+{{- /* A string as one shell word: single-quoted, every ' written as '\''. Use it for
+       every value a node's script receives; data stays data whatever it holds. */ -}}
+{{- define "embedded_registry.shq" -}}
+{{- printf "'%s'" (replace "'" "'\\''" .) -}}
+{{- end -}}
+
+{{- /* host:port for an address, IPv6 in brackets: (dict "ip" address "port" port). */ -}}
+{{- define "embedded_registry.hostport" -}}
+{{- if contains ":" .ip }}{{ printf "[%s]:%v" .ip .port }}{{ else }}{{ printf "%s:%v" .ip .port }}{{ end -}}
+{{- end -}}
+
+{{- /* containerd's hosts.toml for the pull address: every proven master in order, with
+       the module CA (a path relative to the file's directory, as containerd resolves
+       it): (dict "address" pull address "mirrors" masters). Strings are written as
+       JSON strings, which TOML reads as the same basic strings. */ -}}
+{{- define "embedded_registry.hosts_toml" -}}
+server = {{ printf "https://%s" .address | toJson }}
+{{- range $m := .mirrors }}
+
+[host.{{ printf "https://%s" (include "embedded_registry.hostport" (dict "ip" $m.internalIP "port" 5001)) | toJson }}]
+  capabilities = ["pull", "resolve"]
+  ca = "embedded-registry-ca.crt"
+{{- end }}
+{{ end -}}
+
 {{- /* Where the static pod mounts the node's files (see the node hook that writes them). */ -}}
 {{- define "embedded_registry.pki_dir" -}}/pki{{- end -}}
 {{- define "embedded_registry.data_dir" -}}/data{{- end -}}
@@ -45,7 +70,7 @@ storage:
   cache:
     blobdescriptor: inmemory
 http:
-  addr: {{ printf "%s:5001" $m.internalIP | quote }}
+  addr: {{ include "embedded_registry.hostport" (dict "ip" $m.internalIP "port" 5001) | quote }}
   secret: {{ $v.internal.pki.httpSecret | quote }}
   tls:
     certificate: {{ $pki }}/distribution.crt
@@ -57,7 +82,7 @@ http:
       path: /metrics
 auth:
   token:
-    realm: {{ printf "https://%s:5051/auth" $m.internalIP | quote }}
+    realm: {{ printf "https://%s/auth" (include "embedded_registry.hostport" (dict "ip" $m.internalIP "port" 5051)) | quote }}
     service: {{ include "embedded_registry.token_service" . }}
     issuer: {{ include "embedded_registry.token_issuer" . }}
     rootcertbundle: {{ $pki }}/token-bundle.crt
@@ -80,7 +105,7 @@ proxy:
 {{- $m := .m -}}{{- $v := .v -}}{{- $pki := include "embedded_registry.pki_dir" . -}}
 {{- $u := $v.internal.users -}}
 server:
-  addr: {{ printf "%s:5051" $m.internalIP | quote }}
+  addr: {{ include "embedded_registry.hostport" (dict "ip" $m.internalIP "port" 5051) | quote }}
   certificate: {{ $pki }}/auth.crt
   key: {{ $pki }}/auth.key
 token:

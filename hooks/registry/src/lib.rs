@@ -17,6 +17,7 @@ pub mod rotation;
 pub mod secrets;
 pub mod settings;
 pub mod switch;
+pub mod untrusted;
 pub mod upstream;
 
 /// The batch registry of module hooks, as addon-operator sees it.

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::MODULE_KEY;
 use crate::internal::Master;
+use crate::untrusted::{self, Invalid};
 
 /// Labels that mark a master node.
 pub const MASTER_LABELS: [(&str, &str); 2] = [
@@ -91,6 +92,50 @@ impl NodeItem {
     }
 }
 
+/// Why a master node is not listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Skip {
+    /// It reports no InternalIP (yet).
+    NoAddress,
+    /// Its name or address is not what it claims to be.
+    Invalid(Invalid),
+}
+
+impl Skip {
+    const ALL: [Skip; 3] = [
+        Skip::NoAddress,
+        Skip::Invalid(Invalid::NodeName),
+        Skip::Invalid(Invalid::Address),
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Skip::NoAddress => "no-address",
+            Skip::Invalid(why) => why.as_str(),
+        }
+    }
+
+    fn message(self) -> String {
+        match self {
+            Skip::NoAddress => {
+                "master nodes without an InternalIP are skipped until they report one".into()
+            }
+            Skip::Invalid(why) => {
+                format!("master nodes skipped: {why}; fix the Node, or remove its master label")
+            }
+        }
+    }
+}
+
+/// A master from its name and InternalIP, when both are what they claim to be; the
+/// address is kept in its canonical form.
+fn checked(name: &str, ip: &str) -> Result<Master, Invalid> {
+    Ok(Master {
+        name: untrusted::node_name(name)?.to_owned(),
+        internal_ip: untrusted::address(ip)?.to_string(),
+    })
+}
+
 fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     // Without either snapshot the run knows nothing about the nodes: emitting an empty
     // list would remove the registry from every master.
@@ -100,7 +145,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         );
     }
     let mut masters = BTreeMap::new();
-    let mut without_ip = Vec::new();
+    let mut skipped: BTreeMap<Skip, Vec<String>> = BTreeMap::new();
     for (binding, _) in MASTER_LABELS {
         for (i, item) in input
             .snapshots
@@ -111,26 +156,37 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             let parts = item.into_parts().ok_or_else(|| {
                 anyhow::anyhow!("snapshot {binding}[{i}]: neither a Node nor a filter result")
             })?;
-            match parts {
-                (name, Some(ip)) if !ip.is_empty() => {
-                    masters.insert(
-                        name.clone(),
-                        Master {
-                            name,
-                            internal_ip: ip,
-                        },
-                    );
+            let (name, ip) = parts;
+            match ip.filter(|ip| !ip.is_empty()).map(|ip| checked(&name, &ip)) {
+                Some(Ok(master)) => {
+                    masters.insert(name, master);
                 }
-                (name, _) => without_ip.push(name),
+                Some(Err(why)) => skipped.entry(Skip::Invalid(why)).or_default().push(name),
+                None => skipped.entry(Skip::NoAddress).or_default().push(name),
             }
         }
     }
-    without_ip.retain(|n| !masters.contains_key(n));
-    if !without_ip.is_empty() {
-        input.log.warn(
-            "master nodes without an InternalIP are skipped until they report one",
-            &[("nodes", json!(without_ip))],
+    // A node seen through the other binding with good data is not skipped.
+    for names in skipped.values_mut() {
+        names.retain(|n| !masters.contains_key(n));
+    }
+    input.metrics.expire("masters_skipped");
+    for skip in Skip::ALL {
+        let names = skipped.get(&skip).map(Vec::as_slice).unwrap_or_default();
+        input.metrics.set(
+            "masters_skipped",
+            "d8_embedded_registry_masters_skipped",
+            names.len() as f64,
+            &[("reason", skip.as_str())],
         );
+        if !names.is_empty() {
+            // Names may hold anything: logged escaped and cut.
+            let shown: Vec<String> = names.iter().map(|n| untrusted::shown(n)).collect();
+            input.log.warn(
+                &skip.message(),
+                &[("reason", json!(skip.as_str())), ("nodes", json!(shown))],
+            );
+        }
     }
     let masters: Vec<Master> = masters.into_values().collect();
     input.metrics.expire("masters");
@@ -183,7 +239,58 @@ mod tests {
             out.values["embeddedRegistry"]["internal"]["masters"],
             json!([{"name": "m1", "internalIP": "10.0.0.1"}, {"name": "m2", "internalIP": "10.0.0.2"}])
         );
-        assert_eq!(out.metrics[1].value, Some(2.0));
+        assert_eq!(metric(&out, "d8_embedded_registry_masters", ""), Some(2.0));
+        assert_eq!(
+            metric(&out, "d8_embedded_registry_masters_skipped", "no-address"),
+            Some(1.0)
+        );
+    }
+
+    /// The value of a metric set in the run (by name and `reason` label, "" for none).
+    fn metric(out: &hook_sdk::testing::TestOutput, name: &str, reason: &str) -> Option<f64> {
+        out.metrics
+            .iter()
+            .find(|m| {
+                m.name == name && m.labels.get("reason").map(String::as_str).unwrap_or("") == reason
+            })
+            .and_then(|m| m.value)
+    }
+
+    #[test]
+    fn hostile_names_and_addresses_are_skipped_counted_and_never_listed() {
+        let injection = "10.0.0.9\nEMBEDDED_REGISTRY_HOSTS\ntouch /pwned\n";
+        let out = HookTest::new()
+            .values(json!({"embeddedRegistry": {"internal": {}}}))
+            .group_snapshot(
+                "masters",
+                vec![
+                    filtered(json!({"name": "m1", "internalIP": "10.0.0.1"})),
+                    filtered(json!({"name": "m2", "internalIP": injection})),
+                    filtered(json!({"name": "m3", "internalIP": "10.0.0.3:5001"})),
+                    filtered(json!({"name": "M$(id)", "internalIP": "10.0.0.4"})),
+                    filtered(json!({"name": "a".repeat(242), "internalIP": "10.0.0.5"})),
+                    filtered(json!({"name": "m6", "internalIP": "FD00:0::6"})),
+                ],
+            )
+            .group_snapshot("legacy_masters", vec![full(node("m\nx", Some("10.0.0.7")))])
+            .run(&hook())
+            .unwrap();
+        assert_eq!(
+            out.values["embeddedRegistry"]["internal"]["masters"],
+            json!([{"name": "m1", "internalIP": "10.0.0.1"}, {"name": "m6", "internalIP": "fd00::6"}])
+        );
+        assert_eq!(
+            metric(
+                &out,
+                "d8_embedded_registry_masters_skipped",
+                "invalid-address"
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            metric(&out, "d8_embedded_registry_masters_skipped", "invalid-name"),
+            Some(3.0)
+        );
     }
 
     #[test]
