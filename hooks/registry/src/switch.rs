@@ -10,8 +10,9 @@
 //! apply it, and moves away before the registry is removed. See
 //! `docs/mode-switching.md` for the transitions.
 
+use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::settings::Mode;
 
@@ -63,8 +64,12 @@ pub struct RegistryTarget {
 }
 
 impl RegistryTarget {
-    /// A target with its generation computed.
-    pub fn new(mode: Mode, proxy: Option<ProxyTarget>, nodes: Vec<String>) -> Self {
+    /// A target with its generation computed. `key` is a secret of the module (the
+    /// registries' shared `http.secret`): the generation covers the upstream password,
+    /// so that a new password restarts the registries, and it is printed and stored in
+    /// ConfigMaps, so it must not let anyone test guesses of that password offline. An
+    /// HMAC under a key only the cluster's Secrets hold does both.
+    pub fn new(mode: Mode, proxy: Option<ProxyTarget>, nodes: Vec<String>, key: &[u8]) -> Self {
         let mut t = RegistryTarget {
             mode,
             proxy,
@@ -72,7 +77,9 @@ impl RegistryTarget {
             generation: String::new(),
         };
         let text = serde_json::to_string(&t).expect("serialisable");
-        t.generation = Sha256::digest(text.as_bytes())[..8]
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(text.as_bytes());
+        t.generation = mac.finalize().into_bytes()[..8]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
@@ -605,6 +612,49 @@ impl Conds {
 mod tests {
     use super::*;
 
+    const KEY: &[u8] = b"a secret of the module";
+
+    #[test]
+    fn the_generation_follows_the_password_but_cannot_be_recomputed_without_the_key() {
+        let with_password = |pw: &str, key: &[u8]| {
+            let mut p = proxy("u.example").proxy;
+            if let Some(p) = p.as_mut() {
+                p.user = Some("u".into());
+                p.password = Some(pw.into());
+            }
+            RegistryTarget::new(Mode::Proxy, p, vec!["m1".into()], key).generation
+        };
+        let a = with_password("hunter2", KEY);
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, with_password("hunter2", KEY), "deterministic");
+        assert_ne!(
+            a,
+            with_password("hunter3", KEY),
+            "a new password is a new generation"
+        );
+        assert_ne!(a, with_password("hunter2", b"another key"), "keyed");
+        // The unkeyed digest of the same JSON, as generations were once computed: an
+        // oracle for password guesses. It must not match.
+        let t = RegistryTarget {
+            generation: String::new(),
+            ..proxy("u.example")
+        };
+        let mut p = t.proxy.clone().unwrap();
+        p.user = Some("u".into());
+        p.password = Some("hunter2".into());
+        let plain = serde_json::to_string(&RegistryTarget {
+            proxy: Some(p),
+            ..t
+        })
+        .unwrap();
+        use sha2::Digest;
+        let unkeyed: String = Sha256::digest(plain.as_bytes())[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_ne!(a, unkeyed);
+    }
+
     fn proxy(host: &str) -> RegistryTarget {
         RegistryTarget::new(
             Mode::Proxy,
@@ -618,6 +668,7 @@ mod tests {
                 ttl: "168h".into(),
             }),
             vec!["m1".into()],
+            KEY,
         )
     }
 
@@ -717,7 +768,7 @@ mod tests {
         let t = proxy("a");
         let d = wants(&t);
         let s = embedded(&d, &t);
-        let detached = RegistryTarget::new(Mode::Detached, None, vec!["m1".into()]);
+        let detached = RegistryTarget::new(Mode::Detached, None, vec!["m1".into()], KEY);
         let dd = wants(&detached);
         let next = step(s.clone(), &dd, &serving(&t), None, 3);
         assert_eq!(next.registry, s.registry);
@@ -729,7 +780,7 @@ mod tests {
 
     #[test]
     fn detached_moves_nodes_only_after_the_mirror_check() {
-        let t = RegistryTarget::new(Mode::Detached, None, vec!["m1".into()]);
+        let t = RegistryTarget::new(Mode::Detached, None, vec!["m1".into()], KEY);
         let d = wants(&t);
         let deployed = step(State::default(), &d, &[], None, 1);
         assert_eq!(
@@ -798,7 +849,7 @@ mod tests {
         let d = wants(&t);
         let s = embedded(&d, &t);
         // m1 is no longer a master: the registry moves to m2.
-        let moved = RegistryTarget::new(Mode::Proxy, t.proxy.clone(), vec!["m2".into()]);
+        let moved = RegistryTarget::new(Mode::Proxy, t.proxy.clone(), vec!["m2".into()], KEY);
         let dm = wants(&moved);
         let next = step(s, &dm, &[], Some(check(&moved, true)), 1000);
         assert_eq!(

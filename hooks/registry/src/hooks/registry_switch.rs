@@ -199,7 +199,17 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         None => State::default(),
     };
     let state = pull_secret_seen(loaded.clone(), &secrets);
-    let desired = desired(mode, proxy.as_ref(), &masters, ha, state.registry.as_ref())?;
+    let key: Option<String> = input
+        .values
+        .get_as(&format!("{MODULE_KEY}.internal.pki.httpSecret"))?;
+    let desired = desired(
+        mode,
+        proxy.as_ref(),
+        &masters,
+        ha,
+        state.registry.as_ref(),
+        key.as_deref(),
+    )?;
 
     let reports: Vec<NodeReport> = input
         .snapshots
@@ -502,6 +512,7 @@ fn desired(
     masters: &[Master],
     ha: bool,
     current: Option<&RegistryTarget>,
+    key: Option<&str>,
 ) -> anyhow::Result<Desired> {
     // One registry stays on the master it runs on while that is a master: moving it
     // would leave a Detached mirror's content behind, and nodes with no master to
@@ -540,9 +551,14 @@ fn desired(
         }
         _ => None,
     };
+    // The generation's key: the registries' shared secret, computed by the pki hook
+    // before this one.
+    let key = key.context(
+        "internal.pki.httpSecret is not set: the pki hook must run before registry-switch",
+    )?;
     Ok(Desired {
         mode,
-        registry: Some(RegistryTarget::new(mode, proxy, nodes)),
+        registry: Some(RegistryTarget::new(mode, proxy, nodes, key.as_bytes())),
     })
 }
 
@@ -779,6 +795,7 @@ mod tests {
             &[m("m2")],
             false,
             None,
+            Some("k"),
         )
         .unwrap()
         .registry
@@ -790,6 +807,7 @@ mod tests {
             &masters,
             false,
             Some(&before),
+            Some("k"),
         )
         .unwrap()
         .registry
@@ -805,6 +823,7 @@ mod tests {
             &masters[..1],
             false,
             Some(&before),
+            Some("k"),
         )
         .unwrap()
         .registry
@@ -851,6 +870,7 @@ mod tests {
                 ttl: "1h".into(),
             }),
             vec!["m1".into()],
+            b"k",
         );
         let values = |recheck: Option<serde_json::Value>| {
             let mut sw =
