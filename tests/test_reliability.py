@@ -320,6 +320,19 @@ CONVERGE_CATALOGUE = [
                  "spec.settings.proxy.password", id="password of the wrong type"),
     pytest.param(dict(PROXY, proxy=dict(PROXY["proxy"], host="h" * 100_000 + "/")), "spec.settings.proxy.host",
                  id="huge host"),
+    # Values are never echoed: what they are is said instead (a mistyped proxy holds the
+    # password; a mode may hold control characters), and a wrong type is not taken for
+    # the default.
+    pytest.param({"mode": "Proxy", "proxy": ["puller", "Pr0xyPa55-d0-not-print"]}, "spec.settings.proxy",
+                 id="proxy as a list holding the password"),
+    pytest.param({"mode": "Proxy", "proxy": "puller:Pr0xyPa55-d0-not-print@h"}, "spec.settings.proxy",
+                 id="proxy as a string holding the password"),
+    pytest.param(dict(PROXY, mode=1), "spec.settings.mode", id="mode of the wrong type"),
+    pytest.param(dict(PROXY, mode="Pro\nxy\x1b[31m\x00"), "spec.settings.mode", id="mode with control characters"),
+    pytest.param({"mode": "Direct", "proxy": {"host": "h", "ttl": ["Pr0xyPa55-d0-not-print"]}}, "spec.settings.proxy",
+                 id="proxy in Direct mode holding a secret"),
+    pytest.param({"mode": "Detached", "detached": {"storageMode": "Fs\nPr0xyPa55-d0-not-print"}},
+                 "spec.settings.detached.storageMode", id="enum value with a newline"),
 ]
 
 
@@ -332,6 +345,8 @@ def test_converge_refuses_bad_settings_naming_the_field(converge, tmp_path, sett
     assert len(lines) == 1, p.stderr[:2000]
     assert lines[0].startswith(f"error: invalid ModuleConfig: {field}: "), lines[0][:500]
     assert "Pr0xyPa55-d0-not-print" not in p.stderr
+    assert "mode is Direct" not in p.stderr or settings.get("mode", "Direct") == "Direct"
+    assert not any(c in p.stderr for c in "\x1b\x00\r"), repr(p.stderr[:500])
     assert p.stdout == ""
     assert tree_digest(converge.state) == before, "state untouched"
 

@@ -197,12 +197,28 @@ pub fn parse_go_duration(s: &str) -> Option<f64> {
     Some(total)
 }
 
+/// The values of `mode`.
+const MODES: [&str; 3] = ["Direct", "Proxy", "Detached"];
+
 /// The cross-field rules, checked on settings with defaults applied.
 pub fn check(settings: &Value) -> Result<(), FieldError> {
     let Some(obj) = settings.as_object() else {
         return Err(err("", "must be an object (a map of settings)"));
     };
-    let mode = obj.get("mode").and_then(Value::as_str).unwrap_or("Direct");
+    // The mode first: every rule below depends on it, and a wrong one is never echoed.
+    let mode = match obj.get("mode") {
+        None | Some(Value::Null) => "Direct",
+        Some(Value::String(m)) if MODES.contains(&m.as_str()) => m.as_str(),
+        Some(v) => {
+            return Err(err(
+                "mode",
+                &format!(
+                    "{} is not one of \"Direct\", \"Proxy\" or \"Detached\": set one of them",
+                    crate::untrusted::describe(v)
+                ),
+            ))
+        }
+    };
     let has = |k: &str| obj.get(k).is_some_and(|v| !v.is_null());
     match mode {
         "Proxy" if !has("proxy") => {

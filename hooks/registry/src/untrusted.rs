@@ -10,6 +10,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use serde_json::Value;
+
 /// The longest node name the module accepts. The name is a label value on the
 /// `registry-node-<node>-config` Secret (`embedded-registry.deckhouse.io/node`), and a
 /// label value holds at most 63 characters; every object and file name built from it
@@ -84,6 +86,37 @@ pub fn shown(value: &str) -> String {
     }
 }
 
+/// What a value is, without the value: said in its place in error messages, so that
+/// no value (a password in a mistyped field, control characters) is echoed.
+pub fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(_) => "a boolean".into(),
+        Value::Number(_) => "a number".into(),
+        Value::String(s) => format!("a string of {} characters", s.chars().count()),
+        Value::Array(a) => format!("an array of {} items", a.len()),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// Text with its control characters (newlines, ESC, NUL, ...) escaped, so that it
+/// stays one line on a terminal and in a log, whatever input it quotes.
+pub fn escape_controls(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +168,15 @@ mod tests {
         ] {
             assert_eq!(address(bad), Err(Invalid::Address), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn controls_are_escaped_and_the_rest_kept() {
+        assert_eq!(
+            escape_controls("a\nb\u{1b}[31m\0 é \""),
+            "a\\nb\\u{1b}[31m\\u{0} é \""
+        );
+        assert_eq!(escape_controls("plain"), "plain");
     }
 
     #[test]

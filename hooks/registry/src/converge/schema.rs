@@ -115,13 +115,19 @@ impl Schema {
             field.push_str(&seg.replace("~1", "/").replace("~0", "~"));
         }
         let secret = path.split('/').any(|s| s == "password");
+        // jsonschema's messages start with the value itself: replaced by what it is, so
+        // that no value (a password in a mistyped `proxy`, control characters) is echoed.
+        let value = e.instance().to_string();
         let raw = e.to_string();
+        let raw = match raw.strip_prefix(value.as_str()) {
+            Some(rest) => format!("{}{rest}", crate::untrusted::describe(e.instance())),
+            None => raw,
+        };
+        let raw = crate::untrusted::escape_controls(&raw);
         let message = if secret {
             "invalid value (not shown: it is a secret); it must be a non-empty string".to_string()
         } else if raw.contains("Additional properties are not allowed") {
             format!("{raw}: remove it or fix its spelling")
-        } else if raw.contains("is not one of") {
-            raw
         } else if raw.contains("does not match") {
             format!("{raw}: see the field's description for the expected format")
         } else {
