@@ -275,6 +275,14 @@ pub fn apply(
         }
         None => None,
     };
+    // The host root is trusted as given (it may be a link); only what lies below it is
+    // opened without following links.
+    match (&plan, root.exists()) {
+        (None, false) => return Ok(Applied::default()),
+        (Some(_), false) => std::fs::create_dir_all(root)
+            .with_context(|| format!("{}: cannot create", root.display()))?,
+        _ => {}
+    }
     let host = Dir::open(root)?;
     let found = preflight(&host)?;
     let mut done = Applied::default();
@@ -516,6 +524,16 @@ mod tests {
         );
         assert_eq!(gone.removed.len(), 3);
         assert!(r.join(DATA_DIR).is_dir(), "data is kept");
+    }
+
+    #[test]
+    fn a_missing_host_root_is_created_for_a_secret_and_left_alone_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("host");
+        assert_eq!(apply(&root, None, "", None).unwrap(), Applied::default());
+        assert!(!root.exists());
+        let a = apply(&root, Some(&files(&[])), "h", None).unwrap();
+        assert_eq!(a.written.len(), 3);
     }
 
     #[test]
