@@ -8,6 +8,12 @@
 //! so kubelet never starts a pod whose files are not there. When the Secret is gone
 //! (mode Direct, or the master left) the manifest goes first, then the files; the data
 //! directory is kept (a cache or mirror survives a mode round-trip).
+//!
+//! The Secret is not trusted: only the keys the chart renders are accepted (one
+//! manifest, [`MANIFEST_FILE`]; [`CONFIG_FILES`]; [`PKI_FILES`]), any other refuses it
+//! whole. Below the host root no link is followed: directories are opened with
+//! `O_NOFOLLOW`, files written through `O_EXCL` temporaries and removed only when they
+//! are regular files; a link on the way is refused with one line naming it.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
