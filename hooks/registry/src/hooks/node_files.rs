@@ -8,14 +8,21 @@
 //! so kubelet never starts a pod whose files are not there. When the Secret is gone
 //! (mode Direct, or the master left) the manifest goes first, then the files; the data
 //! directory is kept (a cache or mirror survives a mode round-trip).
+//!
+//! The Secret is not trusted: only the keys the chart renders are accepted (one
+//! manifest, [`MANIFEST_FILE`]; [`CONFIG_FILES`]; [`PKI_FILES`]), any other refuses it
+//! whole. Below the host root no link is followed: directories are opened with
+//! `O_NOFOLLOW`, files written through `O_EXCL` temporaries and removed only when they
+//! are regular files; a link on the way is refused with one line naming it.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
+use hook_sdk::fsutil::{Dir, Kind};
 use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, ScheduleBinding};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use super::{named_binding, node_name};
 use crate::secrets::{self, NAMESPACE};
@@ -87,30 +94,74 @@ struct ConfigMapObject {
     data: BTreeMap<String, String>,
 }
 
-/// Where a Secret key lands: `config.<file>`, `pki.<file>` or `manifest.<file>`.
-fn target(root: &Path, key: &str) -> anyhow::Result<(u8, PathBuf)> {
+/// The registry's own static pod manifest, in [`MANIFEST_DIR`]: the only one the hook
+/// writes or removes there (Secret key `manifest.embedded-registry.yaml`).
+pub const MANIFEST_FILE: &str = "embedded-registry.yaml";
+/// The files of [`CONFIG_DIR`] a Secret may carry (keys `config.<file>`), as the chart
+/// renders them (`templates/registry-node-config.yaml`).
+pub const CONFIG_FILES: &[&str] = &["auth.yaml", "distribution.yaml"];
+/// The files of [`PKI_DIR`] a Secret may carry (keys `pki.<file>`), as the chart renders
+/// them; `upstream-ca.crt` only with `proxy.ca`.
+pub const PKI_FILES: &[&str] = &[
+    "auth.crt",
+    "auth.key",
+    "ca.crt",
+    "distribution.crt",
+    "distribution.key",
+    "token-bundle.crt",
+    "token.crt",
+    "token.key",
+    "upstream-ca.crt",
+];
+
+/// Which directory a Secret key writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Place {
+    Config,
+    Pki,
+    Manifest,
+}
+
+impl Place {
+    fn dir(self) -> &'static str {
+        match self {
+            Place::Config => CONFIG_DIR,
+            Place::Pki => PKI_DIR,
+            Place::Manifest => MANIFEST_DIR,
+        }
+    }
+}
+
+/// Where a Secret key lands: `config.<file>`, `pki.<file>` or `manifest.<file>`, each
+/// only with the file names the chart renders.
+fn target(key: &str) -> anyhow::Result<(Place, &str)> {
     let (dir, file) = key.split_once('.').unwrap_or(("", key));
-    let valid = !file.is_empty()
-        && file != "."
-        && file != ".."
+    let (place, known): (Place, &[&str]) = match dir {
+        "config" => (Place::Config, CONFIG_FILES),
+        "pki" => (Place::Pki, PKI_FILES),
+        "manifest" => (Place::Manifest, &[MANIFEST_FILE]),
+        _ => bail!(
+            "Secret key {key:?}: not config.*, pki.* or manifest.*: refusing the whole Secret"
+        ),
+    };
+    let plain = !file.is_empty()
         && !file.starts_with('.')
         && file
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    let (order, base) = match dir {
-        "config" => (0, CONFIG_DIR),
-        "pki" => (0, PKI_DIR),
-        "manifest" => (1, MANIFEST_DIR),
-        _ => bail!("Secret key {key:?}: not config.*, pki.* or manifest.*: refusing it"),
-    };
-    if !valid {
-        bail!("Secret key {key:?}: file name would escape {base}: refusing the whole Secret");
+    if !plain {
+        bail!(
+            "Secret key {key:?}: file name would escape {}: refusing the whole Secret",
+            place.dir()
+        );
     }
-    Ok((order, root.join(base).join(file)))
-}
-
-fn sha(bytes: &[u8]) -> Vec<u8> {
-    Sha256::digest(bytes).to_vec()
+    if !known.contains(&file) {
+        bail!(
+            "Secret key {key:?}: not a file the registry uses ({dir}.* takes {}): refusing the whole Secret",
+            known.join(", ")
+        );
+    }
+    Ok((place, file))
 }
 
 fn owner() -> anyhow::Result<Option<(u32, u32)>> {
@@ -126,45 +177,70 @@ fn owner() -> anyhow::Result<Option<(u32, u32)>> {
     }
 }
 
-/// Writes `content` to `path` unless it already holds it; returns whether it wrote.
-fn put(path: &Path, content: &[u8], owner: Option<(u32, u32)>) -> anyhow::Result<bool> {
-    if std::fs::read(path).is_ok_and(|old| sha(&old) == sha(content)) {
-        return Ok(false);
-    }
-    let dir = path.parent().expect("files live in directories");
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let staged = hook_sdk::fsutil::stage(path, content, Some(0o600))?;
-    if let Some((u, g)) = owner {
-        chown(staged.path(), u, g)?;
-    }
-    staged.commit()?;
-    Ok(true)
+/// The directories the hook changes, opened below the host root without following a
+/// link (`None`: not there yet).
+struct Found {
+    config: Option<Dir>,
+    pki: Option<Dir>,
+    manifests: Option<Dir>,
 }
 
-fn chown(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
-        .with_context(|| format!("{}: cannot chown to {uid}:{gid}", path.display()))
-}
-
-fn remove(path: &Path) -> anyhow::Result<bool> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("{}: cannot remove", path.display())),
-    }
-}
-
-/// Files in `dir` (ours entirely) that `keep` does not list.
-fn stale(dir: &Path, keep: &[PathBuf]) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return vec![];
+/// Checks, before anything changes, that no directory on the way to the registry's
+/// files below the host root is a link, that the hook's own directories (config, PKI)
+/// hold only regular files, and that the manifest's name is a regular file or free.
+fn preflight(host: &Dir) -> anyhow::Result<Found> {
+    let own = |rel: &str| -> anyhow::Result<Option<Dir>> {
+        let dir = host.walk(rel, false)?;
+        if let Some(d) = &dir {
+            for (name, kind) in d.entries()? {
+                if kind != Kind::File {
+                    bail!(
+                        "{}: {} in the registry's own directory, where only its files belong: refusing to follow or remove it (remove it by hand)",
+                        d.join(&name).display(),
+                        kind.describe()
+                    );
+                }
+            }
+        }
+        Ok(dir)
     };
-    let mut out: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && !keep.contains(p))
-        .collect();
-    out.sort();
-    out
+    let config = own(CONFIG_DIR)?;
+    let pki = own(PKI_DIR)?;
+    let manifests = host.walk(MANIFEST_DIR, false)?;
+    if let Some(m) = &manifests {
+        match m.kind(MANIFEST_FILE)? {
+            None | Some(Kind::File) => {}
+            Some(kind) => bail!(
+                "{}: {} where the registry's static pod manifest belongs: refusing to follow or replace it (remove it by hand)",
+                m.join(MANIFEST_FILE).display(),
+                kind.describe()
+            ),
+        }
+    }
+    Ok(Found {
+        config,
+        pki,
+        manifests,
+    })
+}
+
+/// Creates the data directory when it is missing (no link followed below the host
+/// root; the owner set on the new directory's descriptor). An existing one is used as
+/// it is, even reached through a link the administrator placed (a larger disk): the
+/// hook never changes it.
+fn ensure_data_dir(root: &Path, host: &Dir, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
+    if root.join(DATA_DIR).is_dir() {
+        return Ok(());
+    }
+    let (parent, name) = DATA_DIR.rsplit_once('/').expect("a path below the root");
+    let parent = host
+        .walk(parent, true)?
+        .with_context(|| format!("{}: cannot create", root.join(parent).display()))?;
+    let (data, created) = parent.create_subdir(name)?;
+    if let (true, Some((u, g))) = (created, owner) {
+        data.chown(u, g)?;
+    }
+    Ok(())
 }
 
 /// What a run did to the node.
@@ -178,56 +254,93 @@ pub struct Applied {
     pub config_hash: String,
 }
 
-/// Makes the host match the Secret (or its absence).
+/// Makes the host match the Secret (or its absence). Every key is checked, and the
+/// host's directories are checked for links, before anything changes; every file is
+/// then reached through directories opened without following links, written to an
+/// `O_EXCL` temporary file and renamed into place, and removed only when it is a
+/// regular file.
 pub fn apply(
     root: &Path,
     secret: Option<&BTreeMap<String, String>>,
     hash: &str,
     owner: Option<(u32, u32)>,
 ) -> anyhow::Result<Applied> {
-    let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
-    let manifest = root.join(MANIFEST_DIR).join("embedded-registry.yaml");
-    let mut done = Applied::default();
-    let Some(files) = secret else {
-        // Manifest first: kubelet stops the pod before its files go.
-        if remove(&manifest)? {
-            done.removed.push(rel(&manifest));
+    let rel = |dir: &str, file: &OsStr| format!("{dir}/{}", file.to_string_lossy());
+    let plan = match secret {
+        Some(files) => {
+            let mut plan: Vec<(Place, &str, &String)> = files
+                .iter()
+                .map(|(k, v)| target(k).map(|(place, file)| (place, file, v)))
+                .collect::<anyhow::Result<_>>()?;
+            if !plan.iter().any(|(p, _, _)| *p == Place::Manifest) {
+                bail!("the Secret has no manifest.{MANIFEST_FILE}");
+            }
+            // Configs and PKI first, the manifest last.
+            plan.sort();
+            Some(plan)
         }
-        for dir in [CONFIG_DIR, PKI_DIR] {
-            for f in stale(&root.join(dir), &[]) {
-                remove(&f)?;
-                done.removed.push(rel(&f));
+        None => None,
+    };
+    // The host root is trusted as given (it may be a link); only what lies below it is
+    // opened without following links.
+    match (&plan, root.exists()) {
+        (None, false) => return Ok(Applied::default()),
+        (Some(_), false) => std::fs::create_dir_all(root)
+            .with_context(|| format!("{}: cannot create", root.display()))?,
+        _ => {}
+    }
+    let host = Dir::open(root)?;
+    let found = preflight(&host)?;
+    let mut done = Applied::default();
+    let Some(plan) = plan else {
+        // Manifest first: kubelet stops the pod before its files go.
+        if let Some(m) = &found.manifests {
+            if m.remove_file(MANIFEST_FILE)? {
+                done.removed.push(rel(MANIFEST_DIR, MANIFEST_FILE.as_ref()));
+            }
+        }
+        for (dir, d) in [(CONFIG_DIR, &found.config), (PKI_DIR, &found.pki)] {
+            if let Some(d) = d {
+                for (name, _) in d.entries()? {
+                    if d.remove_file(&name)? {
+                        done.removed.push(rel(dir, &name));
+                    }
+                }
             }
         }
         return Ok(done);
     };
-    // Check every name before touching anything.
-    let mut plan: Vec<(u8, PathBuf, &String)> = files
-        .iter()
-        .map(|(k, v)| target(root, k).map(|(order, path)| (order, path, v)))
-        .collect::<anyhow::Result<_>>()?;
-    if !plan.iter().any(|(_, p, _)| *p == manifest) {
-        bail!("the Secret has no manifest.embedded-registry.yaml");
-    }
-    plan.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    let data = root.join(DATA_DIR);
-    if !data.exists() {
-        std::fs::create_dir_all(&data)
-            .with_context(|| format!("{}: cannot create", data.display()))?;
+    ensure_data_dir(root, &host, owner)?;
+    let mut dirs = BTreeMap::new();
+    for (place, file, content) in &plan {
+        let d = match dirs.entry(*place) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(host.walk(place.dir(), true)?.with_context(|| {
+                    format!("{}: cannot create", root.join(place.dir()).display())
+                })?)
+            }
+        };
+        if d.holds(file, content.as_bytes())? {
+            continue;
+        }
+        let staged = d.stage(file, content.as_bytes(), Some(0o600), true)?;
         if let Some((u, g)) = owner {
-            chown(&data, u, g)?;
+            staged.chown(u, g)?;
         }
+        staged.commit()?;
+        done.written.push(rel(place.dir(), file.as_ref()));
     }
-    let keep: Vec<PathBuf> = plan.iter().map(|(_, p, _)| p.clone()).collect();
-    for (_, path, content) in &plan {
-        if put(path, content.as_bytes(), owner)? {
-            done.written.push(rel(path));
-        }
-    }
-    for dir in [CONFIG_DIR, PKI_DIR] {
-        for f in stale(&root.join(dir), &keep) {
-            remove(&f)?;
-            done.removed.push(rel(&f));
+    for place in [Place::Config, Place::Pki] {
+        let Some(d) = host.walk(place.dir(), false)? else {
+            continue;
+        };
+        let keep = |name: &OsStr| plan.iter().any(|(p, f, _)| *p == place && name == *f);
+        for (name, _) in d.entries()? {
+            // Not ours to keep: an old file or a temporary left by an interrupted run.
+            if !keep(&name) && d.remove_file(&name)? {
+                done.removed.push(rel(place.dir(), &name));
+            }
         }
     }
     done.config_hash = hash.to_string();
@@ -390,7 +503,10 @@ mod tests {
         );
         let changed = apply(
             r,
-            Some(&files(&[("pki.ca.crt", "CA2\n"), ("pki.extra.key", "k")])),
+            Some(&files(&[
+                ("pki.ca.crt", "CA2\n"),
+                ("pki.upstream-ca.crt", "k"),
+            ])),
             "h2",
             None,
         )
@@ -399,11 +515,14 @@ mod tests {
             changed.written,
             vec![
                 "etc/kubernetes/registry/pki/ca.crt",
-                "etc/kubernetes/registry/pki/extra.key"
+                "etc/kubernetes/registry/pki/upstream-ca.crt"
             ]
         );
         let fewer = apply(r, Some(&files(&[])), "h3", None).unwrap();
-        assert_eq!(fewer.removed, vec!["etc/kubernetes/registry/pki/extra.key"]);
+        assert_eq!(
+            fewer.removed,
+            vec!["etc/kubernetes/registry/pki/upstream-ca.crt"]
+        );
         let gone = apply(r, None, "", None).unwrap();
         assert_eq!(
             gone.removed[0], "etc/kubernetes/manifests/embedded-registry.yaml",
@@ -411,6 +530,16 @@ mod tests {
         );
         assert_eq!(gone.removed.len(), 3);
         assert!(r.join(DATA_DIR).is_dir(), "data is kept");
+    }
+
+    #[test]
+    fn a_missing_host_root_is_created_for_a_secret_and_left_alone_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("host");
+        assert_eq!(apply(&root, None, "", None).unwrap(), Applied::default());
+        assert!(!root.exists());
+        let a = apply(&root, Some(&files(&[])), "h", None).unwrap();
+        assert_eq!(a.written.len(), 3);
     }
 
     #[test]
@@ -446,5 +575,212 @@ mod tests {
             .join(MANIFEST_DIR)
             .join("embedded-registry.yaml")
             .exists());
+    }
+
+    #[test]
+    fn only_the_registry_s_own_manifest_and_known_files_are_accepted() {
+        for (bad, needle) in [
+            (
+                "manifest.kube-apiserver.yaml",
+                "manifest.* takes embedded-registry.yaml",
+            ),
+            (
+                "manifest.evil.yaml",
+                "manifest.* takes embedded-registry.yaml",
+            ),
+            (
+                "config.kubelet.yaml",
+                "config.* takes auth.yaml, distribution.yaml",
+            ),
+            ("pki.extra.key", "pki.* takes auth.crt"),
+        ] {
+            let root = tempfile::tempdir().unwrap();
+            let manifests = root.path().join(MANIFEST_DIR);
+            std::fs::create_dir_all(&manifests).unwrap();
+            std::fs::write(manifests.join("kube-apiserver.yaml"), "apiserver\n").unwrap();
+            let e = apply(root.path(), Some(&files(&[(bad, "x")])), "h", None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("{bad:?}")) && e.contains(needle), "{e}");
+            assert!(
+                e.contains("refusing the whole Secret") && !e.contains('\n'),
+                "{e}"
+            );
+            let left: Vec<_> = std::fs::read_dir(&manifests).unwrap().collect();
+            assert_eq!(left.len(), 1, "{bad}: nothing written");
+            assert_eq!(
+                std::fs::read_to_string(manifests.join("kube-apiserver.yaml")).unwrap(),
+                "apiserver\n"
+            );
+            assert!(!root.path().join("etc/kubernetes/registry").exists());
+        }
+        // Every key the chart renders is accepted.
+        let chart: Vec<(String, &str)> = CONFIG_FILES
+            .iter()
+            .map(|f| (format!("config.{f}"), "c"))
+            .chain(PKI_FILES.iter().map(|f| (format!("pki.{f}"), "p")))
+            .collect();
+        let chart: Vec<(&str, &str)> = chart.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let root = tempfile::tempdir().unwrap();
+        let a = apply(root.path(), Some(&files(&chart)), "h", None).unwrap();
+        assert_eq!(a.written.len(), CONFIG_FILES.len() + PKI_FILES.len() + 1);
+    }
+
+    use std::os::unix::fs::{symlink, PermissionsExt as _};
+
+    /// A victim directory outside the host root with one file (mode 0644) in it.
+    struct Victim {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    }
+
+    impl Victim {
+        fn new() -> Victim {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("victim");
+            std::fs::create_dir(&path).unwrap();
+            std::fs::write(path.join("precious"), "keep me\n").unwrap();
+            std::fs::set_permissions(
+                path.join("precious"),
+                std::fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
+            Victim { _dir: dir, path }
+        }
+
+        fn file(&self) -> PathBuf {
+            self.path.join("precious")
+        }
+
+        /// The victim is as it was: one file, same content and mode.
+        fn untouched(&self) {
+            let names: Vec<_> = std::fs::read_dir(&self.path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["precious"], "nothing added or removed");
+            assert_eq!(std::fs::read_to_string(self.file()).unwrap(), "keep me\n");
+            let mode = std::fs::metadata(self.file()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o7777, 0o644);
+        }
+    }
+
+    /// A host root that already holds an installed registry (so removal has files to
+    /// remove), then `prepare` run on it.
+    fn installed(prepare: impl FnOnce(&Path)) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        apply(root.path(), Some(&files(&[])), "h", None).unwrap();
+        prepare(root.path());
+        root
+    }
+
+    fn replace_with_link(path: &Path, to: &Path) {
+        if path.is_dir() {
+            std::fs::remove_dir_all(path).unwrap();
+        } else if path.exists() {
+            std::fs::remove_file(path).unwrap();
+        }
+        symlink(to, path).unwrap();
+    }
+
+    fn refused(root: &Path, secret: Option<&BTreeMap<String, String>>, path: &Path) {
+        let e = apply(root, secret, "h2", None).unwrap_err().to_string();
+        assert!(e.starts_with(&path.display().to_string()), "{e}");
+        assert!(e.contains("symbolic link") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn a_symlinked_config_dir_is_neither_written_nor_emptied() {
+        let victim = Victim::new();
+        let root = installed(|r| replace_with_link(&r.join(CONFIG_DIR), &victim.path));
+        let r = root.path();
+        let manifest = r.join(MANIFEST_DIR).join(MANIFEST_FILE);
+        std::fs::remove_file(&manifest).unwrap();
+        refused(r, Some(&files(&[])), &r.join(CONFIG_DIR));
+        assert!(!manifest.exists(), "nothing written after the refusal");
+        refused(r, None, &r.join(CONFIG_DIR));
+        victim.untouched();
+        assert!(r.join(PKI_DIR).join("ca.crt").exists(), "nothing removed");
+    }
+
+    #[test]
+    fn a_symlinked_parent_dir_is_refused() {
+        let victim = Victim::new();
+        let root =
+            installed(|r| replace_with_link(&r.join("etc/kubernetes/registry"), &victim.path));
+        let r = root.path();
+        refused(r, Some(&files(&[])), &r.join("etc/kubernetes/registry"));
+        refused(r, None, &r.join("etc/kubernetes/registry"));
+        victim.untouched();
+    }
+
+    #[test]
+    fn a_link_at_a_temporary_or_file_name_is_never_written_through() {
+        for name in [
+            // The temporary name the hook used before (`.<file>.tmp-<pid>`).
+            format!(".ca.crt.tmp-{}", std::process::id()),
+            "ca.crt".to_string(),
+            "token.key".to_string(),
+        ] {
+            let victim = Victim::new();
+            let root =
+                installed(|r| replace_with_link(&r.join(PKI_DIR).join(&name), &victim.file()));
+            let r = root.path();
+            let changed = files(&[("pki.ca.crt", "CA2\n"), ("pki.token.key", "K\n")]);
+            refused(r, Some(&changed), &r.join(PKI_DIR).join(&name));
+            refused(r, None, &r.join(PKI_DIR).join(&name));
+            victim.untouched();
+            assert_eq!(
+                std::fs::read_to_string(r.join(MANIFEST_DIR).join(MANIFEST_FILE)).unwrap(),
+                "kind: Pod\n",
+                "{name}: nothing removed"
+            );
+        }
+    }
+
+    #[test]
+    fn a_symlinked_manifests_dir_or_manifest_is_refused() {
+        let victim = Victim::new();
+        let root = installed(|r| replace_with_link(&r.join(MANIFEST_DIR), &victim.path));
+        let r = root.path();
+        refused(r, Some(&files(&[])), &r.join(MANIFEST_DIR));
+        refused(r, None, &r.join(MANIFEST_DIR));
+        victim.untouched();
+        assert!(r.join(CONFIG_DIR).join("distribution.yaml").exists());
+
+        let victim = Victim::new();
+        let root = installed(|r| {
+            replace_with_link(&r.join(MANIFEST_DIR).join(MANIFEST_FILE), &victim.file())
+        });
+        let r = root.path();
+        let manifest = r.join(MANIFEST_DIR).join(MANIFEST_FILE);
+        refused(r, Some(&files(&[])), &manifest);
+        refused(r, None, &manifest);
+        victim.untouched();
+        assert!(std::fs::symlink_metadata(&manifest).unwrap().is_symlink());
+    }
+
+    #[test]
+    fn the_data_dir_is_created_without_following_links_and_an_existing_one_is_left_alone() {
+        let victim = Victim::new();
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir(r.join("opt")).unwrap();
+        symlink(&victim.path, r.join("opt/deckhouse")).unwrap();
+        refused(r, Some(&files(&[])), &r.join("opt/deckhouse"));
+        victim.untouched();
+        assert!(!r.join(MANIFEST_DIR).exists(), "refused before any file");
+
+        // A data directory the administrator linked to another disk is used as it is.
+        let disk = Victim::new();
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("opt/deckhouse/registry")).unwrap();
+        symlink(&disk.path, r.join(DATA_DIR)).unwrap();
+        apply(r, Some(&files(&[])), "h", None).unwrap();
+        disk.untouched();
+        assert!(std::fs::symlink_metadata(r.join(DATA_DIR))
+            .unwrap()
+            .is_symlink());
     }
 }

@@ -23,7 +23,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, ScheduleBinding};
 
-use super::node_files::{registry_addr, HOST_ROOT_VAR, MANIFEST_DIR};
+use hook_sdk::fsutil::{Dir, Kind};
+
+use super::node_files::{registry_addr, HOST_ROOT_VAR, MANIFEST_DIR, MANIFEST_FILE};
 use super::{named_binding, node_name};
 use crate::distribution::{Credentials, Endpoint};
 use crate::health;
@@ -277,10 +279,43 @@ const GC_STOP_WAIT: Duration = Duration::from_secs(120);
 /// How long it may take to start again (garbage collection runs first).
 const GC_START_WAIT: Duration = Duration::from_secs(900);
 
+/// Where [`restart_for_gc`] keeps the manifest while the registry is stopped, relative
+/// to the host root (beside the registry's config and PKI directories).
+pub const ASIDE_DIR: &str = "etc/kubernetes/registry";
+/// The manifest's name while it is aside.
+pub const ASIDE_FILE: &str = "embedded-registry.yaml.gc";
+
+/// The manifest's place and its place aside, opened below the host root without
+/// following a link; each name must be a regular file or free.
+fn gc_dirs(root: &Path) -> anyhow::Result<(Dir, Dir)> {
+    let host = Dir::open(root)?;
+    let manifests = host.walk(MANIFEST_DIR, false)?.with_context(|| {
+        format!(
+            "{}: no static pod directory",
+            root.join(MANIFEST_DIR).display()
+        )
+    })?;
+    let aside = host
+        .walk(ASIDE_DIR, true)?
+        .with_context(|| format!("{}: cannot create", root.join(ASIDE_DIR).display()))?;
+    for (dir, name) in [(&manifests, MANIFEST_FILE), (&aside, ASIDE_FILE)] {
+        match dir.kind(name)? {
+            None | Some(Kind::File) => {}
+            Some(kind) => anyhow::bail!(
+                "{}: {} where the registry's manifest belongs: refusing to move it (remove it by hand)",
+                dir.join(name).display(),
+                kind.describe()
+            ),
+        }
+    }
+    Ok((manifests, aside))
+}
+
 /// Restarts the static pod so its `garbage-collect` init container runs with the
 /// registry stopped: the manifest moves out of kubelet's directory until `/v2/` stops
 /// answering, then back, then the registry must answer again. The manifest always goes
-/// back, whatever happened.
+/// back, whatever happened. Both directories are reached without following a link
+/// below `root`, and only a regular file is moved (a link there is refused).
 pub fn restart_for_gc(
     root: &Path,
     addr: &str,
@@ -288,28 +323,30 @@ pub fn restart_for_gc(
     stop_wait: Duration,
     start_wait: Duration,
 ) -> Result<(), String> {
-    let manifest = root.join(MANIFEST_DIR).join("embedded-registry.yaml");
-    let aside = root.join("etc/kubernetes/registry/embedded-registry.yaml.gc");
-    if !manifest.exists() && aside.exists() {
+    let text = |e: anyhow::Error| format!("{e:#}").replace('\n', " ");
+    let (manifests, aside) = gc_dirs(root).map_err(text)?;
+    let is_file = |d: &Dir, name: &str| d.kind(name).map(|k| k == Some(Kind::File));
+    let manifest_there = is_file(&manifests, MANIFEST_FILE).map_err(text)?;
+    if !manifest_there && is_file(&aside, ASIDE_FILE).map_err(text)? {
         // A run that stopped between the two moves: put the manifest back first.
-        std::fs::rename(&aside, &manifest)
-            .map_err(|e| format!("putting {} back: {e}", manifest.display()))?;
+        aside
+            .rename(ASIDE_FILE, &manifests, MANIFEST_FILE)
+            .map_err(text)?;
     }
-    if !manifest.exists() {
+    if !is_file(&manifests, MANIFEST_FILE).map_err(text)? {
         return Err(format!(
             "{}: no static pod manifest to restart",
-            manifest.display()
+            manifests.join(MANIFEST_FILE).display()
         ));
     }
-    if let Some(dir) = aside.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    std::fs::rename(&manifest, &aside)
-        .map_err(|e| format!("moving {} aside: {e}", manifest.display()))?;
+    manifests
+        .rename(MANIFEST_FILE, &aside, ASIDE_FILE)
+        .map_err(text)?;
     let answers = || health::check_registry(addr, ca, Duration::from_secs(2)).is_ok();
     let stopped = wait_for(|| !answers(), stop_wait);
-    std::fs::rename(&aside, &manifest)
-        .map_err(|e| format!("putting {} back: {e}", manifest.display()))?;
+    aside
+        .rename(ASIDE_FILE, &manifests, MANIFEST_FILE)
+        .map_err(text)?;
     if !stopped {
         return Err(format!(
             "the registry on {addr} did not stop within {}s; garbage collection did not run",
@@ -439,5 +476,84 @@ mod tests {
         assert_eq!(failed.value, Some(1.0));
         assert!(!out.metrics.iter().any(|m| m.group == SUCCESS_GROUP));
         assert!(!format!("{:?}", out.metrics).contains("S3cret"));
+    }
+
+    /// Each link an attacker could place on the way of the restart's two moves: the run
+    /// is refused naming the link, before anything moves; the victim keeps its files.
+    #[test]
+    fn the_gc_restart_refuses_links_and_moves_nothing() {
+        use std::os::unix::fs::symlink;
+        let names = |d: &Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        // (what to link, link target in the victim dir, manifest in place, aside file)
+        let cases: [(&str, &str, bool, bool); 4] = [
+            // kubelet's directory: the aside file would be "put back" into the victim.
+            (MANIFEST_DIR, "", false, true),
+            // the aside directory: the manifest would be renamed over the victim's file.
+            (ASIDE_DIR, "", true, false),
+            // the aside name: a link moved into kubelet's directory as the manifest.
+            (
+                "etc/kubernetes/registry/embedded-registry.yaml.gc",
+                "embedded-registry.yaml.gc",
+                false,
+                false,
+            ),
+            // the manifest name itself.
+            (
+                "etc/kubernetes/manifests/embedded-registry.yaml",
+                "embedded-registry.yaml.gc",
+                false,
+                false,
+            ),
+        ];
+        for (link, to, manifest, aside) in cases {
+            let victim = tempfile::tempdir().unwrap();
+            std::fs::write(victim.path().join("embedded-registry.yaml.gc"), "keep me\n").unwrap();
+            let root = tempfile::tempdir().unwrap();
+            let r = root.path();
+            std::fs::create_dir_all(r.join(MANIFEST_DIR)).unwrap();
+            std::fs::create_dir_all(r.join(ASIDE_DIR)).unwrap();
+            if manifest {
+                std::fs::write(r.join(MANIFEST_DIR).join(MANIFEST_FILE), "kind: Pod\n").unwrap();
+            }
+            if aside {
+                std::fs::write(r.join(ASIDE_DIR).join(ASIDE_FILE), "kind: Pod\n").unwrap();
+            }
+            let at = r.join(link);
+            if at.is_dir() {
+                std::fs::remove_dir_all(&at).unwrap();
+            }
+            symlink(victim.path().join(to), &at).unwrap();
+            let e =
+                restart_for_gc(r, "127.0.0.1:9", "", Duration::ZERO, Duration::ZERO).unwrap_err();
+            assert!(
+                e.starts_with(&format!("{}: a symbolic link", at.display())) && !e.contains('\n'),
+                "{link}: {e}"
+            );
+            assert_eq!(
+                names(victim.path()),
+                ["embedded-registry.yaml.gc"],
+                "{link}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(victim.path().join("embedded-registry.yaml.gc")).unwrap(),
+                "keep me\n",
+                "{link}"
+            );
+            assert!(
+                std::fs::symlink_metadata(&at).unwrap().is_symlink(),
+                "{link}: left as it was"
+            );
+            let manifest_path = r.join(MANIFEST_DIR).join(MANIFEST_FILE);
+            if link != MANIFEST_DIR && !link.ends_with(MANIFEST_FILE) {
+                assert_eq!(manifest_path.exists(), manifest, "{link}: nothing moved");
+            }
+        }
     }
 }
