@@ -101,6 +101,10 @@ class Processes:
         self.stop()
 
 
+class InitContainerFailed(AssertionError):
+    """An init container of the static pod exited non-zero: kubelet starts no container."""
+
+
 class NodeRegistry(Processes):
     """One master's registry, started from the rendered files (moved to free ports), or
     with `host_root`, from the files the node hook wrote there (paths re-rooted, the
@@ -128,6 +132,10 @@ class NodeRegistry(Processes):
             self.host, auth_addr = dist["http"]["addr"], auth["server"]["addr"]
             dist["storage"]["filesystem"]["rootdirectory"] = str(host_root / "opt/deckhouse/registry/data")
         self.data = pathlib.Path(dist["storage"]["filesystem"]["rootdirectory"])
+        if host_root is None:
+            # No node hook ran: its data directory is prepared as the hook does it.
+            for d in ("docker/registry/v2/repositories", "docker/registry/v2/blobs"):
+                (self.data / d).mkdir(parents=True, exist_ok=True)
         dist["http"]["addr"] = self.host
         # Every master's rendered debug address is 127.0.0.1:5002; here they share a host.
         dist["http"]["debug"]["addr"] = f"127.0.0.1:{self.debug_port}"
@@ -146,6 +154,7 @@ class NodeRegistry(Processes):
         self.procs = []
 
     def start(self):
+        self.run_init_containers()
         issuer = subprocess.Popen([sys.executable, str(TOOLS / "token_issuer.py"), str(self.dir / "auth.yaml")],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.procs.append(issuer)
@@ -165,15 +174,37 @@ class NodeRegistry(Processes):
         wait_until(answers, what=f"registry on {self.host} ({self.dir / 'registry.log'})")
         return self
 
-    def pod_env(self):
-        """The distribution container's environment from the static pod, as kubelet
-        would set it (its /pki paths re-rooted); None when it declares none."""
+    def pod(self):
+        """The static pod as kubelet reads it: the manifest the node hook wrote, or the
+        rendered one."""
         if self.host_root is not None:
             text = (self.host_root / "etc/kubernetes/manifests/embedded-registry.yaml").read_text()
         else:
             text = self.files["embedded-registry.yaml"]
-        pod = yaml.safe_load(text)
-        env = pod["spec"]["containers"][0].get("env")
+        return yaml.safe_load(text)
+
+    def run_init_containers(self):
+        """As kubelet does before it starts a pod's containers: each init container in
+        order, to completion; one that fails stops the start (kubelet would retry it and
+        never start the registry). Only the distribution image is known here: its
+        arguments run with the config path re-rooted."""
+        spec = self.pod()["spec"]
+        image = spec["containers"][0]["image"]
+        self.init_runs = []
+        for c in spec.get("initContainers", []):
+            assert c["image"] == image, f"init container {c['name']}: no stand-in for image {c['image']}"
+            args = [a.replace("/config/distribution.yaml", str(self.dir / "distribution.yaml")) for a in c["args"]]
+            p = subprocess.run(["docker-registry", *args], capture_output=True, text=True, timeout=300,
+                               env=self.pod_env())
+            self.init_runs.append((c["name"], p.returncode))
+            if p.returncode != 0:
+                raise InitContainerFailed(f"init container {c['name']} exited {p.returncode}: "
+                                          f"{(p.stdout + p.stderr).strip()[-500:]}")
+
+    def pod_env(self):
+        """The distribution container's environment from the static pod, as kubelet
+        would set it (its /pki paths re-rooted); None when it declares none."""
+        env = self.pod()["spec"]["containers"][0].get("env")
         if not env:
             return None
         import os

@@ -122,12 +122,16 @@ def test_files_land_with_owner_mode_and_a_valid_static_pod(tmp_path, converge):
 
 
 def test_detached_push_and_pull_on_the_mirror_master(tmp_path, converge):
+    """A fresh master: the node hook's new data directory, the pod started as kubelet
+    starts it (its garbage-collect init container first, the registry only after it
+    exited 0)."""
     roots, _ = deploy(tmp_path, converge, DETACHED)
     ro, rw = secret_data(converge.state, "registry-user-ro"), secret_data(converge.state, "registry-user-rw")
     layout = tmp_path / "layout"
     build_layout(layout, "v1", b"detached\n")
     for node, ip in MASTERS[:1]:
         with NodeRegistry(converge.state, node, tmp_path / f"run-{node}", host_root=roots[node]) as reg:
+            assert reg.init_runs == [("garbage-collect", 0)]
             assert reg.host == f"{ip}:5001"
             ref = f"docker://{reg.host}/deckhouse/ee/app:v1"
             p = skopeo("copy", f"--dest-cert-dir={reg.certs}", f"--dest-creds=rw:{rw['password']}", f"oci:{layout}:v1", ref)

@@ -224,21 +224,42 @@ fn preflight(host: &Dir) -> anyhow::Result<Found> {
     })
 }
 
+/// The directories distribution's filesystem driver keeps its content in, relative to
+/// the data directory. `registry garbage-collect` (the Detached pod's init container)
+/// exits 1 when either is missing, so on a fresh master kubelet would never start the
+/// registry: they are created with the data directory.
+pub const STORAGE_DIRS: [&str; 2] = [
+    "docker/registry/v2/repositories",
+    "docker/registry/v2/blobs",
+];
+
 /// Creates the data directory when it is missing (no link followed below the host
 /// root; the owner set on the new directory's descriptor). An existing one is used as
 /// it is, even reached through a link the administrator placed (a larger disk): the
-/// hook never changes it.
+/// hook never changes what is in it, and only adds the [`STORAGE_DIRS`] it lacks.
 fn ensure_data_dir(root: &Path, host: &Dir, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
-    if root.join(DATA_DIR).is_dir() {
-        return Ok(());
-    }
-    let (parent, name) = DATA_DIR.rsplit_once('/').expect("a path below the root");
-    let parent = host
-        .walk(parent, true)?
-        .with_context(|| format!("{}: cannot create", root.join(parent).display()))?;
-    let (data, created) = parent.create_subdir(name)?;
-    if let (true, Some((u, g))) = (created, owner) {
-        data.chown(u, g)?;
+    let data = if root.join(DATA_DIR).is_dir() {
+        Dir::open(&root.join(DATA_DIR))?
+    } else {
+        let (parent, name) = DATA_DIR.rsplit_once('/').expect("a path below the root");
+        let parent = host
+            .walk(parent, true)?
+            .with_context(|| format!("{}: cannot create", root.join(parent).display()))?;
+        let (data, created) = parent.create_subdir(name)?;
+        if let (true, Some((u, g))) = (created, owner) {
+            data.chown(u, g)?;
+        }
+        data
+    };
+    for rel in STORAGE_DIRS {
+        let mut here: Option<Dir> = None;
+        for name in rel.split('/') {
+            let (next, created) = here.as_ref().unwrap_or(&data).create_subdir(name)?;
+            if let (true, Some((u, g))) = (created, owner) {
+                next.chown(u, g)?;
+            }
+            here = Some(next);
+        }
     }
     Ok(())
 }
@@ -778,9 +799,24 @@ mod tests {
         std::fs::create_dir_all(r.join("opt/deckhouse/registry")).unwrap();
         symlink(&disk.path, r.join(DATA_DIR)).unwrap();
         apply(r, Some(&files(&[])), "h", None).unwrap();
+        // Only the storage layout distribution needs is added beside what was there.
+        std::fs::remove_dir_all(disk.path.join("docker")).unwrap();
         disk.untouched();
         assert!(std::fs::symlink_metadata(r.join(DATA_DIR))
             .unwrap()
             .is_symlink());
+    }
+
+    #[test]
+    fn a_fresh_data_dir_holds_the_storage_layout_garbage_collection_needs() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        apply(r, Some(&files(&[])), "h", None).unwrap();
+        for d in STORAGE_DIRS {
+            assert!(r.join(DATA_DIR).join(d).is_dir(), "{d}");
+        }
+        // A second run finds them and changes nothing.
+        let again = apply(r, Some(&files(&[])), "h", None).unwrap();
+        assert!(again.written.is_empty() && again.removed.is_empty());
     }
 }
