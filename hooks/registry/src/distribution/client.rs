@@ -14,6 +14,15 @@ use reqwest::Method;
 use super::challenge::{self, Challenge};
 use super::failure::{Failure, Kind};
 
+/// The instant `budget` after `start`; a budget beyond what the clock holds (a Go
+/// duration may be 292 years) ends a year after `start`.
+pub fn deadline(start: Instant, budget: Duration) -> Instant {
+    start
+        .checked_add(budget)
+        .or_else(|| start.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(start)
+}
+
 /// Manifest media types a pull accepts.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 

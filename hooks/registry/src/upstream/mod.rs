@@ -194,7 +194,7 @@ pub fn kind_name(kind: Kind) -> String {
 /// Runs the check; never longer than `spec.budget` (plus one request's connect).
 pub fn check(spec: &Spec) -> Report {
     let started = Instant::now();
-    let deadline = started + spec.budget;
+    let deadline = crate::distribution::client::deadline(started, spec.budget);
     let path = spec.path.trim_matches('/').to_string();
     let registry = format!("{}://{}/{}", spec.scheme, spec.host, path)
         .trim_end_matches('/')
