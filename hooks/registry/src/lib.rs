@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod converge;
 pub mod distribution;
+pub mod duration;
 pub mod health;
 pub mod hooks;
 pub mod internal;

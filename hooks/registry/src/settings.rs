@@ -160,43 +160,6 @@ fn err(field: &str, message: &str) -> FieldError {
     }
 }
 
-/// Parses a Go duration (`1h30m`, `72h`, `0`, `1.5s`) into seconds.
-pub fn parse_go_duration(s: &str) -> Option<f64> {
-    if s == "0" {
-        return Some(0.0);
-    }
-    let mut rest = s;
-    let mut total = 0.0;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if num_len == 0 {
-            return None;
-        }
-        let n: f64 = rest[..num_len].parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += n * scale;
-    }
-    Some(total)
-}
-
 /// The values of `mode`.
 const MODES: [&str; 3] = ["Direct", "Proxy", "Detached"];
 
@@ -279,12 +242,23 @@ pub fn check(settings: &Value) -> Result<(), FieldError> {
             _ => {}
         }
         if let Some(ttl) = proxy.get("ttl").and_then(Value::as_str) {
-            if parse_go_duration(ttl).is_none() {
+            if let Err(e) = crate::duration::parse(ttl) {
                 return Err(err(
                     "proxy.ttl",
-                    &format!("{ttl:?} is not a Go duration: use e.g. 72h, 30m or 0 (never expire)"),
+                    &format!("{ttl:?} {e}; e.g. 72h, 30m or 0 (never expire)"),
                 ));
             }
+        }
+    }
+    let min_age = obj
+        .get("detached")
+        .and_then(|d| d.pointer("/rotation/minAge"));
+    if let Some(min_age) = min_age.and_then(Value::as_str) {
+        if let Err(e) = crate::duration::parse(min_age) {
+            return Err(err(
+                "detached.rotation.minAge",
+                &format!("{min_age:?} {e}; e.g. 24h, 90m or 0 (no guard)"),
+            ));
         }
     }
     Ok(())
@@ -294,17 +268,6 @@ pub fn check(settings: &Value) -> Result<(), FieldError> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("72h"), Some(259_200.0));
-        assert_eq!(parse_go_duration("1h30m"), Some(5400.0));
-        assert_eq!(parse_go_duration("0"), Some(0.0));
-        assert_eq!(parse_go_duration("1.5s"), Some(1.5));
-        for bad in ["", "h", "10", "10d", "1h-3m", "abc"] {
-            assert_eq!(parse_go_duration(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn cross_field_rules_name_the_field() {
@@ -338,6 +301,14 @@ mod tests {
             (
                 json!({"mode": "Proxy", "proxy": {"host": "h", "ttl": "7d"}}),
                 "spec.settings.proxy.ttl",
+            ),
+            (
+                json!({"mode": "Proxy", "proxy": {"host": "h", "ttl": "2562048h"}}),
+                "spec.settings.proxy.ttl",
+            ),
+            (
+                json!({"mode": "Detached", "detached": {"rotation": {"minAge": "99999999999999999999h"}}}),
+                "spec.settings.detached.rotation.minAge",
             ),
         ];
         for (settings, field) in cases {

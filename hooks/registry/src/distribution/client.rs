@@ -1,8 +1,10 @@
 //! A blocking client for the distribution API: it learns the auth scheme from `/v2/`,
 //! fetches one token per scope (shared by every thread, fetched once), retries `429`
-//! within the time budget, and turns every failure into a [`Failure`].
+//! with a back-off within the time budget, reads every answer through [`read_body`]
+//! (capped by its [`Body`] kind), and turns every failure into a [`Failure`].
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -13,6 +15,128 @@ use reqwest::Method;
 
 use super::challenge::{self, Challenge};
 use super::failure::{Failure, Kind};
+
+/// What an answer's body holds, and so the most of it that is read: a registry (or
+/// something posing as one) may answer without end, and nothing here streams a body it
+/// keeps. Image layers are not read through this (rotation streams them through a tar
+/// reader, bounded by the size the manifest declares).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// The answer to `GET /v2/` (distribution sends `{}`): 64 KiB.
+    ApiRoot,
+    /// A token endpoint's JSON (a JWT, sometimes with its certificate chain): 1 MiB.
+    Token,
+    /// One page of a tag list: 8 MiB. A page of `n=1000` tags of at most 128
+    /// characters is about 130 KiB; the rest is room for a registry that ignores `n`.
+    TagPage,
+    /// A manifest or an index, the referrers API's index included: 4 MiB, the limit
+    /// distribution itself puts on a manifest it accepts.
+    Manifest,
+    /// An image configuration blob (read for its `created` time): 4 MiB.
+    Config,
+    /// An error answer, read to tell one error code from another: 64 KiB.
+    Error,
+}
+
+impl Body {
+    /// The most bytes read of such a body.
+    pub const fn limit(self) -> u64 {
+        match self {
+            Body::ApiRoot | Body::Error => 64 << 10,
+            Body::Token => 1 << 20,
+            Body::TagPage => 8 << 20,
+            Body::Manifest | Body::Config => 4 << 20,
+        }
+    }
+
+    /// What the body is, for messages.
+    pub const fn what(self) -> &'static str {
+        match self {
+            Body::ApiRoot => "API answer",
+            Body::Token => "token answer",
+            Body::TagPage => "tag list page",
+            Body::Manifest => "manifest",
+            Body::Config => "image configuration",
+            Body::Error => "error answer",
+        }
+    }
+}
+
+/// `n` bytes as KiB or MiB (the limits are whole numbers of either).
+fn human_limit(n: u64) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{} MiB", n >> 20)
+    } else {
+        format!("{} KiB", n >> 10)
+    }
+}
+
+/// The `oversize` failure of an answer at `path` larger than `body` allows.
+fn oversize(path: &str, body: Body) -> Failure {
+    Failure::new(
+        Kind::Oversize,
+        format!(
+            "{path}: the {} is larger than {}, the most read for it; a registry does not answer this way: check the registry address",
+            body.what(),
+            human_limit(body.limit())
+        ),
+    )
+}
+
+/// Reads the body of `resp`, at most [`Body::limit`] bytes: a longer answer (by its
+/// `Content-Length`, or by what arrives) is an [`Kind::Oversize`] failure naming the
+/// URL path and the limit, and nothing past the limit is read. Every response body
+/// the module keeps is read here.
+pub fn read_body(resp: Response, body: Body) -> Result<Vec<u8>, Failure> {
+    let limit = body.limit();
+    let path = resp.url().path().to_string();
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(oversize(&path, body));
+    }
+    let mut out = Vec::with_capacity(resp.content_length().unwrap_or(0).min(limit) as usize);
+    let read = resp.take(limit + 1).read_to_end(&mut out);
+    if let Err(e) = read {
+        let inner = e.get_ref().and_then(|i| i.downcast_ref::<reqwest::Error>());
+        return Err(match inner {
+            Some(re) => Failure::from_transport(&path, re),
+            None => Failure::new(
+                Kind::Http,
+                format!("{path}: reading the {}: {e}", body.what()),
+            ),
+        });
+    }
+    if out.len() as u64 > limit {
+        return Err(oversize(&path, body));
+    }
+    Ok(out)
+}
+
+/// The instant `budget` after `start`; a budget beyond what the clock holds (a Go
+/// duration may be 292 years) ends a year after `start`.
+pub fn deadline(start: Instant, budget: Duration) -> Instant {
+    start
+        .checked_add(budget)
+        .or_else(|| start.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(start)
+}
+
+/// The first wait after a `429` (unless `Retry-After` asks for more); it doubles with
+/// every retry of the same request up to [`BACKOFF_MAX`].
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// The longest wait the back-off grows to; a longer `Retry-After` is still honoured
+/// while it fits in the time budget.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Retries of one request answered `429`; then it is reported `rate-limited`.
+pub const MAX_RETRIES: u32 = 8;
+
+/// The wait before retry number `retries + 1` of a request answered `429`, which asked
+/// for `asked` (`Retry-After`): the back-off, or longer when the registry asks so.
+pub fn retry_wait(retries: u32, asked: Option<Duration>) -> Duration {
+    let backoff = BACKOFF_MIN
+        .saturating_mul(1u32 << retries.min(16))
+        .min(BACKOFF_MAX);
+    asked.map_or(backoff, |a| a.max(backoff))
+}
 
 /// Manifest media types a pull accepts.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -228,10 +352,8 @@ impl Client {
             .map(str::to_owned);
         match status {
             200 => {
-                let json_body = resp
-                    .text()
-                    .map(|b| serde_json::from_str::<serde_json::Value>(&b).is_ok())
-                    .unwrap_or(false);
+                let body = read_body(resp, Body::ApiRoot)?;
+                let json_body = serde_json::from_slice::<serde_json::Value>(&body).is_ok();
                 if api_header || json_body {
                     Ok(Auth::Anonymous)
                 } else {
@@ -244,7 +366,9 @@ impl Client {
             401 => match challenge.as_deref().and_then(challenge::parse) {
                 Some(Challenge::Basic) => Ok(Auth::Basic),
                 Some(Challenge::Bearer { realm, service, .. }) => {
-                    self.check_realm(&realm)?;
+                    if self.endpoint.credentials.is_some() {
+                        check_realm(&self.base, &realm)?;
+                    }
                     Ok(Auth::Bearer { realm, service })
                 }
                 None => Err(not_a_registry(
@@ -254,34 +378,6 @@ impl Client {
             },
             code => Err(not_a_registry(&url, &format!("answered HTTP {code}"))),
         }
-    }
-
-    /// Since distribution v3.1 a proxy sends its upstream credentials only to a realm on
-    /// the upstream's host or registrable domain: anywhere else it would pull anonymously.
-    fn check_realm(&self, realm: &str) -> Result<(), Failure> {
-        if self.endpoint.credentials.is_none() {
-            return Ok(());
-        }
-        let realm_host = reqwest::Url::parse(realm)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
-            .ok_or_else(|| {
-                not_a_registry(
-                    &format!("{}/v2/", self.base),
-                    &format!("sent a token realm that is not a URL ({realm})"),
-                )
-            })?;
-        let host = reqwest::Url::parse(&self.base)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
-            .unwrap_or_default();
-        if same_site(&realm_host, &host) {
-            return Ok(());
-        }
-        Err(Failure::new(
-            Kind::TokenRealmOtherDomain,
-            format!("the token realm {realm} is not on {host}'s domain: a distribution v3.1+ proxy would send no credentials there and pull anonymously; use the registry address on the realm's domain"),
-        ))
     }
 
     /// Sends `method` to `/v2/<repo>/<tail>` with auth for `scope_actions` (e.g. `pull`).
@@ -386,13 +482,10 @@ impl Client {
                     token: Option<String>,
                     access_token: Option<String>,
                 }
-                let body: TokenResponse = resp
-                    .text()
-                    .ok()
-                    .and_then(|b| serde_json::from_str(&b).ok())
-                    .ok_or_else(|| {
-                        not_a_registry(&shown, "token endpoint answered without a JSON token")
-                    })?;
+                let body = read_body(resp, Body::Token)?;
+                let body: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
+                    not_a_registry(&shown, "token endpoint answered without a JSON token")
+                })?;
                 body.token
                     .or(body.access_token)
                     .filter(|t| !t.is_empty())
@@ -408,15 +501,24 @@ impl Client {
         }
     }
 
-    /// Sends a request, retrying `429` after `Retry-After` while the budget allows.
+    /// Sends a request; a `429` is retried after [`retry_wait`] (at least the back-off,
+    /// longer when `Retry-After` asks so) while the budget allows, at most
+    /// [`MAX_RETRIES`] times, and is reported `rate-limited` when either runs out.
     fn execute(&self, url: &str, build: impl Fn() -> RequestBuilder) -> Result<Response, Failure> {
+        let mut retries = 0;
         loop {
             let remaining = self.deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(Failure::new(
-                    Kind::Timeout,
-                    format!("{url}: the time budget is spent"),
-                ));
+                return Err(if retries > 0 {
+                    rate_limited(
+                        url,
+                        &format!(
+                            "still HTTP 429 after {retries} retries when the time budget ran out"
+                        ),
+                    )
+                } else {
+                    Failure::new(Kind::Timeout, format!("{url}: the time budget is spent"))
+                });
             }
             self.requests.fetch_add(1, Ordering::Relaxed);
             let resp = build()
@@ -426,14 +528,25 @@ impl Client {
             if resp.status().as_u16() != 429 {
                 return Ok(resp);
             }
-            let wait = retry_after(&resp).unwrap_or(Duration::from_secs(1));
-            let remaining = self.deadline.saturating_duration_since(Instant::now());
-            if wait >= remaining {
-                return Err(Failure::new(
-                    Kind::RateLimited,
-                    format!("{url}: rate limited (HTTP 429, retry after {}s, more than the time left); try later or use credentials with a higher limit", wait.as_secs()),
+            if retries >= MAX_RETRIES {
+                return Err(rate_limited(
+                    url,
+                    &format!("still HTTP 429 after {retries} retries"),
                 ));
             }
+            let wait = retry_wait(retries, retry_after(&resp));
+            drop(resp);
+            let remaining = self.deadline.saturating_duration_since(Instant::now());
+            if wait >= remaining {
+                return Err(rate_limited(
+                    url,
+                    &format!(
+                        "HTTP 429, the next try in {}s is past the time left",
+                        wait.as_secs()
+                    ),
+                ));
+            }
+            retries += 1;
             std::thread::sleep(wait);
         }
     }
@@ -457,6 +570,59 @@ fn retry_after(resp: &Response) -> Option<Duration> {
         .whole_seconds()
         .max(0);
     Some(Duration::from_secs(secs as u64))
+}
+
+fn rate_limited(url: &str, what: &str) -> Failure {
+    Failure::new(
+        Kind::RateLimited,
+        format!("{url}: rate limited ({what}); try later or use credentials with a higher limit"),
+    )
+}
+
+/// A scheme's strength: `https` over `http` over anything else.
+fn scheme_rank(scheme: &str) -> u8 {
+    match scheme {
+        "https" => 2,
+        "http" => 1,
+        _ => 0,
+    }
+}
+
+/// Where a registry at `base` (`scheme://host[:port]`) may send credentials for a
+/// token: a realm with a scheme at least as strong (an `http` realm of an `https`
+/// registry would get the password in clear text), and, since distribution v3.1 sends
+/// upstream credentials only there, on the registry's host or registrable domain
+/// (anywhere else its proxy would pull anonymously).
+pub fn check_realm(base: &str, realm: &str) -> Result<(), Failure> {
+    let registry = reqwest::Url::parse(base).ok();
+    let host = registry
+        .as_ref()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    let scheme = registry.as_ref().map_or("", |u| u.scheme());
+    let parsed = reqwest::Url::parse(realm).ok();
+    let Some((realm_scheme, realm_host)) = parsed
+        .as_ref()
+        .and_then(|u| Some((u.scheme(), u.host_str()?.to_ascii_lowercase())))
+    else {
+        return Err(not_a_registry(
+            &format!("{base}/v2/"),
+            &format!("sent a token realm that is not a URL ({realm})"),
+        ));
+    };
+    if scheme_rank(realm_scheme) < scheme_rank(scheme) {
+        return Err(Failure::new(
+            Kind::TokenRealmInsecure,
+            format!("the token realm {realm} is {realm_scheme} while the registry is {scheme}: the password would travel in clear text, so none was sent; the registry must announce an {scheme} token realm"),
+        ));
+    }
+    if same_site(&realm_host, &host) {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Kind::TokenRealmOtherDomain,
+        format!("the token realm {realm} is not on {host}'s domain: a distribution v3.1+ proxy would send no credentials there and pull anonymously; use the registry address on the realm's domain"),
+    ))
 }
 
 fn not_a_registry(url: &str, what: &str) -> Failure {
@@ -484,7 +650,7 @@ fn same_site(a: &str, b: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::same_site;
+    use super::*;
 
     #[test]
     fn realm_site_rules() {
@@ -494,6 +660,184 @@ mod tests {
         assert!(!same_site("a.co.uk", "b.co.uk"));
         assert!(!same_site("127.0.0.2", "127.0.0.1"));
         assert!(same_site("127.0.0.1", "127.0.0.1"));
+    }
+
+    #[test]
+    fn a_weaker_realm_scheme_is_refused() {
+        let f = check_realm(
+            "https://r.example.com:5000",
+            "http://r.example.com:5001/token",
+        )
+        .unwrap_err();
+        assert_eq!(f.kind, Kind::TokenRealmInsecure);
+        assert!(
+            f.message.contains("http://r.example.com:5001/token")
+                && f.message.contains("https token realm"),
+            "{}",
+            f.message
+        );
+        assert_eq!(
+            check_realm("https://r.example.com", "ftp://r.example.com/t")
+                .unwrap_err()
+                .kind,
+            Kind::TokenRealmInsecure
+        );
+        // As strong or stronger is fine; another domain is still its own failure.
+        assert!(check_realm("https://r.example.com", "https://auth.example.com/t").is_ok());
+        assert!(check_realm("http://127.0.0.1:5000", "http://127.0.0.1:5001/t").is_ok());
+        assert!(check_realm("http://127.0.0.1:5000", "https://127.0.0.1:5001/t").is_ok());
+        assert_eq!(
+            check_realm("https://r.example.com", "https://auth.other.com/t")
+                .unwrap_err()
+                .kind,
+            Kind::TokenRealmOtherDomain
+        );
+        assert_eq!(
+            check_realm("https://r.example.com", "not a url")
+                .unwrap_err()
+                .kind,
+            Kind::NotARegistry
+        );
+    }
+
+    #[test]
+    fn retries_back_off_from_one_second_doubling_to_a_cap() {
+        let waits: Vec<u64> = (0..8).map(|n| retry_wait(n, None).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+        // Retry-After: 0 does not shorten the back-off; a longer one is honoured.
+        assert_eq!(retry_wait(0, Some(Duration::ZERO)), BACKOFF_MIN);
+        assert_eq!(
+            retry_wait(2, Some(Duration::from_secs(1))),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            retry_wait(7, Some(Duration::from_secs(300))),
+            Duration::from_secs(300)
+        );
+        assert_eq!(retry_wait(u32::MAX, None), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn a_deadline_past_the_clock_does_not_panic() {
+        let now = Instant::now();
+        assert!(deadline(now, crate::duration::MAX) > now);
+        assert!(deadline(now, Duration::MAX) >= now);
+        assert_eq!(
+            deadline(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+    }
+
+    /// Hostile registries on 127.0.0.1: answers without end, 429 without a pause.
+    mod hostile {
+        use super::super::*;
+        use crate::distribution::testserver::{Reply, Server, ENDLESS_CAP};
+
+        const PASSWORD: &str = "Hostile-Pa55word-never-shown";
+
+        fn connect(server: &Server, budget: Duration) -> Result<Client, Failure> {
+            let mut endpoint = server.endpoint();
+            endpoint.credentials = Some(Credentials {
+                user: "puller".into(),
+                password: PASSWORD.into(),
+            });
+            Client::connect(endpoint, Duration::from_secs(5), Instant::now() + budget)
+        }
+
+        fn clean(f: &Failure) {
+            assert!(!f.message.contains(PASSWORD), "{}", f.message);
+            assert!(
+                !f.message.contains("AAAA"),
+                "the body is not shown: {}",
+                f.message
+            );
+            assert!(!f.message.contains('\n'), "{}", f.message);
+        }
+
+        #[test]
+        fn an_endless_api_answer_is_oversize() {
+            let server = Server::start(|_| Reply::endless(200));
+            let f = connect(&server, Duration::from_secs(20))
+                .err()
+                .expect("refused");
+            assert_eq!(f.kind, Kind::Oversize, "{}", f.message);
+            assert!(
+                f.message.contains("/v2/") && f.message.contains("64 KiB"),
+                "{}",
+                f.message
+            );
+            clean(&f);
+            // The client stopped reading: the server never reached its cap.
+            assert!(server.sent() < ENDLESS_CAP, "{} bytes sent", server.sent());
+        }
+
+        #[test]
+        fn a_declared_length_past_the_limit_is_oversize_unread() {
+            let server = Server::start(|r| match r.path() {
+                "/v2/" => Reply::json(200, "{}"),
+                _ => Reply::endless(200).header("Content-Length", "10000000000"),
+            });
+            let client = connect(&server, Duration::from_secs(20)).expect("connects");
+            let resp = client
+                .send(Method::GET, "p", "manifests/v1", "pull", None)
+                .unwrap();
+            let f = read_body(resp, Body::Manifest).unwrap_err();
+            assert_eq!(f.kind, Kind::Oversize);
+            assert!(
+                f.message.contains("/v2/p/manifests/v1") && f.message.contains("4 MiB"),
+                "{}",
+                f.message
+            );
+            clean(&f);
+        }
+
+        #[test]
+        fn an_endless_token_answer_is_oversize() {
+            // The token realm answers without end; the registry in front names it.
+            let server = Server::start(|_| Reply::endless(200));
+            let realm_host = server.host();
+            let front = Server::start(move |r| match r.path() {
+                "/v2/" => Reply::json(401, "{}").header(
+                    "WWW-Authenticate",
+                    &format!("Bearer realm=\"http://{realm_host}/token\",service=\"s\""),
+                ),
+                _ => Reply::json(404, "{}"),
+            });
+            let client = connect(&front, Duration::from_secs(20)).expect("connects");
+            let f = client.token("repository:p:pull").unwrap_err();
+            assert_eq!(f.kind, Kind::Oversize, "{}", f.message);
+            assert!(
+                f.message.contains("/token") && f.message.contains("1 MiB"),
+                "{}",
+                f.message
+            );
+            clean(&f);
+            assert!(server.sent() < ENDLESS_CAP, "{} bytes sent", server.sent());
+            // The realm (same host, same scheme) got the credentials, once.
+            let sent = server.requests();
+            assert_eq!(sent.len(), 1);
+            assert!(sent[0]
+                .headers
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.starts_with("Basic ")));
+        }
+
+        #[test]
+        fn retry_after_zero_backs_off_and_is_rate_limited() {
+            let server = Server::start(|r| match r.path() {
+                "/v2/" => Reply::json(200, "{}"),
+                _ => Reply::json(429, "{}").header("Retry-After", "0"),
+            });
+            let client = connect(&server, Duration::from_secs(4)).expect("connects");
+            let f = client
+                .send(Method::HEAD, "p", "manifests/v1", "pull", None)
+                .expect_err("rate limited");
+            assert_eq!(f.kind, Kind::RateLimited, "{}", f.message);
+            clean(&f);
+            // Back-off 1 s, 2 s, then 4 s does not fit in 4 s: three requests, not thousands.
+            let n = server.count("/manifests/");
+            assert!((2..=4).contains(&n), "{n} requests");
+        }
     }
 
     #[test]

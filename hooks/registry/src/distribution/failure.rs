@@ -32,6 +32,15 @@ pub enum Kind {
     RateLimited,
     /// The token realm is on another domain than the registry.
     TokenRealmOtherDomain,
+    /// The token realm's scheme is weaker than the registry's (`http` for an `https`
+    /// registry): the password would travel in clear text.
+    TokenRealmInsecure,
+    /// An answer larger than this client reads for its kind (a token, a tag page, a
+    /// manifest, ...): see [`super::client::Body`].
+    Oversize,
+    /// A tag list whose `Link` pages do not advance (a page seen before, the same
+    /// `last=` again, an empty page with a next one) or never end.
+    BadPagination,
     /// The server does not behave as a registry.
     NotARegistry,
     /// Any other unexpected answer.

@@ -4,6 +4,8 @@
 pub mod challenge;
 pub mod client;
 pub mod failure;
+#[cfg(test)]
+pub(crate) mod testserver;
 
 pub use client::{Auth, Client, Credentials, Endpoint};
 pub use failure::{Failure, Kind};

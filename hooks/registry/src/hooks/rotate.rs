@@ -98,9 +98,8 @@ pub fn settings(data: &BTreeMap<String, String>) -> anyhow::Result<Settings> {
         .ok()
         .filter(|k| *k >= 1)
         .with_context(|| format!("{CONFIG_MAP}: keepReleases must be a number of at least 1"))?;
-    let min_age = crate::settings::parse_go_duration(get("minAge"))
-        .filter(|s| *s >= 0.0)
-        .with_context(|| format!("{CONFIG_MAP}: minAge must be a Go duration such as 24h"))?;
+    let min_age = crate::duration::parse(get("minAge"))
+        .map_err(|e| anyhow::anyhow!("{CONFIG_MAP}: minAge {:?} {e}", get("minAge")))?;
     let path = get("path").trim_matches('/').to_string();
     if path.is_empty() {
         anyhow::bail!("{CONFIG_MAP}: path (the mirror's root repository) is empty");
@@ -108,7 +107,7 @@ pub fn settings(data: &BTreeMap<String, String>) -> anyhow::Result<Settings> {
     Ok(Settings {
         enabled: get("enabled") == "true",
         keep,
-        min_age_secs: min_age as i64,
+        min_age_secs: min_age.as_secs() as i64,
         path,
         running: get("runningReleases")
             .split(',')

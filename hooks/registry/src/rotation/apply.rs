@@ -6,6 +6,7 @@ use reqwest::Method;
 use serde::Serialize;
 
 use super::plan::{Deletion, Plan};
+use crate::distribution::client::{read_body, Body};
 use crate::distribution::{Client, Failure, Kind};
 
 /// What an apply did.
@@ -48,10 +49,12 @@ pub fn delete(client: &Client, d: &Deletion) -> Result<bool, Failure> {
     // With token auth the token was issued, so a 401 means it lacks the delete scope
     // (`insufficient_scope`): the user may pull but not delete.
     let bearer = matches!(client.auth(), crate::distribution::Auth::Bearer { .. });
-    let body = resp.text().unwrap_or_default();
+    if (200..=299).contains(&code) {
+        return Ok(true);
+    }
+    let body = String::from_utf8_lossy(&read_body(resp, Body::Error)?).into_owned();
     let what = format!("DELETE {}@{}", d.repository, d.digest);
     match code {
-        200..=299 => Ok(true),
         404 if body.contains("MANIFEST_UNKNOWN") || body.contains("NAME_UNKNOWN") => Ok(false),
         401 | 403 if bearer || code == 403 => Err(Failure::new(
             Kind::Denied,

@@ -40,27 +40,25 @@ pub struct Args {
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
     /// Releases built less than this long ago stay (Go duration: 24h, 30m; 0 = none).
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
-    pub min_age: Duration,
+    #[arg(long, default_value = "24h")]
+    pub min_age: String,
     /// Print the plan, delete nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Delete what the plan says.
     #[arg(long)]
     pub apply: bool,
-    /// Time budget for the whole run.
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
-    pub timeout: Duration,
+    /// Time budget for the whole run (Go duration).
+    #[arg(long, default_value = "10m")]
+    pub timeout: String,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::settings::parse_go_duration(s)
-        .filter(|secs| *secs >= 0.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("{s:?} is not a Go duration (e.g. 24h, 30m, 0)"))
+/// `--flag`'s Go duration; 0 is allowed here (`--min-age 0`: no age guard).
+fn parse_duration(flag: &str, s: &str) -> Result<Duration, String> {
+    crate::duration::parse(s).map_err(|e| format!("{flag} {} {e}", crate::duration::quoted(s)))
 }
 
 /// What to do, checked.
@@ -123,6 +121,8 @@ pub fn job(args: &Args) -> Result<Job, String> {
             ));
         }
     }
+    let min_age = parse_duration("--min-age", &args.min_age)?;
+    let timeout = parse_duration("--timeout", &args.timeout)?;
     let now = crate::clock::now().map_err(|e| format!("clock: {e}"))?;
     Ok(Job {
         endpoint: Endpoint {
@@ -137,11 +137,11 @@ pub fn job(args: &Args) -> Result<Job, String> {
         policy: Policy {
             keep: args.keep as usize,
             keep_releases: args.keep_releases.clone(),
-            min_age_secs: args.min_age.as_secs() as i64,
+            min_age_secs: min_age.as_secs() as i64,
             now,
         },
         apply: args.apply,
-        timeout: args.timeout,
+        timeout,
     })
 }
 
@@ -194,7 +194,7 @@ pub fn execute(job: &Job) -> Report {
         mode: if job.apply { "apply" } else { "dry-run" }.into(),
         ..Default::default()
     };
-    let deadline = Instant::now() + job.timeout;
+    let deadline = crate::distribution::client::deadline(Instant::now(), job.timeout);
     let request_timeout = Duration::from_secs(60).min(job.timeout);
     let client = match Client::connect(job.endpoint.clone(), request_timeout, deadline) {
         Ok(c) => c,

@@ -19,7 +19,7 @@ use super::model::{
     is_digest, release_version, signature_subject, Blob, Catalogue, Channel, Digest, Manifest,
     ManifestKind, Release, Repository,
 };
-use crate::distribution::client::MANIFEST_ACCEPT;
+use crate::distribution::client::{read_body, Body, MANIFEST_ACCEPT};
 use crate::distribution::{Client, Failure, Kind};
 
 /// Repositories beside the root whose tags follow the releases.
@@ -28,6 +28,12 @@ pub const SIBLINGS: [&str; 2] = ["install", "install-standalone"];
 pub const CHANNELS: &str = "release-channel";
 /// The most manifests one scan accepts (a guard against a runaway registry).
 pub const MAX_MANIFESTS: usize = 2_000_000;
+/// The most pages one tag list may have: ten million tags at `n=1000`.
+pub const MAX_TAG_PAGES: usize = 10_000;
+/// The most tags one repository may have (each would be a manifest to fetch).
+pub const MAX_TAGS: usize = MAX_MANIFESTS;
+/// The longest tag (the distribution and OCI grammar).
+pub const MAX_TAG_LEN: usize = 128;
 
 /// What a scan cost.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -106,8 +112,11 @@ impl<'a> Scanner<'a> {
     }
 
     /// Tags of `repo`, following pagination; `None` when the repository does not exist.
+    /// Pagination that does not advance or never ends is a `bad-pagination` failure
+    /// (see [`Pages`]); a tag that is not a tag is `not-a-registry`.
     pub fn tags(&mut self, repo: &str) -> Result<Option<Vec<String>>, Failure> {
         let mut tail = "tags/list?n=1000".to_string();
+        let mut pages = Pages::new(repo, &tail, MAX_TAG_PAGES, MAX_TAGS);
         let mut out = Vec::new();
         loop {
             let resp = self.get(repo, &tail, None)?;
@@ -129,11 +138,26 @@ impl<'a> Scanner<'a> {
             struct TagList {
                 tags: Option<Vec<String>>,
             }
-            let body: TagList = json(resp)
-                .map_err(|e| failure(format!("{repo}: the tag list is not JSON ({e})")))?;
-            out.extend(body.tags.unwrap_or_default());
+            let body: TagList = json(resp, Body::TagPage, |e| {
+                failure(format!("{repo}: the tag list is not JSON ({e})"))
+            })?;
+            let page = body.tags.unwrap_or_default();
+            if let Some(bad) = page.iter().find(|t| !is_tag(t)) {
+                return Err(Failure::new(
+                    Kind::NotARegistry,
+                    format!(
+                        "{repo}: the tag list holds {}, which is not a tag (at most {MAX_TAG_LEN} of A-Z, a-z, 0-9, '_', '.', '-'); check the registry address",
+                        crate::duration::quoted(bad)
+                    ),
+                ));
+            }
+            pages.page(page.len())?;
+            out.extend(page);
             match next {
-                Some(t) => tail = t,
+                Some(t) => {
+                    pages.next(&t)?;
+                    tail = t;
+                }
                 None => break,
             }
         }
@@ -193,9 +217,7 @@ impl<'a> Scanner<'a> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let body = resp
-            .bytes()
-            .map_err(|e| failure(format!("{name}: reading manifest {reference}: {e}")))?;
+        let body = read_body(resp, Body::Manifest)?;
         let computed = sha256(&body);
         if is_digest(reference) && computed != reference {
             return Err(failure(format!(
@@ -263,7 +285,7 @@ impl<'a> Scanner<'a> {
         struct Config {
             created: Option<String>,
         }
-        let c: Config = json(resp).map_err(|e| {
+        let c: Config = json(resp, Body::Config, |e| {
             failure(format!(
                 "{repo}: config {} is not JSON ({e})",
                 config.digest
@@ -475,8 +497,9 @@ impl<'a> Scanner<'a> {
                     )))
                 }
             }
-            let index: serde_json::Value = json(resp)
-                .map_err(|e| failure(format!("{name}: referrers of {d}: not JSON ({e})")))?;
+            let index: serde_json::Value = json(resp, Body::Manifest, |e| {
+                failure(format!("{name}: referrers of {d}: not JSON ({e})"))
+            })?;
             let found: Vec<Digest> = index["manifests"]
                 .as_array()
                 .into_iter()
@@ -505,10 +528,109 @@ pub fn sha256(bytes: &[u8]) -> Digest {
     s
 }
 
-/// A JSON response body.
-fn json<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, String> {
-    let body = resp.bytes().map_err(|e| e.to_string())?;
-    serde_json::from_slice(&body).map_err(|e| e.to_string())
+/// A JSON response body of kind `body` (capped by [`read_body`]); `not_json` makes the
+/// failure of a body that is not the JSON expected.
+fn json<T: serde::de::DeserializeOwned>(
+    resp: Response,
+    body: Body,
+    not_json: impl FnOnce(String) -> Failure,
+) -> Result<T, Failure> {
+    let bytes = read_body(resp, body)?;
+    serde_json::from_slice(&bytes).map_err(|e| not_json(e.to_string()))
+}
+
+/// A tag as distribution and OCI define it: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+fn is_tag(t: &str) -> bool {
+    let b = t.as_bytes();
+    let ok = |c: &u8| c.is_ascii_alphanumeric() || *c == b'_';
+    !b.is_empty()
+        && b.len() <= MAX_TAG_LEN
+        && ok(&b[0])
+        && b[1..].iter().all(|c| ok(c) || *c == b'.' || *c == b'-')
+}
+
+/// The pages of one tag list: refuses a `Link` to a page already read, a `last=` given
+/// before (the list does not advance), an empty page that links to another, more than
+/// `max_pages` pages or more than `max_tags` tags.
+pub struct Pages {
+    repo: String,
+    seen: HashSet<String>,
+    lasts: HashSet<String>,
+    pages: usize,
+    tags: usize,
+    last_page_empty: bool,
+    max_pages: usize,
+    max_tags: usize,
+}
+
+impl Pages {
+    /// The pages of `repo`'s tag list, starting at `first` (a `tags/list?...` tail).
+    pub fn new(repo: &str, first: &str, max_pages: usize, max_tags: usize) -> Self {
+        Pages {
+            repo: repo.to_string(),
+            seen: HashSet::from([first.to_string()]),
+            lasts: HashSet::new(),
+            pages: 0,
+            tags: 0,
+            last_page_empty: false,
+            max_pages,
+            max_tags,
+        }
+    }
+
+    fn bad(&self, what: String) -> Failure {
+        Failure::new(
+            Kind::BadPagination,
+            format!(
+                "{}: the tag list {what}; the registry's pagination is broken (its Link header), the scan cannot trust this list",
+                self.repo
+            ),
+        )
+    }
+
+    /// A page of `n` tags arrived.
+    pub fn page(&mut self, n: usize) -> Result<(), Failure> {
+        self.pages += 1;
+        self.tags = self.tags.saturating_add(n);
+        self.last_page_empty = n == 0;
+        if self.tags > self.max_tags {
+            return Err(self.bad(format!("has more than {} tags", self.max_tags)));
+        }
+        Ok(())
+    }
+
+    /// The page read last links to `tail`: may it be read?
+    pub fn next(&mut self, tail: &str) -> Result<(), Failure> {
+        if self.seen.contains(tail) {
+            return Err(self.bad(format!(
+                "links back to a page already read ({})",
+                crate::duration::quoted(tail)
+            )));
+        }
+        if self.last_page_empty {
+            return Err(self.bad("gave an empty page that links to another".into()));
+        }
+        if self.pages >= self.max_pages {
+            return Err(self.bad(format!("goes on past {} pages", self.max_pages)));
+        }
+        let last = reqwest::Url::parse(&format!("http://registry/{tail}"))
+            .ok()
+            .and_then(|u| {
+                u.query_pairs()
+                    .find(|(k, _)| k == "last")
+                    .map(|(_, v)| v.into_owned())
+            });
+        if let Some(last) = last {
+            if !self.lasts.insert(last.clone()) {
+                return Err(self.bad(format!(
+                    "does not advance: it asks for the tags after {} again",
+                    crate::duration::quoted(&last)
+                )));
+            }
+        }
+        self.seen.insert(tail.to_string());
+        Ok(())
+    }
 }
 
 /// The `tags/list` tail of an RFC 5988 `Link: <...>; rel="next"` header.
@@ -583,6 +705,179 @@ pub fn parse_manifest(digest: &str, body: &[u8], content_type: &str) -> Result<M
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_must_advance_and_end() {
+        let kind = |r: Result<(), Failure>| r.unwrap_err().kind;
+        let mut p = Pages::new("r", "tags/list?n=2", 3, 100);
+        p.page(2).unwrap();
+        p.next("tags/list?last=b&n=2").unwrap();
+        p.page(2).unwrap();
+        // Back to a page already read, or the same `last=` with another `n`.
+        assert_eq!(kind(p.next("tags/list?n=2")), Kind::BadPagination);
+        assert_eq!(kind(p.next("tags/list?last=b&n=3")), Kind::BadPagination);
+        p.next("tags/list?last=d&n=2").unwrap();
+        p.page(2).unwrap();
+        // Three pages read: a fourth is past the bound.
+        let f = p.next("tags/list?last=f&n=2").unwrap_err();
+        assert_eq!(f.kind, Kind::BadPagination);
+        assert!(
+            f.message.starts_with("r: ") && f.message.contains("3 pages"),
+            "{}",
+            f.message
+        );
+        // An empty page that links on; too many tags.
+        let mut p = Pages::new("r", "tags/list?n=2", 10, 3);
+        p.page(0).unwrap();
+        assert_eq!(kind(p.next("tags/list?last=a&n=2")), Kind::BadPagination);
+        assert_eq!(kind(p.page(4)), Kind::BadPagination);
+    }
+
+    #[test]
+    fn tags_are_tags() {
+        for t in [
+            "v1.66.3",
+            "latest",
+            "_x",
+            "sha256-abc.sig",
+            &"a".repeat(128),
+        ] {
+            assert!(is_tag(t), "{t}");
+        }
+        for t in [
+            "",
+            ".x",
+            "-x",
+            "a/b",
+            "../x",
+            "a b",
+            "a:b",
+            &"a".repeat(129),
+        ] {
+            assert!(!is_tag(t), "{t}");
+        }
+    }
+
+    /// Hostile registries on 127.0.0.1 against the scan.
+    mod hostile {
+        use super::super::*;
+        use crate::distribution::testserver::{Reply, Server, ENDLESS_CAP};
+        use std::time::{Duration, Instant};
+
+        fn client(server: &Server) -> Client {
+            // A short budget: without the guards under test, the scan would run into
+            // it (and fail the test with another kind), not run on.
+            Client::connect(
+                server.endpoint(),
+                Duration::from_secs(5),
+                Instant::now() + Duration::from_secs(5),
+            )
+            .expect("connects")
+        }
+
+        fn tags_with_link(link: fn(&str) -> Option<String>) -> (Server, Failure) {
+            let server = Server::start(move |r| match r.path() {
+                "/v2/" => Reply::json(200, "{}"),
+                "/v2/p/tags/list" => {
+                    let reply = Reply::json(200, r#"{"name":"p","tags":["v1.0.0"]}"#);
+                    match link(&r.target) {
+                        Some(l) => reply.header("Link", &format!("<{l}>; rel=\"next\"")),
+                        None => reply,
+                    }
+                }
+                _ => Reply::json(404, "{}"),
+            });
+            let c = client(&server);
+            let f = Scanner::new(&c).tags("p").unwrap_err();
+            (server, f)
+        }
+
+        #[test]
+        fn a_link_back_to_the_same_page_stops_at_once() {
+            let (server, f) = tags_with_link(|target| Some(target.to_string()));
+            assert_eq!(f.kind, Kind::BadPagination, "{}", f.message);
+            assert!(f.message.contains("already read"), "{}", f.message);
+            assert_eq!(server.count("/tags/list"), 1);
+        }
+
+        #[test]
+        fn a_last_that_does_not_advance_stops() {
+            // Every page says "after v1.0.0", each time with another `n`.
+            let (server, f) = tags_with_link(|target| {
+                let n = target.len();
+                Some(format!("/v2/p/tags/list?last=v1.0.0&n={n}"))
+            });
+            assert_eq!(f.kind, Kind::BadPagination, "{}", f.message);
+            assert!(f.message.contains("does not advance"), "{}", f.message);
+            assert_eq!(server.count("/tags/list"), 2);
+        }
+
+        #[test]
+        fn an_endless_tag_page_or_manifest_is_oversize() {
+            let server = Server::start(|r| match r.path() {
+                "/v2/" => Reply::json(200, "{}"),
+                "/v2/p/tags/list" => Reply::endless(200),
+                "/v2/q/tags/list" => Reply::json(200, r#"{"name":"q","tags":["v1.0.0"]}"#),
+                _ => Reply::endless(200),
+            });
+            let c = client(&server);
+            let mut scanner = Scanner::new(&c);
+            let f = scanner.tags("p").unwrap_err();
+            assert_eq!(f.kind, Kind::Oversize, "{}", f.message);
+            assert!(
+                f.message.contains("/v2/p/tags/list") && f.message.contains("8 MiB"),
+                "{}",
+                f.message
+            );
+            let f = scanner.scan("q").unwrap_err();
+            assert_eq!(f.kind, Kind::Oversize, "{}", f.message);
+            assert!(
+                f.message.contains("/v2/q/manifests/v1.0.0") && f.message.contains("4 MiB"),
+                "{}",
+                f.message
+            );
+            assert!(!f.message.contains("AAAA"));
+            assert!(
+                server.sent() < 2 * ENDLESS_CAP,
+                "{} bytes sent",
+                server.sent()
+            );
+        }
+
+        #[test]
+        fn a_tag_that_is_not_a_tag_is_refused() {
+            let server = Server::start(|r| match r.path() {
+                "/v2/" => Reply::json(200, "{}"),
+                _ => Reply::json(
+                    200,
+                    r#"{"name":"p","tags":["v1","../../other/manifests/x"]}"#,
+                ),
+            });
+            let c = client(&server);
+            let f = Scanner::new(&c).tags("p").unwrap_err();
+            assert_eq!(f.kind, Kind::NotARegistry, "{}", f.message);
+            assert_eq!(server.count("/manifests/"), 0);
+        }
+
+        #[test]
+        fn an_endless_error_answer_to_a_delete_is_oversize() {
+            let server = Server::start(|r| match r.path() {
+                "/v2/" => Reply::json(200, "{}"),
+                _ => Reply::endless(404),
+            });
+            let c = client(&server);
+            let d = crate::rotation::plan::Deletion {
+                repository: "p".into(),
+                digest: format!("sha256:{}", "a".repeat(64)),
+                tags: vec![],
+                what: crate::rotation::plan::What::ModuleImage,
+                bytes: 0,
+            };
+            let f = crate::rotation::apply::delete(&c, &d).unwrap_err();
+            assert_eq!(f.kind, Kind::Oversize, "{}", f.message);
+            assert!(f.message.contains("64 KiB"), "{}", f.message);
+        }
+    }
 
     #[test]
     fn parses_indexes_images_and_links() {

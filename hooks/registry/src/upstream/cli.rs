@@ -37,12 +37,12 @@ pub struct Args {
     /// Manifest requests in parallel.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
-    /// Time budget for the whole check (Go-style duration: 30s, 2m).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub timeout: Duration,
-    /// Time limit of one request.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub request_timeout: Duration,
+    /// Time budget for the whole check (Go duration: 30s, 2m).
+    #[arg(long, default_value = "30s")]
+    pub timeout: String,
+    /// Time limit of one request (Go duration).
+    #[arg(long, default_value = "10s")]
+    pub request_timeout: String,
     /// Answer HOST with IP instead of DNS, like curl's --resolve (HOST=IP, repeatable).
     #[arg(long, value_name = "HOST=IP")]
     pub resolve: Vec<String>,
@@ -51,11 +51,16 @@ pub struct Args {
     pub json: bool,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::settings::parse_go_duration(s)
-        .filter(|secs| *secs > 0.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("{s:?} is not a positive Go duration (e.g. 30s, 2m)"))
+/// `--flag`'s Go duration, which must be positive here (no time at all is no check).
+fn parse_duration(flag: &str, s: &str) -> Result<Duration, String> {
+    let shown = crate::duration::quoted(s);
+    match crate::duration::parse(s) {
+        Ok(d) if d.is_zero() => Err(format!(
+            "{flag} {shown} is zero: give a positive Go duration such as 30s or 2m"
+        )),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{flag} {shown} {e}")),
+    }
 }
 
 /// Builds the check from arguments; `Err` is a usage error (exit 2).
@@ -84,8 +89,9 @@ pub fn spec(args: &Args) -> Result<Spec, String> {
         );
     }
     spec.concurrency = args.concurrency as usize;
-    spec.budget = args.timeout;
-    spec.request_timeout = args.request_timeout.min(args.timeout);
+    spec.budget = parse_duration("--timeout", &args.timeout)?;
+    spec.request_timeout =
+        parse_duration("--request-timeout", &args.request_timeout)?.min(spec.budget);
     Ok(spec)
 }
 

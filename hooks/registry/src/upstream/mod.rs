@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde::Serialize;
 
-use crate::distribution::client::MANIFEST_ACCEPT;
+use crate::distribution::client::{read_body, Body, MANIFEST_ACCEPT};
 pub mod cli;
 
 use crate::distribution::{Auth, Client, Credentials, Endpoint, Failure, Kind};
@@ -194,7 +194,7 @@ pub fn kind_name(kind: Kind) -> String {
 /// Runs the check; never longer than `spec.budget` (plus one request's connect).
 pub fn check(spec: &Spec) -> Report {
     let started = Instant::now();
-    let deadline = started + spec.budget;
+    let deadline = crate::distribution::client::deadline(started, spec.budget);
     let path = spec.path.trim_matches('/').to_string();
     let registry = format!("{}://{}/{}", spec.scheme, spec.host, path)
         .trim_end_matches('/')
@@ -344,10 +344,14 @@ fn head_manifest(
 /// `HEAD` has no body, and distribution answers `MANIFEST_UNKNOWN` for a missing
 /// repository too: the tag list tells a wrong path from a missing tag.
 fn classify_missing(client: &Client, repo: &str, reference: &str, shown: &str) -> Failure {
-    let code = client
-        .send(Method::GET, repo, "tags/list?n=1", "pull", None)
-        .ok()
-        .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()));
+    let code = match client.send(Method::GET, repo, "tags/list?n=1", "pull", None) {
+        Ok(r) if r.status().as_u16() == 404 => match read_body(r, Body::Error) {
+            Ok(body) => Some((404, String::from_utf8_lossy(&body).into_owned())),
+            Err(f) => return f,
+        },
+        Ok(r) => Some((r.status().as_u16(), String::new())),
+        Err(_) => None,
+    };
     match code {
         Some((200, _)) => Failure::new(
             Kind::ManifestUnknown,
@@ -366,7 +370,24 @@ fn classify_missing(client: &Client, repo: &str, reference: &str, shown: &str) -
 
 #[cfg(test)]
 mod tests {
-    use super::Image;
+    use super::*;
+    use crate::distribution::testserver::{Reply, Server};
+
+    #[test]
+    fn an_endless_error_answer_is_oversize_not_a_missing_image() {
+        let server = Server::start(|r| match (r.method.as_str(), r.path()) {
+            (_, "/v2/") => Reply::json(200, "{}"),
+            ("HEAD", _) => Reply::json(404, ""),
+            _ => Reply::endless(404),
+        });
+        let mut spec = Spec::new("http", &server.host(), "/p");
+        spec.images = vec![Image::parse(":v1").unwrap()];
+        spec.budget = Duration::from_secs(10);
+        let report = check(&spec);
+        let f = report.failure.expect("fails");
+        assert_eq!(f.kind, Kind::Oversize, "{}", f.message);
+        assert!(f.message.contains("/v2/p/tags/list"), "{}", f.message);
+    }
 
     #[test]
     fn image_references() {

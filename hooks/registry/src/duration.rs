@@ -1,0 +1,376 @@
+//! Go durations (`time.ParseDuration`): the one parser for every duration the module
+//! reads — the `proxy.ttl` and `detached.rotation.minAge` settings (distribution and the
+//! rotation hook read them), and the `--timeout`, `--request-timeout` and `--min-age`
+//! arguments of the admin commands.
+//!
+//! The grammar and the arithmetic are Go's: `[-+]?([0-9]*(\.[0-9]*)?[a-z]+)+` or `0`,
+//! units `ns`, `us` (`µs`, `μs`), `ms`, `s`, `m`, `h`, exact integer nanoseconds, at most
+//! `i64::MAX` nanoseconds ([`MAX`], about 292 years). Go refuses a larger value, and so
+//! does this parser, before any conversion can overflow. A negative duration is refused
+//! too: nothing here takes one. Input is read once, left to right, and longer than
+//! [`MAX_LEN`] bytes is refused without being parsed.
+
+use std::time::Duration;
+
+/// The largest Go duration: `i64::MAX` nanoseconds.
+pub const MAX: Duration = Duration::new(9_223_372_036, 854_775_807);
+
+/// [`MAX`] as Go prints it.
+pub const MAX_TEXT: &str = "2562047h47m16.854775807s";
+
+/// The longest text accepted; the longest useful one ([`MAX_TEXT`]) has 24 bytes.
+pub const MAX_LEN: usize = 64;
+
+/// Why a text is not a Go duration. `Display` is a phrase that follows the value in a
+/// message (`--timeout "10d" has the unknown unit "d" ...`); it never repeats the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DurationError {
+    /// The text is empty.
+    Empty,
+    /// The text is longer than [`MAX_LEN`] bytes.
+    TooLong,
+    /// Not the Go grammar (a stray character, a sign in the middle, no digits).
+    Invalid,
+    /// A number without a unit (`10`).
+    MissingUnit,
+    /// A unit Go does not know (`d`, `w`).
+    UnknownUnit(String),
+    /// A negative duration.
+    Negative,
+    /// Beyond Go's range ([`MAX`]).
+    OutOfRange,
+}
+
+impl std::fmt::Display for DurationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DurationError::Empty => write!(f, "is empty: give a Go duration such as 30s, 2m or 1h30m"),
+            DurationError::TooLong => write!(
+                f,
+                "is longer than {MAX_LEN} characters: give a Go duration such as 30s, 2m or 1h30m"
+            ),
+            DurationError::Invalid => write!(
+                f,
+                "is not a Go duration: use numbers with units (ns, us, ms, s, m, h), e.g. 30s, 2m or 1h30m"
+            ),
+            DurationError::MissingUnit => write!(
+                f,
+                "has a number without a unit: add one of ns, us, ms, s, m, h (e.g. 30s)"
+            ),
+            DurationError::UnknownUnit(u) => write!(
+                f,
+                "has the unknown unit {u:?}: use ns, us, ms, s, m or h (a day is 24h)"
+            ),
+            DurationError::Negative => write!(f, "is negative: give a duration of 0 or more"),
+            DurationError::OutOfRange => write!(
+                f,
+                "is beyond the range of a Go duration (at most {MAX_TEXT}, about 292 years)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DurationError {}
+
+/// `text` quoted for a message, cut after [`MAX_LEN`] characters (an argument can be
+/// anything, and the message stays one short line).
+pub fn quoted(text: &str) -> String {
+    match text.char_indices().nth(MAX_LEN) {
+        Some((cut, _)) => format!("{:?}...", &text[..cut]),
+        None => format!("{text:?}"),
+    }
+}
+
+/// Nanoseconds per unit, as Go's `unitMap`.
+fn unit(u: &str) -> Option<u64> {
+    Some(match u {
+        "ns" => 1,
+        "us" | "µs" | "μs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        _ => return None,
+    })
+}
+
+/// `1 << 63`: Go's bound while it accumulates (the magnitude of `i64::MIN`).
+const LIMIT: u64 = 1 << 63;
+
+/// Parses a Go duration into a non-negative [`Duration`] of at most [`MAX`].
+pub fn parse(text: &str) -> Result<Duration, DurationError> {
+    if text.len() > MAX_LEN {
+        return Err(DurationError::TooLong);
+    }
+    let mut s = text.as_bytes();
+    let mut neg = false;
+    if let Some((&c, rest)) = s.split_first() {
+        if c == b'-' || c == b'+' {
+            neg = c == b'-';
+            s = rest;
+        }
+    }
+    if s == b"0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err(if text.is_empty() {
+            DurationError::Empty
+        } else {
+            DurationError::Invalid
+        });
+    }
+    let mut total: u64 = 0;
+    while !s.is_empty() {
+        if !(s[0] == b'.' || s[0].is_ascii_digit()) {
+            return Err(DurationError::Invalid);
+        }
+        // [0-9]*
+        let (v, rest) = leading_int(s)?;
+        let pre = rest.len() != s.len();
+        s = rest;
+        // (\.[0-9]*)?
+        let (mut f, mut scale, mut post) = (0u64, 1f64, false);
+        if s.first() == Some(&b'.') {
+            s = &s[1..];
+            let (x, sc, rest) = leading_fraction(s);
+            post = rest.len() != s.len();
+            (f, scale, s) = (x, sc, rest);
+        }
+        if !pre && !post {
+            return Err(DurationError::Invalid);
+        }
+        // The unit: everything up to the next number.
+        let end = s
+            .iter()
+            .position(|c| *c == b'.' || c.is_ascii_digit())
+            .unwrap_or(s.len());
+        if end == 0 {
+            return Err(DurationError::MissingUnit);
+        }
+        // `end` is at an ASCII byte or the end, so a char boundary of `text`.
+        let u = std::str::from_utf8(&s[..end]).map_err(|_| DurationError::Invalid)?;
+        s = &s[end..];
+        let per = unit(u).ok_or_else(|| DurationError::UnknownUnit(u.to_string()))?;
+        if v > LIMIT / per {
+            return Err(DurationError::OutOfRange);
+        }
+        let mut v = v * per;
+        if f > 0 {
+            // As Go: float64 is exact to the nanosecond for fractions of an hour.
+            v += (f as f64 * (per as f64 / scale)) as u64;
+            if v > LIMIT {
+                return Err(DurationError::OutOfRange);
+            }
+        }
+        // Go's sum may wrap here (2^63 + 2^63); this one may not.
+        total = total
+            .checked_add(v)
+            .filter(|t| *t <= LIMIT)
+            .ok_or(DurationError::OutOfRange)?;
+    }
+    if total > LIMIT - 1 {
+        return Err(DurationError::OutOfRange);
+    }
+    if neg && total > 0 {
+        return Err(DurationError::Negative);
+    }
+    Ok(Duration::new(
+        total / 1_000_000_000,
+        (total % 1_000_000_000) as u32,
+    ))
+}
+
+/// Go's `leadingInt`: the leading digits, refused when they pass `1 << 63`.
+fn leading_int(s: &[u8]) -> Result<(u64, &[u8]), DurationError> {
+    let mut x: u64 = 0;
+    let mut i = 0;
+    while i < s.len() && s[i].is_ascii_digit() {
+        if x > LIMIT / 10 {
+            return Err(DurationError::OutOfRange);
+        }
+        x = x * 10 + u64::from(s[i] - b'0');
+        if x > LIMIT {
+            return Err(DurationError::OutOfRange);
+        }
+        i += 1;
+    }
+    Ok((x, &s[i..]))
+}
+
+/// Go's `leadingFraction`: the digits after the point as `x / scale`; digits beyond
+/// what a `u64` holds are read and ignored.
+fn leading_fraction(s: &[u8]) -> (u64, f64, &[u8]) {
+    let (mut x, mut scale, mut overflow) = (0u64, 1f64, false);
+    let mut i = 0;
+    while i < s.len() && s[i].is_ascii_digit() {
+        if !overflow {
+            if x > (LIMIT - 1) / 10 {
+                overflow = true;
+            } else {
+                let y = x * 10 + u64::from(s[i] - b'0');
+                if y > LIMIT {
+                    overflow = true;
+                } else {
+                    x = y;
+                    scale *= 10.0;
+                }
+            }
+        }
+        i += 1;
+    }
+    (x, scale, &s[i..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ns(n: u64) -> Duration {
+        Duration::new(n / 1_000_000_000, (n % 1_000_000_000) as u32)
+    }
+
+    #[test]
+    fn examples_as_go_parses_them() {
+        let ok = [
+            ("0", 0),
+            ("-0", 0),
+            ("+0", 0),
+            ("72h", 259_200_000_000_000),
+            ("1h30m", 5_400_000_000_000),
+            ("1.5s", 1_500_000_000),
+            (".5s", 500_000_000),
+            ("5.s", 5_000_000_000),
+            ("+5s", 5_000_000_000),
+            ("1µs", 1_000),
+            ("1μs", 1_000),
+            ("1us1ns", 1_001),
+            ("0.000000001s", 1),
+            ("0.0000000001s", 0),
+            ("1.0000000000000000000001h", 3_600_000_000_000),
+            ("5m0s", 300_000_000_000),
+            ("00005s", 5_000_000_000),
+            (MAX_TEXT, i64::MAX as u64),
+            ("9223372036854775807ns", i64::MAX as u64),
+            ("2562047h", 2_562_047 * 3_600_000_000_000),
+        ];
+        for (text, n) in ok {
+            assert_eq!(parse(text), Ok(ns(n)), "{text}");
+        }
+        assert_eq!(parse(MAX_TEXT), Ok(MAX));
+        let bad = [
+            ("", DurationError::Empty),
+            ("-", DurationError::Invalid),
+            ("+", DurationError::Invalid),
+            (".", DurationError::Invalid),
+            (".s", DurationError::Invalid),
+            ("h", DurationError::Invalid),
+            ("abc", DurationError::Invalid),
+            ("1h-3m", DurationError::UnknownUnit("h-".into())),
+            ("1h 3m", DurationError::UnknownUnit("h ".into())),
+            ("1h+", DurationError::UnknownUnit("h+".into())),
+            ("1h.", DurationError::Invalid),
+            ("10", DurationError::MissingUnit),
+            ("00", DurationError::MissingUnit),
+            ("10d", DurationError::UnknownUnit("d".into())),
+            ("7D", DurationError::UnknownUnit("D".into())),
+            ("-1s", DurationError::Negative),
+            ("-1ns", DurationError::Negative),
+            ("2562047h47m16.854775808s", DurationError::OutOfRange),
+            ("9223372036854775808ns", DurationError::OutOfRange),
+            ("2562048h", DurationError::OutOfRange),
+            ("99999999999999999999999h", DurationError::OutOfRange),
+            ("9223372036854775807h", DurationError::OutOfRange),
+            ("2562047h2562047h", DurationError::OutOfRange),
+            (
+                "9223372036854775808ns9223372036854775808ns",
+                DurationError::OutOfRange,
+            ),
+        ];
+        for (text, e) in bad {
+            assert_eq!(parse(text), Err(e), "{text}");
+        }
+        assert_eq!(parse(&"1".repeat(65)), Err(DurationError::TooLong));
+    }
+
+    #[test]
+    fn messages_are_one_line_and_name_the_fix() {
+        for e in [
+            DurationError::Empty,
+            DurationError::TooLong,
+            DurationError::Invalid,
+            DurationError::MissingUnit,
+            DurationError::UnknownUnit("d".into()),
+            DurationError::Negative,
+            DurationError::OutOfRange,
+        ] {
+            let m = e.to_string();
+            assert!(!m.contains('\n') && m.len() > 10, "{m}");
+        }
+        assert!(DurationError::OutOfRange.to_string().contains(MAX_TEXT));
+        assert_eq!(quoted("1h"), "\"1h\"");
+        assert_eq!(quoted(&"9".repeat(1000)).len(), MAX_LEN + 5);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any text: an error or a duration within Go's range, never a panic.
+        #[test]
+        fn any_text_is_parsed_or_refused(s in "\\PC{0,40}|[-+]?[0-9.]{0,24}(ns|us|µs|ms|s|m|h|d|){0,4}") {
+            if let Ok(d) = parse(&s) {
+                prop_assert!(d <= MAX, "{s}: {d:?}");
+            }
+        }
+
+        /// Every count of nanoseconds in range round-trips, as `Nns` and as Go prints it.
+        #[test]
+        fn every_value_in_range_round_trips(n in 0u64..=i64::MAX as u64) {
+            prop_assert_eq!(parse(&format!("{n}ns")), Ok(ns(n)));
+            let (h, rest) = (n / 3_600_000_000_000, n % 3_600_000_000_000);
+            let (m, rest) = (rest / 60_000_000_000, rest % 60_000_000_000);
+            let (s, frac) = (rest / 1_000_000_000, rest % 1_000_000_000);
+            let go = format!("{h}h{m}m{s}.{frac:09}s");
+            prop_assert_eq!(parse(&go), Ok(ns(n)), "{}", go);
+        }
+
+        /// Past `i64::MAX` nanoseconds, however it is written, is out of range.
+        #[test]
+        fn every_value_past_the_range_is_refused(
+            extra in 1u128..=u64::MAX as u128 * 1_000,
+            unit in prop::sample::select(vec![("ns", 1u128), ("us", 1_000), ("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000)]),
+        ) {
+            // The smallest count of `unit` past the range, plus `extra - 1`.
+            let (name, per) = unit;
+            let first = (i64::MAX as u128) / per + 1;
+            let count = first + extra - 1;
+            prop_assert_eq!(parse(&format!("{count}{name}")), Err(DurationError::OutOfRange));
+        }
+
+        /// Concatenation adds, as in Go, while the sum stays in range.
+        #[test]
+        fn parts_add_up(
+            a in 0u64..=4_000_000_000_000_000_000,
+            b in 0u64..=4_000_000_000_000_000_000,
+            ua in prop::sample::select(vec!["ns", "us", "ms", "s", "m", "h"]),
+            ub in prop::sample::select(vec!["ns", "us", "ms", "s", "m", "h"]),
+        ) {
+            let (pa, pb) = (parse(&format!("{a}{ua}")), parse(&format!("{b}{ub}")));
+            let both = parse(&format!("{a}{ua}{b}{ub}"));
+            match (pa, pb) {
+                (Ok(x), Ok(y)) if x + y <= MAX => prop_assert_eq!(both, Ok(x + y)),
+                _ => prop_assert_eq!(both, Err(DurationError::OutOfRange)),
+            }
+        }
+
+        /// Up to nine decimals of a second are exact.
+        #[test]
+        fn decimal_seconds_are_exact(whole in 0u64..1_000_000_000, frac in 0u64..1_000_000_000, digits in 1usize..=9) {
+            let frac = frac % 10u64.pow(digits as u32);
+            let text = format!("{whole}.{frac:0digits$}s");
+            let want = whole * 1_000_000_000 + frac * 10u64.pow(9 - digits as u32);
+            prop_assert_eq!(parse(&text), Ok(ns(want)), "{}", text);
+        }
+    }
+}
