@@ -156,7 +156,11 @@ metadata:
     embedded-registry.deckhouse.io/config-hash: {{ .hash | quote }}
 spec:
   hostNetwork: true
-  dnsPolicy: ClusterFirstWithHostNet
+  # The node's resolver, not cluster DNS: CoreDNS runs from images this registry may
+  # serve, so in an outage or while the cluster starts it may not answer, and the
+  # registry resolves nothing of the cluster (it binds and announces its realm on the
+  # node's address; only the Proxy upstream has a name).
+  dnsPolicy: Default
   priorityClassName: system-node-critical
   securityContext:
     runAsNonRoot: true

@@ -106,6 +106,7 @@ def test_files_land_with_owner_mode_and_a_valid_static_pod(tmp_path, converge):
             assert (st.st_uid, st.st_gid) == (64535, 64535), f
         pod = yaml.safe_load((root / "etc/kubernetes/manifests/embedded-registry.yaml").read_text())
         assert pod["spec"]["hostNetwork"] is True
+        assert pod["spec"]["dnsPolicy"] == "Default", "the node's resolver: cluster DNS may itself need images"
         assert pod["spec"]["containers"][0]["readinessProbe"]["tcpSocket"]["host"] == ip
         assert status["appliedConfigHash"] == pod["metadata"]["annotations"]["embedded-registry.deckhouse.io/config-hash"]
         assert status["appliedGeneration"] == rendered_secret(converge.state, node)["metadata"]["annotations"][
