@@ -44,13 +44,18 @@ class Upstream(Processes):
             subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                             "-nodes", "-keyout", str(workdir / "token.key"), "-out", str(workdir / "token.crt"),
                             "-days", "2", "-subj", "/CN=upstream-token"], check=True, capture_output=True)
-            issuer = {"server": {"addr": f"{realm_host}:{auth_port}"},
+            # An https registry announces an https realm (its own certificate): the module
+            # refuses to send a password to a weaker realm.
+            server = {"addr": f"{realm_host}:{auth_port}"}
+            if tls:
+                server.update(certificate=str(tls[0]), key=str(tls[1]))
+            issuer = {"server": server,
                       "token": {"issuer": "upstream", "expiration": 900, "certificate": str(workdir / "token.crt"),
                                 "key": str(workdir / "token.key")},
                       "users": {u: {"password": h} for u, h in hashes.items()},
                       "acl": [{"match": {"account": u}, "actions": a} for u, a in USERS.items() if a]}
             (workdir / "auth.yaml").write_text(yaml.safe_dump(issuer))
-            dist["auth"] = {"token": {"realm": f"http://{realm_host}:{auth_port}/auth", "service": "upstream",
+            dist["auth"] = {"token": {"realm": f"{self.scheme}://{realm_host}:{auth_port}/auth", "service": "upstream",
                                       "issuer": "upstream", "rootcertbundle": str(workdir / "token.crt")}}
         elif auth == "basic":
             (workdir / "htpasswd").write_text("".join(f"{u}:{h}\n" for u, h in hashes.items()))
