@@ -212,7 +212,8 @@ def test_a_linked_parent_of_the_data_dir_is_refused(host):
 
 def test_an_existing_data_dir_linked_to_another_disk_is_used_as_it_is(host):
     """The administrator may put the data on another disk with a link: the hook only
-    creates a missing data directory, so it neither refuses nor changes this one."""
+    creates a missing data directory, so it neither refuses nor changes this one; it
+    only adds the storage directories garbage collection needs beside what is there."""
     disk = host.tmp / "disk"
     disk.mkdir()
     (disk / "blob").write_text("data\n")
@@ -221,7 +222,9 @@ def test_an_existing_data_dir_linked_to_another_disk_is_used_as_it_is(host):
     p = host.run(GOOD_FILES)
     assert p.returncode == 0, p.stderr
     assert (host.root / DATA).is_symlink()
-    assert [(q.name, q.read_text()) for q in disk.iterdir()] == [("blob", "data\n")]
+    assert sorted((q.name, q.read_text() if q.is_file() else "dir") for q in disk.iterdir()) == [
+        ("blob", "data\n"), ("docker", "dir")]
+    assert (disk / "docker/registry/v2/repositories").is_dir() and (disk / "docker/registry/v2/blobs").is_dir()
 
 
 def test_a_repaired_host_is_applied_again(host):
