@@ -53,7 +53,11 @@ server = {{ printf "https://%s" .address | toJson }}
 {{- define "embedded_registry.token_issuer" -}}embedded-registry-auth{{- end -}}
 {{- define "embedded_registry.token_service" -}}embedded-registry{{- end -}}
 
-{{- /* distribution's configuration for one master: (dict "m" master "v" module values). */ -}}
+{{- /* distribution's configuration for one master: (dict "m" master "v" module values
+       ["cacheOnly" true]). The cache-only variant of a Proxy registry (the node hook
+       installs it while the upstream does not answer) serves what the cache holds and
+       nothing else: no proxy section (distribution exits at start when its upstream is
+       unreachable, and its TTL scheduler would expire content), read-only storage. */ -}}
 {{- define "embedded_registry.distribution_config" -}}
 {{- $m := .m -}}{{- $v := .v -}}{{- $pki := include "embedded_registry.pki_dir" . -}}
 version: 0.1
@@ -69,6 +73,11 @@ storage:
     disable: true
   cache:
     blobdescriptor: inmemory
+  {{- if .cacheOnly }}
+  maintenance:
+    readonly:
+      enabled: true
+  {{- end }}
 http:
   addr: {{ include "embedded_registry.hostport" (dict "ip" $m.internalIP "port" 5001) | quote }}
   secret: {{ $v.internal.pki.httpSecret | quote }}
@@ -88,7 +97,7 @@ auth:
     rootcertbundle: {{ $pki }}/token-bundle.crt
     autoredirect: false
 {{- $r := $v.internal.switch.registry }}
-{{- if eq $r.mode "Proxy" }}
+{{- if and (eq $r.mode "Proxy") (not .cacheOnly) }}
 proxy:
   remoteurl: {{ printf "%s://%s" $r.proxy.scheme $r.proxy.host | quote }}
   {{- if $r.proxy.user }}

@@ -228,7 +228,8 @@ def test_node_hook_writes_the_good_secret(tmp_path):
     (tmp_path / "bc.json").write_text(json.dumps(ctx))
     p = run(["classic", "node-files"], env={
         "BINDING_CONTEXT_PATH": str(tmp_path / "bc.json"), "NODE_NAME": "m1", "EMBEDDED_REGISTRY_HOST_ROOT": str(host),
-        "EMBEDDED_REGISTRY_FILE_OWNER": "none", "KUBERNETES_PATCH_PATH": str(tmp_path / "k8s.json")})
+        "EMBEDDED_REGISTRY_FILE_OWNER": "none", "KUBERNETES_PATCH_PATH": str(tmp_path / "k8s.json"),
+        "METRICS_PATH": str(tmp_path / "metrics.json")})
     assert p.returncode == 0, p.stderr
     assert (host / "etc/kubernetes/manifests/embedded-registry.yaml").read_text() == "kind: Pod\n"
     assert (host / "etc/kubernetes/registry/pki/ca.crt").read_text() == "CA\n"

@@ -29,3 +29,24 @@ pub fn check_registry(addr: &str, ca_pem: &str, timeout: Duration) -> Result<(),
         code => Err(format!("GET https://{addr}/v2/: HTTP {code}")),
     }
 }
+
+/// Whether a Proxy registry's upstream answers `/v2/` as a registry does (any auth
+/// scheme): what distribution needs to start its proxy. Trust as distribution's: the
+/// upstream CA alone when given (`SSL_CERT_FILE`), else the system roots; DNS overrides
+/// from `EMBEDDED_REGISTRY_RESOLVE`.
+pub fn upstream_answers(scheme: &str, host: &str, ca_pem: Option<&str>, timeout: Duration) -> bool {
+    let endpoint = Endpoint {
+        scheme: scheme.to_string(),
+        host: host.to_string(),
+        ca_pem: ca_pem.map(str::to_string),
+        ca_only: ca_pem.is_some(),
+        resolve: crate::distribution::client::resolve_overrides(),
+        ..Endpoint::default()
+    };
+    crate::distribution::client::Client::connect(
+        endpoint,
+        timeout,
+        std::time::Instant::now() + timeout,
+    )
+    .is_ok()
+}

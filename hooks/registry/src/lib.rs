@@ -4,6 +4,7 @@
 //! protocol), node hooks to shell-operator (classic protocol, by the name it is invoked
 //! under), and runs the local converge.
 
+pub mod cache_only;
 pub mod cli;
 pub mod clock;
 pub mod converge;

@@ -55,6 +55,10 @@ pub struct ProxySettings {
     /// Go duration; `0` = never expire.
     #[serde(default = "default_ttl")]
     pub ttl: String,
+    /// Go duration: how long the upstream must answer (or fail) before a master
+    /// switches between pulling through and serving its cache alone.
+    #[serde(default = "default_upstream_hysteresis")]
+    pub upstream_hysteresis: String,
     /// `Fs`.
     #[serde(default = "fs")]
     pub storage_mode: String,
@@ -65,6 +69,9 @@ fn https() -> String {
 }
 fn default_ttl() -> String {
     "168h".into()
+}
+fn default_upstream_hysteresis() -> String {
+    "1m".into()
 }
 fn fs() -> String {
     "Fs".into()
@@ -246,6 +253,14 @@ pub fn check(settings: &Value) -> Result<(), FieldError> {
                 return Err(err(
                     "proxy.ttl",
                     &format!("{ttl:?} {e}; e.g. 72h, 30m or 0 (never expire)"),
+                ));
+            }
+        }
+        if let Some(h) = proxy.get("upstreamHysteresis").and_then(Value::as_str) {
+            if let Err(e) = crate::duration::parse(h) {
+                return Err(err(
+                    "proxy.upstreamHysteresis",
+                    &format!("{h:?} {e}; e.g. 1m or 5m"),
                 ));
             }
         }

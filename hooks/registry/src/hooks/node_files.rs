@@ -25,6 +25,7 @@ use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, ScheduleBinding};
 use serde::Deserialize;
 
 use super::{named_binding, node_name};
+use crate::cache_only;
 use crate::secrets::{self, NAMESPACE};
 
 /// Host root variable.
@@ -397,6 +398,92 @@ fn registry_health(files: &BTreeMap<String, String>) -> (String, String) {
     }
 }
 
+/// The upstream of this node's Proxy registry, from its configuration: `(scheme,
+/// host[:port])` of `proxy.remoteurl`.
+fn upstream_of(files: &BTreeMap<String, String>) -> anyhow::Result<(String, String)> {
+    #[derive(Deserialize)]
+    struct Proxy {
+        remoteurl: String,
+    }
+    #[derive(Deserialize)]
+    struct Dist {
+        proxy: Proxy,
+    }
+    let text = files
+        .get(cache_only::CONFIG_KEY)
+        .context("a Proxy registry's Secret without config.distribution.yaml")?;
+    let dist: Dist = serde_yaml_ng::from_str(text)
+        .context("config.distribution.yaml of a Proxy registry has no proxy.remoteurl")?;
+    let url = reqwest::Url::parse(&dist.proxy.remoteurl)
+        .context("proxy.remoteurl of config.distribution.yaml is not a URL")?;
+    let host = url.host_str().context("proxy.remoteurl has no host")?;
+    let host = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    Ok((url.scheme().to_string(), host))
+}
+
+/// Probes the upstream and this master's registry, and decides from what a previous
+/// run recorded whether the registry serves from its cache alone
+/// ([`cache_only::decide`]).
+fn upstream_state(
+    files: &BTreeMap<String, String>,
+    previous: &BTreeMap<String, String>,
+    hysteresis: &str,
+) -> anyhow::Result<cache_only::UpstreamState> {
+    let hysteresis = match hysteresis {
+        "" => cache_only::DEFAULT_HYSTERESIS_SECS,
+        h => crate::duration::parse(h)
+            .map(|d| d.as_secs() as i64)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "annotation {}: {h:?} {e}",
+                    cache_only::HYSTERESIS_ANNOTATION
+                )
+            })?,
+    };
+    let (scheme, host) = upstream_of(files)?;
+    let answers = crate::health::upstream_answers(
+        &scheme,
+        &host,
+        files.get("pki.upstream-ca.crt").map(String::as_str),
+        std::time::Duration::from_secs(5),
+    );
+    let prev = cache_only::UpstreamState::from_status(previous);
+    // Whether the registry serves matters only while it proxies and the upstream fails.
+    let serving =
+        answers || prev.is_some_and(|p| p.cache_only) || registry_health(files).0 == "ready";
+    Ok(cache_only::decide(
+        prev,
+        cache_only::Seen {
+            answers,
+            serving,
+            now: crate::clock::now()?,
+            hysteresis,
+        },
+    ))
+}
+
+/// Puts the cache-only configuration in place of the registry's, and marks the static
+/// pod so that its manifest differs and kubelet restarts it with that configuration.
+fn install_cache_only(files: &mut BTreeMap<String, String>, variant: String) -> anyhow::Result<()> {
+    files.insert(cache_only::CONFIG_KEY.to_string(), variant);
+    let key = format!("manifest.{MANIFEST_FILE}");
+    let text = files
+        .get(&key)
+        .with_context(|| format!("the Secret has no {key}"))?;
+    let mut pod: serde_json::Value =
+        serde_yaml_ng::from_str(text).with_context(|| format!("{key} is not YAML"))?;
+    let annotations = pod
+        .pointer_mut("/metadata/annotations")
+        .and_then(serde_json::Value::as_object_mut)
+        .with_context(|| format!("{key} has no metadata.annotations"))?;
+    annotations.insert(cache_only::POD_ANNOTATION.into(), "true".into());
+    files.insert(key, serde_yaml_ng::to_string(&pod)?);
+    Ok(())
+}
+
 fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let node = node_name();
     if node.is_empty() {
@@ -437,6 +524,23 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     // Which ro password the registry accepts (a hash of its hash): the pull Secret keeps
     // the previous one beside it until every master runs the new one.
     let ro_user = annotation(crate::pull_secret::RO_USER_ANNOTATION);
+    let current: Vec<ConfigMapObject> = input.snapshots.get("node_status")?;
+    let previous = current.first().map(|c| c.data.clone()).unwrap_or_default();
+    let mut upstream = None;
+    let files = match files {
+        Some(mut f) => {
+            if let Some(variant) = f.remove(cache_only::CACHE_ONLY_KEY) {
+                let hysteresis = annotation(cache_only::HYSTERESIS_ANNOTATION);
+                let state = upstream_state(&f, &previous, &hysteresis)?;
+                if state.cache_only {
+                    install_cache_only(&mut f, variant)?;
+                }
+                upstream = Some(state);
+            }
+            Some(f)
+        }
+        None => None,
+    };
     let applied = apply(&root, files.as_ref(), &hash, owner()?)?;
     for f in &applied.written {
         input.log.info("wrote", &[("file", serde_json::json!(f))]);
@@ -448,7 +552,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         Some(f) => registry_health(f),
         None => ("absent".to_string(), "no registry on this node".to_string()),
     };
-    let status = BTreeMap::from([
+    let mut status = BTreeMap::from([
         ("node".to_string(), node.clone()),
         ("appliedConfigHash".to_string(), applied.config_hash.clone()),
         ("appliedGeneration".to_string(), generation),
@@ -460,7 +564,32 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         ("registry".to_string(), health.0),
         ("message".to_string(), health.1),
     ]);
-    let current: Vec<ConfigMapObject> = input.snapshots.get("node_status")?;
+    input.metrics.expire("cache_only");
+    if let Some(state) = upstream {
+        state.to_status(&mut status);
+        if Some(state) != cache_only::UpstreamState::from_status(&previous) {
+            input.log.info(
+                "upstream",
+                &[
+                    ("answers", serde_json::json!(state.answers)),
+                    ("cacheOnly", serde_json::json!(state.cache_only)),
+                ],
+            );
+        }
+        let labels = [("node", node.as_str())];
+        input.metrics.set(
+            "cache_only",
+            "d8_embedded_registry_cache_only",
+            if state.cache_only { 1.0 } else { 0.0 },
+            &labels,
+        );
+        input.metrics.set(
+            "cache_only",
+            "d8_embedded_registry_upstream_answers",
+            if state.answers { 1.0 } else { 0.0 },
+            &labels,
+        );
+    }
     if current.first().map(|c| &c.data) != Some(&status) {
         input.objects.create_or_update(serde_json::json!({
             "apiVersion": "v1",
