@@ -253,3 +253,14 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
         headers,
     })
 }
+
+/// Asserts that a failure is [`super::Kind::Oversize`] and that its message names the
+/// URL `path` and the `limit` (as the message writes it, `4 MiB`).
+pub fn assert_oversize(f: &super::Failure, path: &str, limit: &str) {
+    assert_eq!(f.kind, super::Kind::Oversize, "{}", f.message);
+    assert!(
+        f.message.contains(path) && f.message.contains(limit),
+        "{}",
+        f.message
+    );
+}

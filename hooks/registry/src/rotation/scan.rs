@@ -761,7 +761,7 @@ mod tests {
     /// Hostile registries on 127.0.0.1 against the scan.
     mod hostile {
         use super::super::*;
-        use crate::distribution::testserver::{Reply, Server, ENDLESS_CAP};
+        use crate::distribution::testserver::{assert_oversize, Reply, Server, ENDLESS_CAP};
         use std::time::{Duration, Instant};
 
         fn client(server: &Server) -> Client {
@@ -823,19 +823,9 @@ mod tests {
             let c = client(&server);
             let mut scanner = Scanner::new(&c);
             let f = scanner.tags("p").unwrap_err();
-            assert_eq!(f.kind, Kind::Oversize, "{}", f.message);
-            assert!(
-                f.message.contains("/v2/p/tags/list") && f.message.contains("8 MiB"),
-                "{}",
-                f.message
-            );
+            assert_oversize(&f, "/v2/p/tags/list", "8 MiB");
             let f = scanner.scan("q").unwrap_err();
-            assert_eq!(f.kind, Kind::Oversize, "{}", f.message);
-            assert!(
-                f.message.contains("/v2/q/manifests/v1.0.0") && f.message.contains("4 MiB"),
-                "{}",
-                f.message
-            );
+            assert_oversize(&f, "/v2/q/manifests/v1.0.0", "4 MiB");
             assert!(!f.message.contains("AAAA"));
             assert!(
                 server.sent() < 2 * ENDLESS_CAP,
