@@ -1162,6 +1162,216 @@ mod tests {
         assert!(text.contains("registry-upstream-pull is missing"), "{text}");
     }
 
+    /// A full Node object, as the API server returns it.
+    fn node_object(i: usize, ready: bool, ack: Option<&str>) -> serde_json::Value {
+        let mut annotations = json!({"node.alpha.kubernetes.io/ttl": "0"});
+        if let Some(h) = ack {
+            annotations[crate::switch::ACK_ANNOTATION] = json!(h);
+            annotations[crate::switch::CONTAINERD_ANNOTATION] = json!("registry.d");
+        }
+        json!({"apiVersion": "v1", "kind": "Node",
+               "metadata": {"name": format!("n{i:02}"), "annotations": annotations,
+                            "labels": {"node.deckhouse.io/containerd-config-registry": "default"}},
+               "status": {"conditions": [
+                   {"type": "MemoryPressure", "status": "False"},
+                   {"type": "Ready", "status": if ready { "True" } else { "False" },
+                    "lastHeartbeatTime": "2026-01-01T00:00:00Z"}]}})
+    }
+
+    /// 50 Nodes through the binding's own jqFilter (the real jq, as the runner runs it),
+    /// then a beforeHelm run of a Detached switch whose master serves and whose mirror
+    /// check passed: the pull Secret moves only when every Ready node acknowledged.
+    #[test]
+    fn fifty_nodes_the_pull_secret_moves_only_when_every_ready_node_acknowledged() {
+        use crate::internal::Master;
+        let target = crate::switch::RegistryTarget::new(
+            crate::settings::Mode::Detached,
+            None,
+            vec!["m1".into()],
+            b"k",
+        );
+        let m1 = Master {
+            name: "m1".into(),
+            internal_ip: "127.0.0.11".into(),
+        };
+        let hash = super::node_config_hash(
+            "embedded-registry.d8-system.svc:5001",
+            std::slice::from_ref(&m1),
+            "CA\n",
+        );
+        let state = crate::switch::State {
+            registry: Some(target.clone()),
+            mirrors: vec!["m1".into()],
+            check: Some(crate::switch::CheckRecord {
+                what: "mirror".into(),
+                generation: target.generation.clone(),
+                ok: true,
+                kind: String::new(),
+                message: "complete".into(),
+                since: 1,
+            }),
+            node_config: Some(crate::switch::NodeConfig {
+                hash: hash.clone(),
+                since: 1000,
+            }),
+            ..Default::default()
+        };
+        let run = |nodes: Vec<serde_json::Value>| {
+            let filtered = crate::converge::jq::map_filter(super::NODE_FILTER, &nodes).unwrap();
+            let state_text = serde_json::to_string(&state).unwrap();
+            crate::clock::with_now(1000 + 60, || {
+                HookTest::new()
+                    .values(json!({"global": {}, "embeddedRegistry": {
+                        "mode": "Detached", "detached": {},
+                        "internal": {"masters": [m1], "highAvailability": false,
+                                     "pki": {"caBundle": "CA", "httpSecret": "k"}}}}))
+                    .group_snapshot(
+                        "secrets",
+                        vec![
+                            secret("deckhouse-registry", UPSTREAM),
+                            secret("registry-state", &[("state.json", &state_text)]),
+                            secret(
+                                "registry-user-ro",
+                                &[("name", "ro"), ("password", "pw"), ("passwordHash", "x")],
+                            ),
+                        ],
+                    )
+                    .group_snapshot(
+                        "node_status",
+                        vec![filtered_data(&[
+                            ("node", "m1"),
+                            ("staticPod", "present"),
+                            ("appliedGeneration", &target.generation),
+                            ("registry", "ready"),
+                        ])],
+                    )
+                    .group_snapshot(
+                        "nodes",
+                        filtered
+                            .into_iter()
+                            .map(hook_sdk::testing::filtered)
+                            .collect(),
+                    )
+                    .group_snapshot("deckhouse", vec![])
+                    .lifecycle("beforeHelm")
+                    .run(&super::hook())
+                    .unwrap()
+            })
+        };
+        let metric = |out: &hook_sdk::testing::TestOutput, state: &str| {
+            out.metrics
+                .iter()
+                .rev()
+                .find(|m| {
+                    m.name == "d8_embedded_registry_nodes"
+                        && m.labels.get("state").map(String::as_str) == Some(state)
+                })
+                .and_then(|m| m.value)
+                .unwrap()
+        };
+        let moved = |out: &hook_sdk::testing::TestOutput| {
+            out.objects.iter().any(|o| {
+                o.name == "deckhouse-registry"
+                    && o.merge_patch.as_ref().is_some_and(|p| {
+                        p["data"]["address"] == json!(b64("embedded-registry.d8-system.svc:5001"))
+                    })
+            })
+        };
+        // n07 never acknowledges, n13 acknowledged an old hash, n20..n24 are NotReady.
+        let mut nodes: Vec<_> = (0..50)
+            .map(|i| {
+                let ack = match i {
+                    7 => None,
+                    13 => Some("00000000000000aa"),
+                    20..=24 => None,
+                    _ => Some(hash.as_str()),
+                };
+                node_object(i, !(20..=24).contains(&i), ack)
+            })
+            .collect();
+        let out = run(nodes.clone());
+        assert!(!moved(&out), "a Ready node has not acknowledged");
+        assert_eq!(
+            [
+                metric(&out, "total"),
+                metric(&out, "ready"),
+                metric(&out, "acknowledged"),
+                metric(&out, "waiting"),
+                metric(&out, "not_ready"),
+            ],
+            [50.0, 45.0, 43.0, 2.0, 5.0]
+        );
+        let wait = out
+            .metrics
+            .iter()
+            .find(|m| m.name == "d8_embedded_registry_nodes_wait_seconds")
+            .and_then(|m| m.value);
+        assert_eq!(wait, Some(60.0));
+        // Every Ready node acknowledged (the NotReady ones still have not): it moves at
+        // once, with no timer.
+        nodes[7] = node_object(7, true, Some(&hash));
+        nodes[13] = node_object(13, true, Some(&hash));
+        let out = run(nodes);
+        assert!(moved(&out), "{:?}", out.objects);
+        assert_eq!(
+            out.values["embeddedRegistry"]["internal"]["switch"]["nodeConfigHash"],
+            json!(hash)
+        );
+    }
+
+    /// A ConfigMap-like snapshot item: name and data (the node status reports).
+    fn filtered_data(data: &[(&str, &str)]) -> hook_sdk::context::SnapshotItem {
+        let data: serde_json::Map<String, serde_json::Value> = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        filtered(json!({"name": "status", "data": data}))
+    }
+
+    #[test]
+    fn hostile_node_data_counts_as_no_acknowledgement() {
+        let nodes = vec![
+            json!({"metadata": {"name": "Bad Name\n", "annotations": {crate::switch::ACK_ANNOTATION: "x"}}}),
+            json!({"metadata": {"name": "n1", "annotations": {
+                crate::switch::ACK_ANNOTATION: "$(reboot)",
+                crate::switch::CONTAINERD_ANNOTATION: "ok; rm -rf /"}},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        ];
+        let filtered = crate::converge::jq::map_filter(super::NODE_FILTER, &nodes).unwrap();
+        let out = HookTest::new()
+            .values(json!({"global": {}, "embeddedRegistry": {"mode": "Direct", "internal": {}}}))
+            .group_snapshot("secrets", vec![secret("deckhouse-registry", UPSTREAM)])
+            .group_snapshot("node_status", vec![])
+            .group_snapshot(
+                "nodes",
+                filtered
+                    .into_iter()
+                    .map(hook_sdk::testing::filtered)
+                    .collect(),
+            )
+            .group_snapshot("deckhouse", vec![])
+            .lifecycle("beforeHelm")
+            .run(&super::hook())
+            .unwrap();
+        let state = out
+            .objects
+            .iter()
+            .filter_map(|o| o.object.as_ref())
+            .find(|o| o["metadata"]["name"] == "registry-state")
+            .map(|o| o["data"]["state.json"].as_str().unwrap().to_string())
+            .unwrap();
+        use base64::Engine as _;
+        let text = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(state)
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(text.contains("0 of 1 Ready nodes acknowledged"), "{text}");
+        assert!(text.contains("n1 (invalid)"), "{text}");
+        assert!(!text.contains("reboot") && !text.contains("rm -rf") && !text.contains("Bad Name"));
+    }
+
     #[test]
     fn a_run_without_snapshots_changes_nothing() {
         let out = HookTest::new()
