@@ -186,3 +186,39 @@ def test_the_hash_the_script_sets_is_the_one_the_hook_waits_for(tmp_path):
     assert wanted not in script, "passed as base64 data, not shell text"
     _, calls = node_script.run(script, tmp_path / "node")
     assert node_script.annotations(calls)[node_script.ACK] == wanted
+
+
+def test_containerd_reads_the_modules_directory_before_bashibles(tmp_path):
+    """A real containerd (CRI PullImage, as kubelet pulls) with both files for the pull
+    address: bashible's registry.d/<host>:<port> (pointing at a closed port here) and the
+    module's registry.d/<host>_<port>_ (pointing at a registry). The pull goes through
+    the module's; without it, through bashible's, and fails. The script's containerd
+    verdict on the config that containerd runs with is registry.d."""
+    from registry_env import free_port, skopeo
+    from tools.cri import CriContainerd, CriError
+    from tools.oci import build_layout
+    from upstream_env import Upstream
+
+    root = tmp_path / "node"
+    hosts = root / "registry.d"
+    closed = free_port()
+    (hosts / ADDRESS).mkdir(parents=True)
+    (hosts / ADDRESS / "hosts.toml").write_text(
+        f'server = "https://{ADDRESS}"\n[host."https://127.0.0.1:{closed}"]\n  capabilities = ["pull", "resolve"]\n')
+    with Upstream(tmp_path / "up", auth="none") as up, CriContainerd(tmp_path / "cri", hosts) as cri:
+        for tag in ("a", "b"):
+            layout = tmp_path / f"layout-{tag}"
+            build_layout(layout, tag, f"image {tag}\n".encode())
+            p = skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:{tag}", f"docker://{up.host}/repo/app:{tag}")
+            assert p.returncode == 0, p.stderr
+        (hosts / OURS).mkdir()
+        (hosts / OURS / "hosts.toml").write_text(
+            f'server = "https://{ADDRESS}"\n[host."http://{up.host}"]\n  capabilities = ["pull", "resolve"]\n')
+        assert cri.pull(f"{ADDRESS}/repo/app:a").startswith("sha256:")
+        (hosts / OURS / "hosts.toml").unlink()
+        (hosts / OURS).rmdir()
+        with pytest.raises(CriError):
+            cri.pull(f"{ADDRESS}/repo/app:b")
+        (root / "config.toml").write_text(cri.config())
+    _, calls = node_script.run(script_for(tmp_path / "r", MASTERS), root)
+    assert node_script.annotations(calls)[node_script.CONTAINERD] == "registry.d"
