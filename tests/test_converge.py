@@ -132,7 +132,7 @@ def test_master_set_changes_follow_the_nodes(converge, tmp_path):
     assert s["objects"]["updated"] == ["Node/master-0", "Node/master-1",
                                        "d8-system/Secret/registry-node-master-1-pki",  # its IP changed
                                        "d8-system/Secret/registry-ro-pull",  # lists master endpoints
-                                       "d8-system/Secret/registry-state"]  # NodesAcknowledged counts the nodes
+                                       "d8-system/Secret/registry-state"]  # NodesAcknowledged: Ready masters, not acknowledged
     assert s["valuesChanged"]
 
 

@@ -467,17 +467,36 @@ pub fn step(
     let acks = fleet.summary(&config.hash);
     let waited = now - config.since;
     let overdue = !acks.laggards.is_empty() && waited >= fleet.timeout_secs;
+    // The full count only while a step waits on the nodes: otherwise nodes coming and
+    // going (autoscaling) would rewrite the state on every run.
+    let waiting = conds.reason_of("ClusterSwitched") == Some("NodesConfiguring")
+        || conds.reason_of("CleanupDone") == Some("NodesConfiguring");
+    let message = if waiting {
+        acks.describe(waited, overdue)
+    } else if acks.laggards.is_empty() {
+        format!(
+            "no Ready node lacks configuration {}; no step waits on the nodes",
+            acks.hash
+        )
+    } else {
+        format!(
+            "{} Ready node(s) have not acknowledged configuration {}: {}; no step waits on them now",
+            acks.laggards.len(),
+            acks.hash,
+            first(&acks.laggards)
+        )
+    };
     conds.set(
         "NodesAcknowledged",
         acks.laggards.is_empty(),
         if acks.laggards.is_empty() {
             "Acknowledged"
-        } else if overdue {
+        } else if overdue && waiting {
             "NodesNotAcknowledging"
         } else {
             "Waiting"
         },
-        &acks.describe(waited, overdue),
+        &message,
     );
     if acks.preflight.is_empty() {
         conds.set(
@@ -856,6 +875,13 @@ impl Conds {
         });
     }
 
+    fn reason_of(&self, type_: &str) -> Option<&str> {
+        self.new
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.reason.as_str())
+    }
+
     fn done(mut self) -> Vec<Condition> {
         const ORDER: [&str; 7] = [
             "Ready",
@@ -1159,18 +1185,32 @@ mod tests {
         custom[3].excluded = true;
         custom[4].excluded = true;
         custom[4].hash.clear();
+        custom[5].hash.clear();
         let s = step(
             configuring,
             &d,
             &serving(&t),
             None,
-            &fleet_of(custom, true),
+            &fleet_of(custom.clone(), true),
             6,
         );
-        assert_eq!(s.cluster, ClusterTarget::Embedded);
-        assert!(cond(&s, "NodesAcknowledged")
-            .message
-            .contains("excluded: n03, n04"));
+        assert_eq!(
+            s.cluster,
+            ClusterTarget::Upstream,
+            "n05 has not acknowledged"
+        );
+        let message = &cond(&s, "NodesAcknowledged").message;
+        assert!(
+            message.contains("waiting for 1: n05") && message.contains("excluded: n03, n04"),
+            "{message}"
+        );
+        custom[5].hash = hash.clone();
+        let s = step(s, &d, &serving(&t), None, &fleet_of(custom, true), 7);
+        assert_eq!(
+            s.cluster,
+            ClusterTarget::Embedded,
+            "the excluded n04 is not waited for"
+        );
     }
 
     #[test]

@@ -1367,7 +1367,10 @@ mod tests {
                 .unwrap(),
         )
         .unwrap();
-        assert!(text.contains("0 of 1 Ready nodes acknowledged"), "{text}");
+        assert!(
+            text.contains("1 Ready node(s) have not acknowledged configuration"),
+            "{text}"
+        );
         assert!(text.contains("n1 (invalid)"), "{text}");
         assert!(!text.contains("reboot") && !text.contains("rm -rf") && !text.contains("Bad Name"));
     }
