@@ -89,19 +89,28 @@ def module_config(tmp_path, settings, name="mc.yaml", enabled=True, **spec):
 
 
 def nodes_file(tmp_path, masters, workers=0, name="nodes.yaml", legacy=()):
-    """Writes a node list: masters as (name, ip) pairs, `legacy` names labelled the old way."""
+    """Writes a node list: masters as (name, ip) pairs, `legacy` names labelled the old way.
+    Every node is Ready and carries the annotations the mirror script last set on the
+    test's node root `tmp_path/node` (tools/node_script.save): all nodes run the same
+    script, so they acknowledge what that node applied."""
     import yaml
+    acks = tmp_path / "node" / "annotations.json"
+    annotations = json.loads(acks.read_text()) if acks.exists() else {}
+    ready = [{"type": "Ready", "status": "True"}]
     items = []
     for n, ip in masters:
         label = "node-role.kubernetes.io/master" if n in legacy else "node-role.kubernetes.io/control-plane"
         addresses = [{"type": "Hostname", "address": n}]
         if ip:
             addresses.insert(0, {"type": "InternalIP", "address": ip})
-        items.append({"apiVersion": "v1", "kind": "Node", "metadata": {"name": n, "labels": {label: ""}},
-                      "status": {"addresses": addresses}})
+        items.append({"apiVersion": "v1", "kind": "Node",
+                      "metadata": {"name": n, "labels": {label: ""}, "annotations": dict(annotations)},
+                      "status": {"addresses": addresses, "conditions": ready}})
     for i in range(workers):
-        items.append({"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"worker-{i}", "labels": {}},
-                      "status": {"addresses": [{"type": "InternalIP", "address": f"10.1.0.{i + 1}"}]}})
+        items.append({"apiVersion": "v1", "kind": "Node",
+                      "metadata": {"name": f"worker-{i}", "labels": {}, "annotations": dict(annotations)},
+                      "status": {"addresses": [{"type": "InternalIP", "address": f"10.1.0.{i + 1}"}],
+                                 "conditions": ready}})
     path = tmp_path / name
     path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}))
     return path

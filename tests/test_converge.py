@@ -131,7 +131,8 @@ def test_master_set_changes_follow_the_nodes(converge, tmp_path):
                                                "d8-system/Secret/registry-node-master-2-pki"]
     assert s["objects"]["updated"] == ["Node/master-0", "Node/master-1",
                                        "d8-system/Secret/registry-node-master-1-pki",  # its IP changed
-                                       "d8-system/Secret/registry-ro-pull"]  # lists master endpoints
+                                       "d8-system/Secret/registry-ro-pull",  # lists master endpoints
+                                       "d8-system/Secret/registry-state"]  # NodesAcknowledged: Ready masters, not acknowledged
     assert s["valuesChanged"]
 
 

@@ -15,6 +15,7 @@ import yaml
 
 from conftest import EXAMPLES, ROOT, run
 from test_reliability import Files, hook_index
+from tools import node_script
 
 MARKER = "pwned-by-cluster-data"
 # Values an attacker who can patch one master's nodes/status (or name a Node through a
@@ -124,13 +125,11 @@ def test_the_nodes_script_keeps_a_hostile_value_as_data(tmp_path, address):
     hosts = tmp_path / "node" / "registry.d"
     work = tmp_path / "cwd"
     work.mkdir()
-    p = subprocess.run(["bash", "-euo", "pipefail", "-c",
-                        script.replace("/etc/containerd/registry.d", str(hosts))],
-                       capture_output=True, text=True, cwd=work)
+    p, calls = node_script.run(script, tmp_path / "node", cwd=work)
     assert p.returncode == 0, p.stderr
     assert list(work.iterdir()) == [], "the script ran a command from the data"
     assert not list(tmp_path.rglob(f"{MARKER}*"))
-    toml = tomllib.loads((hosts / "embedded-registry.d8-system.svc:5001" / "hosts.toml").read_text())
+    toml = tomllib.loads((hosts / "embedded-registry.d8-system.svc_5001_" / "hosts.toml").read_text())
     # The value is one host key, exactly as given (in brackets when it holds a colon,
     # as an IPv6 address is written): data, not structure.
     host = f"https://[{address}]:5001" if ":" in address else f"https://{address}:5001"

@@ -25,11 +25,12 @@ def remoteurl(converge):
 
 
 def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
-    nodes = nodes_file(tmp_path, MASTER)
     step = iter(range(100))
 
     def run(settings, now=None):
-        return converge(module_config(tmp_path, settings, name=f"mc-{next(step)}.yaml"), nodes, now=now)
+        # The Nodes carry what the node's script last acknowledged (see nodes_file).
+        return converge(module_config(tmp_path, settings, name=f"mc-{next(step)}.yaml"),
+                        nodes_file(tmp_path, MASTER), now=now)
 
     root = tmp_path / "host-m1"
     with Upstream(tmp_path / "up-a") as up_a, Upstream(tmp_path / "up-b") as up_b:
@@ -49,14 +50,18 @@ def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
         reg = NodeRegistry(converge.state, "m1", tmp_path / "run-a", host_root=root).start()
         try:
             assert node_hook(tmp_path, converge.state, "m1", root)[2]["registry"] == "ready"
-            # Nodes get the mirror configuration first; the pull Secret moves later.
+            # Nodes get the mirror configuration first; the pull Secret moves once the
+            # node acknowledged it (running the script annotates it), without a timer.
             t0 = int(time.time())
             run(proxy_settings(up_a), now=t0)
             state, cond = switch_state(converge.state)
             assert state["cluster"] == "Upstream" and cond["ClusterSwitched"]["reason"] == "NodesConfiguring", cond
+            assert "0 of 1 Ready nodes acknowledged" in cond["NodesAcknowledged"]["message"], cond
+            run(proxy_settings(up_a), now=t0 + 1)
+            assert switch_state(converge.state)[0]["cluster"] == "Upstream", "the node has not run the script"
             assert mirrors(converge, tmp_path) == ['[host."https://127.0.0.11:5001"]']
             assert pull_secret(converge.state) == upstream
-            run(proxy_settings(up_a), now=t0 + 301)
+            run(proxy_settings(up_a), now=t0 + 2)
             state, cond = switch_state(converge.state)
             assert state["cluster"] == "Embedded" and cond["Ready"]["status"] == "True", cond
             embedded = pull_secret(converge.state)
@@ -93,16 +98,22 @@ def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
             state, cond = switch_state(converge.state)
             assert cond["Ready"]["status"] == "True" and state["registry"]["generation"] != generation_a
 
-            # Direct: the pull Secret is the upstream's again at once; the registry and the
-            # nodes' mirror list stay for a grace period (pods may still hold the embedded
-            # references), then go.
+            # Direct: the pull Secret is the upstream's again at once; the nodes' mirror
+            # list stays until the restored Secret is seen (pods may still hold the
+            # embedded references), and the registry until the node dropped the masters.
             now = t0 + 400
             run({"mode": "Direct"}, now=now)
             state, cond = switch_state(converge.state)
             assert state["cluster"] == "Upstream" and pull_secret(converge.state) == upstream
             assert mirrors(converge, tmp_path) == ['[host."https://127.0.0.11:5001"]']
             assert cond["CleanupDone"]["status"] == "False" and rendered_secret(converge.state, "m1") is not None
-        run({"mode": "Direct"}, now=now + 301)
+        run({"mode": "Direct"}, now=now + 1)
+        state, cond = switch_state(converge.state)
+        assert cond["CleanupDone"]["reason"] == "NodesConfiguring", cond
+        assert state["registry"] is not None and rendered_secret(converge.state, "m1") is not None, \
+            "the Ready node still lists the master"
+        assert mirrors(converge, tmp_path) == []  # the node applies the list without the masters
+        run({"mode": "Direct"}, now=now + 2)
         state, cond = switch_state(converge.state)
         assert state["registry"] is None and cond["Ready"]["status"] == "True"
         assert rendered_secret(converge.state, "m1") is None and mirrors(converge, tmp_path) == []
@@ -110,7 +121,7 @@ def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
         # The manager stays until the master reports its static pod gone.
         assert "templates/manager.yaml" in converge.rendered()
         assert node_hook(tmp_path, converge.state, "m1", root, secret=None)[2]["staticPod"] == "absent"
-        run({"mode": "Direct"}, now=now + 302)
+        run({"mode": "Direct"}, now=now + 3)
         assert "templates/manager.yaml" not in converge.rendered()
 
 

@@ -15,6 +15,7 @@ from conftest import BIN, module_config, nodes_file
 from registry_env import NodeRegistry, node_config, secret_data, skopeo, free_port, switch_state, wait_until
 from tools.certs import CA
 from tools.cri import CriContainerd, CriError
+from tools import node_script
 from tools.oci import build_layout
 from upstream_env import Upstream, password
 
@@ -265,11 +266,16 @@ def run_mirror_script(state, root):
     """Runs the rendered NodeGroupConfiguration script as a node would, with its
     /etc/containerd/registry.d re-rooted into `root`; returns the hosts directory."""
     ngc = yaml.safe_load((state / "rendered/templates/node-group-configuration.yaml").read_text())
-    hosts = root / "registry.d"
-    script = ngc["spec"]["content"].replace("/etc/containerd/registry.d", str(hosts))
-    p = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True)
+    p, calls = node_script.run(ngc["spec"]["content"], root)
     assert p.returncode == 0, p.stderr
-    return hosts
+    node_script.save(root, calls)  # the node acknowledges what it applied
+    return root / "registry.d"
+
+
+def host_directory(address):
+    """The directory containerd reads first for `address`: host:port as host_port_."""
+    host, _, port = address.rpartition(":")
+    return f"{host}_{port}_" if host else address
 
 
 def mirror_hosts(toml):
@@ -307,7 +313,7 @@ def node_hosts(state, root):
     hosts directory and the pull address's hosts.toml text ('' when absent)."""
     hosts = run_mirror_script(state, root)
     address = json.loads((state / "values.json").read_text())["embeddedRegistry"]["internal"]["switch"]["pullAddress"]
-    toml = hosts / address / "hosts.toml"
+    toml = hosts / host_directory(address) / "hosts.toml"
     return hosts, toml.read_text() if toml.exists() else ""
 
 
@@ -332,7 +338,7 @@ def test_kubelet_pulls_through_the_masters_with_the_pull_secret(tmp_path, conver
                    f"docker://{reg.host}/{repo}/app:v1")
         assert p.returncode == 0, p.stderr
         # The master serves and the mirror check passes: nodes get the configuration,
-        # the pull Secret stays the upstream's until they had time to apply it.
+        # the pull Secret stays the upstream's until they acknowledged it.
         for node, _ in MASTERS:
             node_hook(tmp_path, converge.state, node, roots[node])
         now = int(time.time())
@@ -420,6 +426,7 @@ def test_disabling_the_module_gives_the_pull_secret_back_to_the_upstream(tmp_pat
         now = int(time.time())
         for i, t in enumerate((now, now + 301)):
             converge(module_config(tmp_path, DETACHED, name=f"mc-{i}.yaml"), nodes_file(tmp_path, MASTERS), now=t)
+            node_hosts(converge.state, tmp_path / "node")  # the nodes apply and acknowledge it
     assert pull_secret(converge.state)["address"] == "embedded-registry.d8-system.svc:5001"
     s = converge(module_config(tmp_path, DETACHED, name="off.yaml", enabled=False), now=now + 302)
     assert "afterDeleteHelm:registry-switch" in s["hookRuns"]
@@ -455,6 +462,7 @@ def test_ha_proxy_keeps_serving_pulls_with_a_master_down(tmp_path, converge):
                 for i, t in enumerate((now, now + 301)):
                     converge(module_config(tmp_path, proxy_settings(up), name=f"mc-again-{i}.yaml"),
                              nodes_file(tmp_path, MASTERS), now=t)
+                    node_hosts(converge.state, tmp_path / "node")  # the nodes apply and acknowledge it
                 _, toml = node_hosts(converge.state, tmp_path / "node")
                 assert mirror_hosts(toml) == [f'[host."https://{ip}:5001"]' for _, ip in MASTERS], "every master, in order"
                 data = pull_secret(converge.state)

@@ -138,6 +138,10 @@ pub struct Settings {
     /// HA override (Proxy only).
     #[serde(default)]
     pub high_availability: Option<bool>,
+    /// How long a Ready node may take to acknowledge a mirror configuration before it
+    /// is reported overdue (a Go duration; default `15m`). The switch waits either way.
+    #[serde(default)]
+    pub node_acknowledgement_timeout: Option<String>,
 }
 
 /// A settings error that names the field and the fix.

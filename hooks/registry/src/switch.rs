@@ -6,9 +6,10 @@
 //! masters run) and the **cluster** (whether the pull Secret names the embedded
 //! registry, which nodes reach through the masters listed in their mirror
 //! configuration). The mirror configuration goes out once every master runs the
-//! registry and its checks passed; the cluster follows after the nodes had time to
-//! apply it, and moves away before the registry is removed. See
-//! `docs/mode-switching.md` for the transitions.
+//! registry and its checks passed; the cluster follows once every Ready node
+//! acknowledged it (see [`Fleet`]), and moves away before the registry is removed,
+//! which happens once the nodes acknowledged a configuration without the masters.
+//! See `docs/mode-switching.md` for the transitions.
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
@@ -16,14 +17,193 @@ use sha2::Sha256;
 
 use crate::settings::Mode;
 
-/// Seconds the masters' registries stay after the cluster moved back to the upstream,
-/// so pods still holding the embedded registry's image references keep pulling.
-pub const CLEANUP_GRACE_SECS: i64 = 300;
+/// The annotation a node's mirror script sets on its own Node once its files are
+/// written and checked: the hash of the mirror configuration it applied.
+pub const ACK_ANNOTATION: &str = "embedded-registry.deckhouse.io/mirror-config";
 
-/// Seconds the nodes get to apply the mirror configuration (bashible runs a changed
-/// NodeGroupConfiguration within minutes) before the pull Secret names the embedded
-/// registry: a pod rescheduled then must find its image through the masters.
-pub const NODE_CONFIG_GRACE_SECS: i64 = 300;
+/// The annotation the same script sets with what it found in the node's containerd
+/// configuration (see [`PREFLIGHT_OK`]).
+pub const CONTAINERD_ANNOTATION: &str = "embedded-registry.deckhouse.io/containerd";
+
+/// The verdict of a node whose containerd reads `hosts.toml` from `registry.d`.
+pub const PREFLIGHT_OK: &str = "registry.d";
+
+/// The verdicts a node's script may report: [`PREFLIGHT_OK`], no `config.toml`, no
+/// `config_path` naming `registry.d`, containerd v1 `mirrors` in `config.toml`,
+/// containerd v2 pulling through the transfer service (which may skip `hosts.toml`).
+pub const PREFLIGHT_VERDICTS: [&str; 5] = [
+    PREFLIGHT_OK,
+    "no-config",
+    "no-config-path",
+    "v1-mirrors",
+    "v2-transfer",
+];
+
+/// Deckhouse's label for nodes whose containerd carries custom registry settings.
+pub const CUSTOM_REGISTRY_LABEL: &str = "node.deckhouse.io/containerd-config-registry";
+
+/// The label (value `true`) with which an administrator excludes a node from the
+/// switch: it is neither waited for nor checked.
+pub const EXCLUDE_LABEL: &str = "embedded-registry.deckhouse.io/exclude";
+
+/// Default seconds a Ready node may take to acknowledge a configuration before it is
+/// reported overdue (the switch keeps waiting either way).
+pub const DEFAULT_ACK_TIMEOUT_SECS: i64 = 900;
+
+/// Node names shown in a condition's message, per list.
+pub const NAMES_SHOWN: usize = 5;
+
+/// What one node said about its mirror configuration (its annotations, labels and
+/// Ready condition), already checked by the hook.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeAck {
+    /// Node name.
+    pub name: String,
+    /// Its Ready condition is `True`.
+    pub ready: bool,
+    /// The configuration hash it acknowledged (empty: none).
+    pub hash: String,
+    /// Its containerd verdict (one of [`PREFLIGHT_VERDICTS`], `invalid`, or empty).
+    pub containerd: String,
+    /// Deckhouse labelled its containerd registry configuration `custom`.
+    pub custom_registry: bool,
+    /// The administrator excluded it ([`EXCLUDE_LABEL`]).
+    pub excluded: bool,
+}
+
+/// The hash of the nodes' mirror configuration listing the given masters.
+pub type ConfigHash = Box<dyn Fn(&[String]) -> String>;
+
+/// The nodes as the switch sees them, and what it needs to judge them.
+pub struct Fleet {
+    /// Every node.
+    pub nodes: Vec<NodeAck>,
+    /// Seconds after which a Ready node that has not acknowledged is overdue.
+    pub timeout_secs: i64,
+    /// The pull Secret is seen restored and the Deckhouse Deployment (when there is
+    /// one) runs with references that do not name the embedded registry.
+    pub deckhouse_restored: bool,
+    /// The hash of the nodes' mirror configuration listing these masters.
+    pub config_hash: ConfigHash,
+}
+
+impl Fleet {
+    /// How the nodes stand with configuration `hash`.
+    pub fn summary(&self, hash: &str) -> AckSummary {
+        let mut out = AckSummary {
+            hash: hash.to_string(),
+            total: self.nodes.len(),
+            ..Default::default()
+        };
+        for n in &self.nodes {
+            if n.excluded {
+                out.excluded.push(n.name.clone());
+                continue;
+            }
+            let verdict = if n.custom_registry {
+                "custom-registry-label"
+            } else {
+                n.containerd.as_str()
+            };
+            if !verdict.is_empty() && verdict != PREFLIGHT_OK {
+                out.preflight.push(format!("{} ({verdict})", n.name));
+            }
+            if !n.ready {
+                out.not_ready.push(n.name.clone());
+                continue;
+            }
+            out.ready += 1;
+            if n.hash == hash {
+                out.acked += 1;
+            } else {
+                out.laggards.push(n.name.clone());
+            }
+        }
+        for l in [
+            &mut out.excluded,
+            &mut out.preflight,
+            &mut out.not_ready,
+            &mut out.laggards,
+        ] {
+            l.sort();
+        }
+        out
+    }
+}
+
+/// How the nodes stand with one configuration hash.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AckSummary {
+    /// The configuration.
+    pub hash: String,
+    /// Nodes in the cluster.
+    pub total: usize,
+    /// Ready nodes not excluded.
+    pub ready: usize,
+    /// Ready nodes not excluded that acknowledged `hash`.
+    pub acked: usize,
+    /// Ready nodes not excluded that did not, sorted.
+    pub laggards: Vec<String>,
+    /// NotReady nodes (not waited for), sorted.
+    pub not_ready: Vec<String>,
+    /// Excluded nodes, sorted.
+    pub excluded: Vec<String>,
+    /// Nodes whose containerd does not read `registry.d`, with the verdict, sorted.
+    pub preflight: Vec<String>,
+}
+
+impl AckSummary {
+    /// Every Ready node acknowledged, and at least one did.
+    pub fn proven(&self) -> bool {
+        self.laggards.is_empty() && self.acked > 0
+    }
+
+    /// The message of the `NodesAcknowledged` condition.
+    pub fn describe(&self, waited: i64, overdue: bool) -> String {
+        let mut out = format!(
+            "{} of {} Ready nodes acknowledged configuration {} ({} nodes in total)",
+            self.acked, self.ready, self.hash, self.total
+        );
+        if !self.laggards.is_empty() {
+            out += &format!(
+                "; {} {}: {}; waited {waited}s",
+                if overdue { "overdue" } else { "waiting for" },
+                self.laggards.len(),
+                first(&self.laggards)
+            );
+        }
+        if !self.not_ready.is_empty() {
+            out += &format!("; NotReady, not waited for: {}", first(&self.not_ready));
+        }
+        if !self.excluded.is_empty() {
+            out += &format!("; excluded: {}", first(&self.excluded));
+        }
+        out
+    }
+}
+
+fn first(names: &[String]) -> String {
+    let mut out = names
+        .iter()
+        .take(NAMES_SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > NAMES_SHOWN {
+        out += &format!(" and {} more", names.len() - NAMES_SHOWN);
+    }
+    out
+}
+
+/// The nodes' mirror configuration the switch renders, and since when.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeConfig {
+    /// Its hash (what nodes acknowledge).
+    pub hash: String,
+    /// When it was first rendered (unix seconds).
+    pub since: i64,
+}
 
 /// The upstream a Proxy registry pulls through.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -154,6 +334,9 @@ pub struct State {
     /// When the cluster last moved back to the upstream (unix seconds).
     #[serde(default)]
     pub switched_to_upstream_at: Option<i64>,
+    /// The nodes' mirror configuration rendered now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_config: Option<NodeConfig>,
     /// The last check.
     #[serde(default)]
     pub check: Option<CheckRecord>,
@@ -254,12 +437,14 @@ fn waiting_for(target: &RegistryTarget, nodes: &[NodeReport]) -> String {
 }
 
 /// One step of the state machine. `check` is the result of the check
-/// [`check_needed`] asked for (if it asked), `now` unix seconds.
+/// [`check_needed`] asked for (if it asked), `fleet` the nodes' acknowledgements,
+/// `now` unix seconds.
 pub fn step(
     mut s: State,
     desired: &Desired,
     nodes: &[NodeReport],
     check: Option<CheckRecord>,
+    fleet: &Fleet,
     now: i64,
 ) -> State {
     if let Some(mut c) = check {
@@ -275,14 +460,78 @@ pub fn step(
     }
     let mut conds = Conds::new(s.conditions.clone(), now);
     match &desired.registry {
-        None => to_direct(&mut s, &mut conds, now),
-        Some(target) => to_registry(&mut s, &mut conds, target, nodes, now),
+        None => to_direct(&mut s, &mut conds, fleet, now),
+        Some(target) => to_registry(&mut s, &mut conds, target, nodes, fleet, now),
+    }
+    let config = note_config(&mut s, fleet, now);
+    let acks = fleet.summary(&config.hash);
+    let waited = now - config.since;
+    let overdue = !acks.laggards.is_empty() && waited >= fleet.timeout_secs;
+    // The full count only while a step waits on the nodes: otherwise nodes coming and
+    // going (autoscaling) would rewrite the state on every run.
+    let waiting = conds.reason_of("ClusterSwitched") == Some("NodesConfiguring")
+        || conds.reason_of("CleanupDone") == Some("NodesConfiguring");
+    let message = if waiting {
+        acks.describe(waited, overdue)
+    } else if acks.laggards.is_empty() {
+        format!(
+            "no Ready node lacks configuration {}; no step waits on the nodes",
+            acks.hash
+        )
+    } else {
+        format!(
+            "{} Ready node(s) have not acknowledged configuration {}: {}; no step waits on them now",
+            acks.laggards.len(),
+            acks.hash,
+            first(&acks.laggards)
+        )
+    };
+    conds.set(
+        "NodesAcknowledged",
+        acks.laggards.is_empty(),
+        if acks.laggards.is_empty() {
+            "Acknowledged"
+        } else if overdue && waiting {
+            "NodesNotAcknowledging"
+        } else {
+            "Waiting"
+        },
+        &message,
+    );
+    if acks.preflight.is_empty() {
+        conds.set(
+            "NodesPreflight",
+            true,
+            "Passed",
+            "no node reports a containerd that does not read registry.d",
+        );
+    } else {
+        conds.set(
+            "NodesPreflight",
+            false,
+            "ContainerdNotReadingRegistryD",
+            &format!(
+                "{} node(s) whose containerd does not read registry.d: {}; fix their containerd configuration or label them {EXCLUDE_LABEL}=true",
+                acks.preflight.len(),
+                first(&acks.preflight)
+            ),
+        );
     }
     s.conditions = conds.done();
     s
 }
 
-fn to_direct(s: &mut State, c: &mut Conds, now: i64) {
+/// The configuration the nodes get now (its hash over the listed masters), recorded
+/// with the time it was first rendered.
+fn note_config(s: &mut State, fleet: &Fleet, now: i64) -> NodeConfig {
+    let hash = (fleet.config_hash)(&s.mirrors);
+    if s.node_config.as_ref().map(|c| &c.hash) != Some(&hash) {
+        s.node_config = Some(NodeConfig { hash, since: now });
+    }
+    s.node_config.clone().unwrap_or_default()
+}
+
+fn to_direct(s: &mut State, c: &mut Conds, fleet: &Fleet, now: i64) {
     c.set(
         "ChecksPassed",
         true,
@@ -300,22 +549,31 @@ fn to_direct(s: &mut State, c: &mut Conds, now: i64) {
         "nodes pull straight from the upstream registry",
     );
     if s.registry.is_some() {
-        // Grace only when nodes did pull through the masters; otherwise remove now.
-        let since = s
-            .switched_to_upstream_at
-            .unwrap_or(now - CLEANUP_GRACE_SECS);
-        if now - since >= CLEANUP_GRACE_SECS {
-            s.registry = None;
-            s.switched_to_upstream_at = None;
-            s.mirrors.clear();
-            s.mirrors_since = None;
+        // Nodes pulled through the masters: the masters stay listed until Deckhouse
+        // runs with the restored references, and the registry until every Ready node
+        // acknowledged the configuration without them. Otherwise remove it now.
+        let used = s.switched_to_upstream_at.is_some();
+        let wait = if used && !s.mirrors.is_empty() && !fleet.deckhouse_restored {
+            Some((
+                "DeckhouseRollout",
+                "the masters stay in the nodes' mirror configuration until the pull Secret is seen restored and the Deckhouse Deployment runs with the restored references".to_string(),
+            ))
         } else {
-            c.set(
-                "CleanupDone",
-                false,
-                "GracePeriod",
-                &format!("the masters' registries stay {}s more, until nodes dropped the mirror configuration", CLEANUP_GRACE_SECS - (now - since)),
-            );
+            s.mirrors.clear();
+            let config = note_config(s, fleet, now);
+            let acks = fleet.summary(&config.hash);
+            (used && !acks.proven()).then(|| {
+                (
+                    "NodesConfiguring",
+                    format!(
+                        "the masters' registries stay until every Ready node dropped them: {}",
+                        acks.describe(now - config.since, now - config.since >= fleet.timeout_secs)
+                    ),
+                )
+            })
+        };
+        if let Some((reason, message)) = wait {
+            c.set("CleanupDone", false, reason, &message);
             c.set(
                 "NodeServicesReady",
                 true,
@@ -326,10 +584,14 @@ fn to_direct(s: &mut State, c: &mut Conds, now: i64) {
                 "Ready",
                 false,
                 "CleaningUp",
-                "switched to Direct; removing the masters' registries after the grace period",
+                "switched to Direct; the masters' registries go once no node needs them",
             );
             return;
         }
+        s.registry = None;
+        s.switched_to_upstream_at = None;
+        s.mirrors.clear();
+        s.mirrors_since = None;
     }
     c.set(
         "CleanupDone",
@@ -351,6 +613,7 @@ fn to_registry(
     c: &mut Conds,
     target: &RegistryTarget,
     nodes: &[NodeReport],
+    fleet: &Fleet,
     now: i64,
 ) {
     let passed = s
@@ -500,28 +763,50 @@ fn to_registry(
         );
         return;
     }
+    if s.cluster == ClusterTarget::Upstream {
+        // Preflight: nodes whose containerd would not read the mirror configuration
+        // stop the switch before its first step.
+        let pre = fleet.summary("");
+        if !pre.preflight.is_empty() {
+            c.set(
+                "ClusterSwitched",
+                false,
+                "NodesPreflight",
+                "nodes keep pulling from the upstream: some nodes' containerd does not read registry.d (see NodesPreflight)",
+            );
+            c.set(
+                "Ready",
+                false,
+                "NodesPreflightFailed",
+                "fix the listed nodes' containerd configuration, or exclude them",
+            );
+            return;
+        }
+    }
     if s.mirrors.is_empty() || s.mirrors_since.is_none() {
         s.mirrors_since = Some(now);
     }
     s.mirrors = target.nodes.clone();
     if s.cluster == ClusterTarget::Upstream {
-        let waited = now - s.mirrors_since.unwrap_or(now);
-        if waited < NODE_CONFIG_GRACE_SECS {
+        let config = note_config(s, fleet, now);
+        let acks = fleet.summary(&config.hash);
+        if !acks.proven() {
+            let waited = now - config.since;
             c.set(
                 "ClusterSwitched",
                 false,
                 "NodesConfiguring",
                 &format!(
-                    "nodes receive the mirror configuration for {}; the pull Secret switches in {}s",
+                    "nodes receive the mirror configuration for {}; the pull Secret switches once every Ready node acknowledged it: {}",
                     target.nodes.join(", "),
-                    NODE_CONFIG_GRACE_SECS - waited
+                    acks.describe(waited, waited >= fleet.timeout_secs)
                 ),
             );
             c.set(
                 "Ready",
                 false,
                 "NodesConfiguring",
-                "every master serves; waiting for the nodes to apply the mirror configuration",
+                "every master serves; waiting for the nodes to acknowledge the mirror configuration",
             );
             return;
         }
@@ -590,11 +875,20 @@ impl Conds {
         });
     }
 
+    fn reason_of(&self, type_: &str) -> Option<&str> {
+        self.new
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.reason.as_str())
+    }
+
     fn done(mut self) -> Vec<Condition> {
-        const ORDER: [&str; 5] = [
+        const ORDER: [&str; 7] = [
             "Ready",
             "ChecksPassed",
             "NodeServicesReady",
+            "NodesPreflight",
+            "NodesAcknowledged",
             "ClusterSwitched",
             "CleanupDone",
         ];
@@ -715,8 +1009,48 @@ mod tests {
             .any(|c| c.type_ == "Ready" && c.status == "True")
     }
 
+    fn h(mirrors: &[&str]) -> String {
+        format!("h:{}", mirrors.join(","))
+    }
+
+    /// Nodes `n0..n{count}`: Ready unless listed in `not_ready`, acknowledging `hash`
+    /// unless listed in `lagging` (which acknowledge an old hash).
+    fn nodes(count: usize, hash: &str, lagging: &[usize], not_ready: &[usize]) -> Vec<NodeAck> {
+        (0..count)
+            .map(|i| NodeAck {
+                name: format!("n{i:02}"),
+                ready: !not_ready.contains(&i),
+                hash: if lagging.contains(&i) {
+                    "h:old".into()
+                } else {
+                    hash.into()
+                },
+                containerd: PREFLIGHT_OK.into(),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn fleet_of(nodes: Vec<NodeAck>, restored: bool) -> Fleet {
+        Fleet {
+            nodes,
+            timeout_secs: DEFAULT_ACK_TIMEOUT_SECS,
+            deckhouse_restored: restored,
+            config_hash: Box::new(|m: &[String]| format!("h:{}", m.join(","))),
+        }
+    }
+
+    /// Three Ready nodes that acknowledged `hash`; Deckhouse restored.
+    fn fleet(hash: &str) -> Fleet {
+        fleet_of(nodes(3, hash, &[], &[]), true)
+    }
+
+    fn cond<'a>(s: &'a State, type_: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
     #[test]
-    fn proxy_switches_only_after_check_and_rollout_and_steps_are_idempotent() {
+    fn proxy_switches_only_after_check_rollout_and_every_ready_node_acknowledged() {
         let t = proxy("a");
         let d = wants(&t);
         let s0 = State::default();
@@ -724,43 +1058,159 @@ mod tests {
             check_needed(&s0, &d, &[], false),
             Some(CheckNeeded::Upstream(t.clone()))
         );
-        let failed = step(s0.clone(), &d, &[], Some(check(&t, false)), 10);
+        let none = fleet("");
+        let failed = step(s0.clone(), &d, &[], Some(check(&t, false)), &none, 10);
         assert_eq!(
             (failed.registry.clone(), failed.cluster),
             (None, ClusterTarget::Upstream)
         );
-        let deployed = step(s0, &d, &[], Some(check(&t, true)), 10);
+        let deployed = step(s0, &d, &[], Some(check(&t, true)), &none, 10);
         assert_eq!(deployed.registry.as_ref(), Some(&t));
         assert_eq!(
             deployed.cluster,
             ClusterTarget::Upstream,
             "no master serves it yet"
         );
-        let configuring = step(deployed, &d, &serving(&t), None, 20);
+        let configuring = step(deployed, &d, &serving(&t), None, &none, 20);
         assert_eq!(
             (configuring.cluster, configuring.mirrors.clone()),
             (ClusterTarget::Upstream, vec!["m1".to_string()]),
             "nodes get the mirror configuration before the pull Secret moves"
         );
-        let early = step(
+        // One Ready node on an old hash: no switch, however long it takes.
+        let lagging = fleet_of(nodes(3, &h(&["m1"]), &[1], &[]), true);
+        let late = step(
             configuring.clone(),
             &d,
             &serving(&t),
             None,
-            20 + NODE_CONFIG_GRACE_SECS - 1,
+            &lagging,
+            100_000,
         );
-        assert_eq!(early.cluster, ClusterTarget::Upstream);
-        let switched = step(
+        assert_eq!(late.cluster, ClusterTarget::Upstream);
+        let c = cond(&late, "NodesAcknowledged");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "NodesNotAcknowledging")
+        );
+        assert!(c.message.contains("overdue 1: n01"), "{}", c.message);
+        // Every Ready node acknowledged: the pull Secret moves at once.
+        let acked = fleet(&h(&["m1"]));
+        let switched = step(configuring, &d, &serving(&t), None, &acked, 21);
+        assert_eq!(switched.cluster, ClusterTarget::Embedded);
+        assert!(ready(&switched));
+        assert_eq!(check_needed(&switched, &d, &serving(&t), false), None);
+        assert_eq!(
+            step(switched.clone(), &d, &serving(&t), None, &acked, 99),
+            switched
+        );
+    }
+
+    #[test]
+    fn fifty_nodes_not_ready_and_old_hashes_only_the_rule_moves_the_pull_secret() {
+        let t = proxy("a");
+        let d = wants(&t);
+        let hash = h(&["m1"]);
+        let configuring = step(
+            step(
+                State::default(),
+                &d,
+                &[],
+                Some(check(&t, true)),
+                &fleet(""),
+                1,
+            ),
+            &d,
+            &serving(&t),
+            None,
+            &fleet(""),
+            2,
+        );
+        assert_eq!(configuring.mirrors, vec!["m1".to_string()]);
+        // n07 never acknowledges, n13 acknowledged an old hash, n20..n24 are NotReady
+        // (and never acknowledge).
+        let not_ready: Vec<usize> = (20..25).collect();
+        let mut all = nodes(50, &hash, &[13], &not_ready);
+        all[7].hash.clear();
+        for i in &not_ready {
+            all[*i].hash.clear();
+        }
+        let s = step(
+            configuring.clone(),
+            &d,
+            &serving(&t),
+            None,
+            &fleet_of(all.clone(), true),
+            3,
+        );
+        assert_eq!(s.cluster, ClusterTarget::Upstream);
+        let c = cond(&s, "NodesAcknowledged");
+        assert!(
+            c.message.starts_with("43 of 45 Ready nodes acknowledged")
+                && c.message.contains("waiting for 2: n07, n13")
+                && c.message
+                    .contains("NotReady, not waited for: n20, n21, n22, n23, n24"),
+            "{}",
+            c.message
+        );
+        // n13 catches up, n07 goes NotReady: NotReady nodes do not block.
+        all[13].hash = hash.clone();
+        all[7].ready = false;
+        let s = step(s, &d, &serving(&t), None, &fleet_of(all.clone(), true), 4);
+        assert_eq!(s.cluster, ClusterTarget::Embedded, "{:?}", s.conditions);
+        // Excluded nodes are neither waited for nor checked.
+        let mut custom = nodes(50, &hash, &[], &[]);
+        custom[3].custom_registry = true;
+        custom[4].containerd = "v2-transfer".into();
+        let blocked = step(
+            configuring.clone(),
+            &d,
+            &serving(&t),
+            None,
+            &fleet_of(custom.clone(), true),
+            5,
+        );
+        assert_eq!(
+            (blocked.cluster, cond(&blocked, "Ready").reason.as_str()),
+            (ClusterTarget::Upstream, "NodesPreflightFailed")
+        );
+        let p = cond(&blocked, "NodesPreflight");
+        assert!(
+            p.status == "False"
+                && p.message
+                    .contains("n03 (custom-registry-label), n04 (v2-transfer)"),
+            "{}",
+            p.message
+        );
+        custom[3].excluded = true;
+        custom[4].excluded = true;
+        custom[4].hash.clear();
+        custom[5].hash.clear();
+        let s = step(
             configuring,
             &d,
             &serving(&t),
             None,
-            20 + NODE_CONFIG_GRACE_SECS,
+            &fleet_of(custom.clone(), true),
+            6,
         );
-        assert_eq!(switched.cluster, ClusterTarget::Embedded);
-        assert!(ready(&switched));
-        assert_eq!(check_needed(&switched, &d, &serving(&t), false), None);
-        assert_eq!(step(switched.clone(), &d, &serving(&t), None, 99), switched);
+        assert_eq!(
+            s.cluster,
+            ClusterTarget::Upstream,
+            "n05 has not acknowledged"
+        );
+        let message = &cond(&s, "NodesAcknowledged").message;
+        assert!(
+            message.contains("waiting for 1: n05") && message.contains("excluded: n03, n04"),
+            "{message}"
+        );
+        custom[5].hash = hash.clone();
+        let s = step(s, &d, &serving(&t), None, &fleet_of(custom, true), 7);
+        assert_eq!(
+            s.cluster,
+            ClusterTarget::Embedded,
+            "the excluded n04 is not waited for"
+        );
     }
 
     #[test]
@@ -770,7 +1220,7 @@ mod tests {
         let s = embedded(&d, &t);
         let detached = RegistryTarget::new(Mode::Detached, None, vec!["m1".into()], KEY);
         let dd = wants(&detached);
-        let next = step(s.clone(), &dd, &serving(&t), None, 3);
+        let next = step(s.clone(), &dd, &serving(&t), None, &fleet(&h(&["m1"])), 3);
         assert_eq!(next.registry, s.registry);
         assert!(next
             .conditions
@@ -782,7 +1232,8 @@ mod tests {
     fn detached_moves_nodes_only_after_the_mirror_check() {
         let t = RegistryTarget::new(Mode::Detached, None, vec!["m1".into()], KEY);
         let d = wants(&t);
-        let deployed = step(State::default(), &d, &[], None, 1);
+        let acked = fleet(&h(&["m1"]));
+        let deployed = step(State::default(), &d, &[], None, &acked, 1);
         assert_eq!(
             deployed.registry.as_ref(),
             Some(&t),
@@ -797,32 +1248,67 @@ mod tests {
             &d,
             &serving(&t),
             Some(check(&t, false)),
+            &acked,
             2,
         );
         assert_eq!(incomplete.cluster, ClusterTarget::Upstream);
-        let done = step(deployed, &d, &serving(&t), Some(check(&t, true)), 2);
+        let done = step(
+            deployed,
+            &d,
+            &serving(&t),
+            Some(check(&t, true)),
+            &fleet(""),
+            2,
+        );
         assert_eq!(
             (done.cluster, done.mirrors.len()),
             (ClusterTarget::Upstream, 1)
         );
-        let done = step(done, &d, &serving(&t), None, 2 + NODE_CONFIG_GRACE_SECS);
+        let done = step(done, &d, &serving(&t), None, &acked, 3);
         assert_eq!(done.cluster, ClusterTarget::Embedded);
     }
 
     #[test]
-    fn direct_waits_a_grace_period_only_after_nodes_used_the_mirror() {
+    fn direct_keeps_the_registry_while_one_ready_node_still_lists_the_masters() {
         let t = proxy("a");
         let d = wants(&t);
         let used = embedded(&d, &t);
         let direct = direct();
+        let old = h(&["m1"]);
         let t0 = 1000;
-        let s = step(used, &direct, &serving(&t), None, t0);
+        // Deckhouse has not rolled out the restored references yet.
+        let s = step(
+            used,
+            &direct,
+            &serving(&t),
+            None,
+            &fleet_of(nodes(3, &old, &[], &[]), false),
+            t0,
+        );
         assert_eq!(
             (s.cluster, s.registry.is_some(), s.mirrors.len()),
             (ClusterTarget::Upstream, true, 1),
             "the masters stay listed while pods may hold the embedded references"
         );
-        let s = step(s, &direct, &serving(&t), None, t0 + CLEANUP_GRACE_SECS);
+        assert_eq!(cond(&s, "CleanupDone").reason, "DeckhouseRollout");
+        // Deckhouse restored: the masters leave the nodes' configuration; one Ready
+        // node still lists them, so the registry stays.
+        let s = step(
+            s,
+            &direct,
+            &serving(&t),
+            None,
+            &fleet_of(nodes(3, &h(&[]), &[2], &[]), true),
+            t0 + 1,
+        );
+        assert_eq!((s.registry.is_some(), s.mirrors.len()), (true, 0));
+        let c = cond(&s, "CleanupDone");
+        assert!(
+            c.reason == "NodesConfiguring" && c.message.contains("n02"),
+            "{}",
+            c.message
+        );
+        let s = step(s, &direct, &serving(&t), None, &fleet(&h(&[])), t0 + 2);
         assert!(s.registry.is_none() && s.mirrors.is_empty() && ready(&s));
     }
 
@@ -830,16 +1316,25 @@ mod tests {
     fn direct_before_the_pull_secret_moved_removes_the_registry_at_once() {
         let t = proxy("a");
         let d = wants(&t);
+        let none = fleet("");
         let configuring = step(
-            step(State::default(), &d, &[], Some(check(&t, true)), 1),
+            step(State::default(), &d, &[], Some(check(&t, true)), &none, 1),
             &d,
             &serving(&t),
             None,
+            &none,
             2,
         );
         assert_eq!(configuring.cluster, ClusterTarget::Upstream);
         let direct = direct();
-        let s = step(configuring, &direct, &serving(&t), None, 3);
+        let s = step(
+            configuring,
+            &direct,
+            &serving(&t),
+            None,
+            &fleet_of(vec![], false),
+            3,
+        );
         assert!(s.registry.is_none() && s.mirrors.is_empty() && ready(&s));
     }
 
@@ -851,7 +1346,14 @@ mod tests {
         // m1 is no longer a master: the registry moves to m2.
         let moved = RegistryTarget::new(Mode::Proxy, t.proxy.clone(), vec!["m2".into()], KEY);
         let dm = wants(&moved);
-        let next = step(s, &dm, &[], Some(check(&moved, true)), 1000);
+        let next = step(
+            s,
+            &dm,
+            &[],
+            Some(check(&moved, true)),
+            &fleet(&h(&["m1"])),
+            1000,
+        );
         assert_eq!(
             (next.cluster, next.mirrors.len()),
             (ClusterTarget::Upstream, 0),
@@ -862,9 +1364,9 @@ mod tests {
 
     /// A Proxy state whose cluster pulls through the masters.
     fn embedded(d: &Desired, t: &RegistryTarget) -> State {
-        let s = step(State::default(), d, &[], Some(check(t, true)), 1);
-        let s = step(s, d, &serving(t), None, 2);
-        let s = step(s, d, &serving(t), None, 2 + NODE_CONFIG_GRACE_SECS);
+        let acked = fleet(&h(&["m1"]));
+        let s = step(State::default(), d, &[], Some(check(t, true)), &acked, 1);
+        let s = step(s, d, &serving(t), None, &acked, 2);
         assert_eq!(s.cluster, ClusterTarget::Embedded);
         s
     }

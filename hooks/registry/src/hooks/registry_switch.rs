@@ -3,10 +3,11 @@
 //!
 //! Reads the settings and computed values, its state Secret `registry-state`, every
 //! master's status ConfigMap (written by the node hook), the `ro` user's Secret and the
-//! cluster's pull Secret with its saved copy; runs the upstream check (Proxy) or the
-//! mirror check (Detached) when a step needs it; writes `internal.switch` (what the
-//! chart renders), the state Secret, the pull Secret ([`crate::pull_secret`]) and
-//! metrics.
+//! cluster's pull Secret with its saved copy, every Node (name, Ready, the
+//! acknowledgement annotations and the labels the switch needs) and the Deckhouse
+//! Deployment; runs the upstream check (Proxy) or the mirror check (Detached) when a
+//! step needs it; writes `internal.switch` (what the chart renders), the state Secret,
+//! the pull Secret ([`crate::pull_secret`]) and metrics.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,6 +35,137 @@ use crate::upstream::{self, Image, Spec};
 pub const STATE_SECRET: &str = "registry-state";
 /// Metric group of this hook.
 const METRICS_GROUP: &str = "registry_switch";
+/// Metric group of the nodes' acknowledgements.
+const NODES_METRICS_GROUP: &str = "registry_switch_nodes";
+
+/// The Node binding's filter: a small object per node (name, Ready, the two
+/// annotations and two labels the switch reads), so 5,000 nodes stay a small snapshot;
+/// heartbeats change none of it, so they trigger no run.
+pub const NODE_FILTER: &str = r#"{"name": .metadata.name, "ready": ([.status.conditions[]? | select(.type == "Ready") | .status][0] // ""), "ack": (.metadata.annotations["embedded-registry.deckhouse.io/mirror-config"] // ""), "containerd": (.metadata.annotations["embedded-registry.deckhouse.io/containerd"] // ""), "customRegistry": (.metadata.labels["node.deckhouse.io/containerd-config-registry"] // ""), "exclude": (.metadata.labels["embedded-registry.deckhouse.io/exclude"] // "")}"#;
+
+/// The Deckhouse Deployment's filter: its images and rollout counters.
+pub const DECKHOUSE_FILTER: &str = r#"{"images": [(.spec.template.spec.initContainers // [])[].image, (.spec.template.spec.containers // [])[].image], "generation": (.metadata.generation // 0), "observedGeneration": (.status.observedGeneration // 0), "replicas": (.spec.replicas // 1), "updatedReplicas": (.status.updatedReplicas // 0), "availableReplicas": (.status.availableReplicas // 0)}"#;
+
+/// Longest acknowledgement annotation value read (the hash is 16 hex characters).
+const ACK_MAX: usize = 64;
+
+/// One Node as [`NODE_FILTER`] keeps it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NodeSnap {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    ready: String,
+    #[serde(default)]
+    ack: String,
+    #[serde(default)]
+    containerd: String,
+    #[serde(default)]
+    custom_registry: String,
+    #[serde(default)]
+    exclude: String,
+}
+
+/// The Deckhouse Deployment as [`DECKHOUSE_FILTER`] keeps it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeckhouseSnap {
+    #[serde(default)]
+    images: Vec<String>,
+    #[serde(default)]
+    generation: i64,
+    #[serde(default)]
+    observed_generation: i64,
+    #[serde(default)]
+    replicas: i64,
+    #[serde(default)]
+    updated_replicas: i64,
+    #[serde(default)]
+    available_replicas: i64,
+}
+
+/// The Node snapshot, checked: a node with an invalid name is skipped (with a warning,
+/// its name shown escaped), an acknowledgement that is not a hash counts as none, an
+/// unknown containerd verdict as `invalid`.
+fn node_acks(input: &HookInput) -> anyhow::Result<Vec<switch::NodeAck>> {
+    let mut out = Vec::new();
+    for n in input.snapshots.get::<NodeSnap>("nodes")? {
+        let Ok(name) = crate::untrusted::node_name(&n.name) else {
+            input.log.warn(
+                "a Node with an invalid name is ignored",
+                &[("name", json!(crate::untrusted::shown(&n.name)))],
+            );
+            continue;
+        };
+        let hash = if n.ack.len() <= ACK_MAX && n.ack.bytes().all(|b| b.is_ascii_hexdigit()) {
+            n.ack
+        } else {
+            String::new()
+        };
+        let containerd = if n.containerd.is_empty()
+            || switch::PREFLIGHT_VERDICTS.contains(&n.containerd.as_str())
+        {
+            n.containerd
+        } else {
+            "invalid".to_string()
+        };
+        out.push(switch::NodeAck {
+            name: name.to_string(),
+            ready: n.ready == "True",
+            hash,
+            containerd,
+            custom_registry: n.custom_registry == "custom",
+            excluded: n.exclude == "true",
+        });
+    }
+    Ok(out)
+}
+
+/// The pull Secret is seen restored, and the Deckhouse Deployment (when there is one:
+/// the local converge has none) rolled out with no image under the pull address.
+fn deckhouse_restored(
+    input: &HookInput,
+    secrets: &BTreeMap<String, BTreeMap<String, String>>,
+) -> anyhow::Result<bool> {
+    if secrets
+        .get(PULL_SECRET)
+        .is_some_and(pull_secret::names_embedded)
+    {
+        return Ok(false);
+    }
+    let prefix = format!("{}/", pull_secret::address());
+    Ok(input
+        .snapshots
+        .get::<DeckhouseSnap>("deckhouse")?
+        .iter()
+        .all(|d| {
+            d.images.iter().all(|i| !i.starts_with(&prefix))
+                && d.observed_generation >= d.generation
+                && d.updated_replicas >= d.replicas
+                && d.available_replicas >= d.replicas
+        }))
+}
+
+/// The hash of the nodes' mirror configuration: the pull address, the listed masters
+/// (name and address, in order) and the CA, under a format version. No secret goes in.
+pub fn node_config_hash(address: &str, mirrors: &[Master], ca: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let text = json!([
+        "embedded-registry mirror configuration v2",
+        address,
+        mirrors
+            .iter()
+            .map(|m| [m.name.as_str(), m.internal_ip.as_str()])
+            .collect::<Vec<_>>(),
+        ca.trim(),
+    ])
+    .to_string();
+    Sha256::digest(text.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// `internal.switch`: what the chart renders.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -52,6 +184,10 @@ pub struct SwitchValues {
     pub pull_address: String,
     /// The manager DaemonSet runs (a registry runs, or a master still has its static pod).
     pub manager: bool,
+    /// The hash of the nodes' mirror configuration, which each node's script sets as
+    /// its acknowledgement ([`switch::ACK_ANNOTATION`]).
+    #[serde(default)]
+    pub node_config_hash: String,
     /// The last check's outcome (no password in it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckStatus>,
@@ -151,6 +287,22 @@ pub fn hook() -> Hook {
                     execute_hook_on_synchronization: Some(false),
                     ..KubernetesBinding::new("node_status", "v1", "ConfigMap")
                 },
+                KubernetesBinding {
+                    jq_filter: Some(NODE_FILTER.into()),
+                    keep_full_objects_in_memory: Some(false),
+                    execute_hook_on_synchronization: Some(false),
+                    ..KubernetesBinding::new("nodes", "v1", "Node")
+                },
+                KubernetesBinding {
+                    namespace: ns(),
+                    name_selector: Some(hook_sdk::config::NameSelector {
+                        match_names: vec!["deckhouse".into()],
+                    }),
+                    jq_filter: Some(DECKHOUSE_FILTER.into()),
+                    keep_full_objects_in_memory: Some(false),
+                    execute_hook_on_synchronization: Some(false),
+                    ..KubernetesBinding::new("deckhouse", "apps/v1", "Deployment")
+                },
             ],
             ..Default::default()
         },
@@ -162,7 +314,10 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     // A run without the state (a schedule or an event whose context carries no
     // snapshots) must not start over from Direct, nor block the queue by failing:
     // the next beforeHelm run carries every snapshot.
-    if !input.snapshots.has("secrets") || !input.snapshots.has("node_status") {
+    if ["secrets", "node_status", "nodes", "deckhouse"]
+        .iter()
+        .any(|b| !input.snapshots.has(b))
+    {
         // The batch runner gives schedules no snapshots: the recheck checks the
         // upstream in use from the values and hands a changed outcome to the next
         // beforeHelm through them.
@@ -242,7 +397,40 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     if let Some(c) = &check {
         set_check_metric(input, c);
     }
-    let next = switch::step(state.clone(), &desired, &reports, check, now);
+    let ca: String = input
+        .values
+        .get_as::<String>(&format!("{MODULE_KEY}.internal.pki.caBundle"))?
+        .unwrap_or_default();
+    let address = pull_secret::address();
+    let listed = {
+        let masters = masters.clone();
+        move |names: &[String]| -> Vec<Master> {
+            names
+                .iter()
+                .filter_map(|n| masters.iter().find(|m| &m.name == n).cloned())
+                .collect()
+        }
+    };
+    let timeout: Option<String> = input
+        .values
+        .get_as(&format!("{MODULE_KEY}.nodeAcknowledgementTimeout"))?;
+    let timeout_secs = match timeout {
+        None => switch::DEFAULT_ACK_TIMEOUT_SECS,
+        Some(t) => crate::settings::parse_go_duration(&t)
+            .map(|s| s as i64)
+            .with_context(|| format!("spec.settings.nodeAcknowledgementTimeout: {} is not a duration; write it as 15m or 1h", crate::untrusted::shown(&t)))?,
+    };
+    let fleet = switch::Fleet {
+        nodes: node_acks(input)?,
+        timeout_secs,
+        deckhouse_restored: deckhouse_restored(input, &secrets)?,
+        config_hash: {
+            let (address, ca, listed) = (address.clone(), ca.clone(), listed.clone());
+            Box::new(move |names: &[String]| node_config_hash(&address, &listed(names), &ca))
+        },
+    };
+    let next = switch::step(state.clone(), &desired, &reports, check, &fleet, now);
+    set_node_metrics(input, &fleet, &next, now);
     // Decided before anything is written: a pull Secret that cannot follow leaves
     // the state, the Secrets and the values as they are.
     let pull = pull_secret_actions(input, &next, &secrets, &reports).map_err(anyhow::Error::msg)?;
@@ -308,11 +496,12 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
 
     let values = SwitchValues {
         manager: next.registry.is_some() || reports.iter().any(|r| r.static_pod),
-        mirrors: next
-            .mirrors
-            .iter()
-            .filter_map(|n| masters.iter().find(|m| &m.name == n).cloned())
-            .collect(),
+        mirrors: listed(&next.mirrors),
+        node_config_hash: next
+            .node_config
+            .as_ref()
+            .map(|c| c.hash.clone())
+            .unwrap_or_default(),
         check: next.check.as_ref().map(|c| CheckStatus {
             what: c.what.clone(),
             ok: c.ok,
@@ -374,6 +563,45 @@ fn recheck_from_values(input: &mut HookInput) -> anyhow::Result<()> {
         input.values.set(&format!("{key}.recheck"), &outcome)?;
     }
     Ok(())
+}
+
+/// The nodes' acknowledgement metrics: `d8_embedded_registry_nodes{state}` (total,
+/// ready, acknowledged, waiting, overdue, not_ready, excluded, preflight_failed) and
+/// `d8_embedded_registry_nodes_wait_seconds` (since the configuration was rendered,
+/// while a Ready node has not acknowledged it; else 0).
+fn set_node_metrics(input: &mut HookInput, fleet: &switch::Fleet, next: &State, now: i64) {
+    let config = next.node_config.clone().unwrap_or_default();
+    let acks = fleet.summary(&config.hash);
+    let waited = if acks.laggards.is_empty() {
+        0
+    } else {
+        now - config.since
+    };
+    let overdue = waited >= fleet.timeout_secs;
+    input.metrics.expire(NODES_METRICS_GROUP);
+    for (state, n) in [
+        ("total", acks.total),
+        ("ready", acks.ready),
+        ("acknowledged", acks.acked),
+        ("waiting", if overdue { 0 } else { acks.laggards.len() }),
+        ("overdue", if overdue { acks.laggards.len() } else { 0 }),
+        ("not_ready", acks.not_ready.len()),
+        ("excluded", acks.excluded.len()),
+        ("preflight_failed", acks.preflight.len()),
+    ] {
+        input.metrics.set(
+            NODES_METRICS_GROUP,
+            "d8_embedded_registry_nodes",
+            n as f64,
+            &[("state", state)],
+        );
+    }
+    input.metrics.set(
+        NODES_METRICS_GROUP,
+        "d8_embedded_registry_nodes_wait_seconds",
+        waited as f64,
+        &[],
+    );
 }
 
 fn set_check_metric(input: &mut HookInput, c: &CheckRecord) {
@@ -704,6 +932,8 @@ mod tests {
             .values(json!({"global": {}, "embeddedRegistry": {"mode": "Direct", "internal": {}}}))
             .group_snapshot("secrets", secrets)
             .group_snapshot("node_status", vec![])
+            .group_snapshot("nodes", vec![])
+            .group_snapshot("deckhouse", vec![])
             .lifecycle("beforeHelm")
             .run(&super::hook())
     }
@@ -763,6 +993,8 @@ mod tests {
                     ],
                 )
                 .group_snapshot("node_status", vec![])
+                .group_snapshot("nodes", vec![])
+                .group_snapshot("deckhouse", vec![])
                 .lifecycle("afterDeleteHelm")
                 .run(&super::hook())
                 .unwrap()
@@ -928,6 +1160,219 @@ mod tests {
         let err = direct(OURS, None).unwrap_err();
         let text = format!("{err:#}");
         assert!(text.contains("registry-upstream-pull is missing"), "{text}");
+    }
+
+    /// A full Node object, as the API server returns it.
+    fn node_object(i: usize, ready: bool, ack: Option<&str>) -> serde_json::Value {
+        let mut annotations = json!({"node.alpha.kubernetes.io/ttl": "0"});
+        if let Some(h) = ack {
+            annotations[crate::switch::ACK_ANNOTATION] = json!(h);
+            annotations[crate::switch::CONTAINERD_ANNOTATION] = json!("registry.d");
+        }
+        json!({"apiVersion": "v1", "kind": "Node",
+               "metadata": {"name": format!("n{i:02}"), "annotations": annotations,
+                            "labels": {"node.deckhouse.io/containerd-config-registry": "default"}},
+               "status": {"conditions": [
+                   {"type": "MemoryPressure", "status": "False"},
+                   {"type": "Ready", "status": if ready { "True" } else { "False" },
+                    "lastHeartbeatTime": "2026-01-01T00:00:00Z"}]}})
+    }
+
+    /// 50 Nodes through the binding's own jqFilter (the real jq, as the runner runs it),
+    /// then a beforeHelm run of a Detached switch whose master serves and whose mirror
+    /// check passed: the pull Secret moves only when every Ready node acknowledged.
+    #[test]
+    fn fifty_nodes_the_pull_secret_moves_only_when_every_ready_node_acknowledged() {
+        use crate::internal::Master;
+        let target = crate::switch::RegistryTarget::new(
+            crate::settings::Mode::Detached,
+            None,
+            vec!["m1".into()],
+            b"k",
+        );
+        let m1 = Master {
+            name: "m1".into(),
+            internal_ip: "127.0.0.11".into(),
+        };
+        let hash = super::node_config_hash(
+            "embedded-registry.d8-system.svc:5001",
+            std::slice::from_ref(&m1),
+            "CA\n",
+        );
+        let state = crate::switch::State {
+            registry: Some(target.clone()),
+            mirrors: vec!["m1".into()],
+            check: Some(crate::switch::CheckRecord {
+                what: "mirror".into(),
+                generation: target.generation.clone(),
+                ok: true,
+                kind: String::new(),
+                message: "complete".into(),
+                since: 1,
+            }),
+            node_config: Some(crate::switch::NodeConfig {
+                hash: hash.clone(),
+                since: 1000,
+            }),
+            ..Default::default()
+        };
+        let run = |nodes: Vec<serde_json::Value>| {
+            let filtered = crate::converge::jq::map_filter(super::NODE_FILTER, &nodes).unwrap();
+            let state_text = serde_json::to_string(&state).unwrap();
+            crate::clock::with_now(1000 + 60, || {
+                HookTest::new()
+                    .values(json!({"global": {}, "embeddedRegistry": {
+                        "mode": "Detached", "detached": {},
+                        "internal": {"masters": [m1], "highAvailability": false,
+                                     "pki": {"caBundle": "CA", "httpSecret": "k"}}}}))
+                    .group_snapshot(
+                        "secrets",
+                        vec![
+                            secret("deckhouse-registry", UPSTREAM),
+                            secret("registry-state", &[("state.json", &state_text)]),
+                            secret(
+                                "registry-user-ro",
+                                &[("name", "ro"), ("password", "pw"), ("passwordHash", "x")],
+                            ),
+                        ],
+                    )
+                    .group_snapshot(
+                        "node_status",
+                        vec![filtered_data(&[
+                            ("node", "m1"),
+                            ("staticPod", "present"),
+                            ("appliedGeneration", &target.generation),
+                            ("registry", "ready"),
+                        ])],
+                    )
+                    .group_snapshot(
+                        "nodes",
+                        filtered
+                            .into_iter()
+                            .map(hook_sdk::testing::filtered)
+                            .collect(),
+                    )
+                    .group_snapshot("deckhouse", vec![])
+                    .lifecycle("beforeHelm")
+                    .run(&super::hook())
+                    .unwrap()
+            })
+        };
+        let metric = |out: &hook_sdk::testing::TestOutput, state: &str| {
+            out.metrics
+                .iter()
+                .rev()
+                .find(|m| {
+                    m.name == "d8_embedded_registry_nodes"
+                        && m.labels.get("state").map(String::as_str) == Some(state)
+                })
+                .and_then(|m| m.value)
+                .unwrap()
+        };
+        let moved = |out: &hook_sdk::testing::TestOutput| {
+            out.objects.iter().any(|o| {
+                o.name == "deckhouse-registry"
+                    && o.merge_patch.as_ref().is_some_and(|p| {
+                        p["data"]["address"] == json!(b64("embedded-registry.d8-system.svc:5001"))
+                    })
+            })
+        };
+        // n07 never acknowledges, n13 acknowledged an old hash, n20..n24 are NotReady.
+        let mut nodes: Vec<_> = (0..50)
+            .map(|i| {
+                let ack = match i {
+                    7 => None,
+                    13 => Some("00000000000000aa"),
+                    20..=24 => None,
+                    _ => Some(hash.as_str()),
+                };
+                node_object(i, !(20..=24).contains(&i), ack)
+            })
+            .collect();
+        let out = run(nodes.clone());
+        assert!(!moved(&out), "a Ready node has not acknowledged");
+        assert_eq!(
+            [
+                metric(&out, "total"),
+                metric(&out, "ready"),
+                metric(&out, "acknowledged"),
+                metric(&out, "waiting"),
+                metric(&out, "not_ready"),
+            ],
+            [50.0, 45.0, 43.0, 2.0, 5.0]
+        );
+        let wait = out
+            .metrics
+            .iter()
+            .find(|m| m.name == "d8_embedded_registry_nodes_wait_seconds")
+            .and_then(|m| m.value);
+        assert_eq!(wait, Some(60.0));
+        // Every Ready node acknowledged (the NotReady ones still have not): it moves at
+        // once, with no timer.
+        nodes[7] = node_object(7, true, Some(&hash));
+        nodes[13] = node_object(13, true, Some(&hash));
+        let out = run(nodes);
+        assert!(moved(&out), "{:?}", out.objects);
+        assert_eq!(
+            out.values["embeddedRegistry"]["internal"]["switch"]["nodeConfigHash"],
+            json!(hash)
+        );
+    }
+
+    /// A ConfigMap-like snapshot item: name and data (the node status reports).
+    fn filtered_data(data: &[(&str, &str)]) -> hook_sdk::context::SnapshotItem {
+        let data: serde_json::Map<String, serde_json::Value> = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        filtered(json!({"name": "status", "data": data}))
+    }
+
+    #[test]
+    fn hostile_node_data_counts_as_no_acknowledgement() {
+        let nodes = vec![
+            json!({"metadata": {"name": "Bad Name\n", "annotations": {crate::switch::ACK_ANNOTATION: "x"}}}),
+            json!({"metadata": {"name": "n1", "annotations": {
+                crate::switch::ACK_ANNOTATION: "$(reboot)",
+                crate::switch::CONTAINERD_ANNOTATION: "ok; rm -rf /"}},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        ];
+        let filtered = crate::converge::jq::map_filter(super::NODE_FILTER, &nodes).unwrap();
+        let out = HookTest::new()
+            .values(json!({"global": {}, "embeddedRegistry": {"mode": "Direct", "internal": {}}}))
+            .group_snapshot("secrets", vec![secret("deckhouse-registry", UPSTREAM)])
+            .group_snapshot("node_status", vec![])
+            .group_snapshot(
+                "nodes",
+                filtered
+                    .into_iter()
+                    .map(hook_sdk::testing::filtered)
+                    .collect(),
+            )
+            .group_snapshot("deckhouse", vec![])
+            .lifecycle("beforeHelm")
+            .run(&super::hook())
+            .unwrap();
+        let state = out
+            .objects
+            .iter()
+            .filter_map(|o| o.object.as_ref())
+            .find(|o| o["metadata"]["name"] == "registry-state")
+            .map(|o| o["data"]["state.json"].as_str().unwrap().to_string())
+            .unwrap();
+        use base64::Engine as _;
+        let text = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(state)
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            text.contains("1 Ready node(s) have not acknowledged configuration"),
+            "{text}"
+        );
+        assert!(text.contains("n1 (invalid)"), "{text}");
+        assert!(!text.contains("reboot") && !text.contains("rm -rf") && !text.contains("Bad Name"));
     }
 
     #[test]
