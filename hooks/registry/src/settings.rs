@@ -280,6 +280,15 @@ pub fn check(settings: &Value) -> Result<(), FieldError> {
             ));
         }
     }
+    let ack = obj.get("nodeAcknowledgementTimeout").and_then(Value::as_str);
+    if let Some(t) = ack {
+        if let Err(e) = crate::duration::parse(t) {
+            return Err(err(
+                "nodeAcknowledgementTimeout",
+                &format!("{t:?} {e}; e.g. 15m or 1h"),
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -416,9 +416,9 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         .get_as(&format!("{MODULE_KEY}.nodeAcknowledgementTimeout"))?;
     let timeout_secs = match timeout {
         None => switch::DEFAULT_ACK_TIMEOUT_SECS,
-        Some(t) => crate::settings::parse_go_duration(&t)
-            .map(|s| s as i64)
-            .with_context(|| format!("spec.settings.nodeAcknowledgementTimeout: {} is not a duration; write it as 15m or 1h", crate::untrusted::shown(&t)))?,
+        Some(t) => crate::duration::parse(&t)
+            .map(|d| d.as_secs() as i64)
+            .map_err(|e| anyhow::anyhow!("spec.settings.nodeAcknowledgementTimeout: {} {e}; write it as 15m or 1h", crate::untrusted::shown(&t)))?,
     };
     let fleet = switch::Fleet {
         nodes: node_acks(input)?,
