@@ -195,20 +195,30 @@ def pki_and_users_match(state):
 
 
 def test_concurrent_converges_leave_a_consistent_state(tmp_path):
+    """Two converges on one new state directory, the second started 0-57 ms after the
+    first, so that their writes overlap in some pairs (without the lock, 1-3 of 20 pairs
+    left a rendered CA or user hash that did not match, or a run failed)."""
     mc = module_config(tmp_path, OLD)
-    pairs, clean = 20, 0
+    pairs, clean, failures = 20, 0, []
     for i in range(pairs):
         state = tmp_path / f"state-{i}"
-        procs = [subprocess.Popen(args(mc, state), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
+        procs = []
+        for k in range(2):
+            if k:
+                time.sleep(i * 0.003)  # the start offset under test, not a wait for anything
+            procs.append(subprocess.Popen(args(mc, state), env=env(), stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
         outs = [p.communicate(timeout=300) for p in procs]
-        for p, (out, err) in zip(procs, outs):
-            assert p.returncode == 0, err
-        problems = pki_and_users_match(state)
-        assert hook_dirs(state) == [] and not (tmp_path / f"state-{i}.new").exists()
+        problems = [f"rc={p.returncode}: {err.strip()}" for p, (_, err) in zip(procs, outs) if p.returncode]
+        if not problems:
+            problems = pki_and_users_match(state)
+            if hook_dirs(state) or (tmp_path / f"state-{i}.new").exists():
+                problems.append("leftovers")
         clean += not problems
-        assert not problems, f"pair {i}: {problems}"
+        if problems:
+            failures.append((i, problems))
     print(f"\nconcurrent runs / clean: {pairs} pairs / {clean}")
+    assert not failures, failures
 
 
 def test_a_second_converge_waits_for_the_lock(tmp_path):
