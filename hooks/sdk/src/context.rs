@@ -139,11 +139,53 @@ pub struct BindingContext {
     pub snapshots: BTreeMap<String, Vec<SnapshotItem>>,
 }
 
+/// Largest binding context file a hook reads: 256 MiB, room for a Synchronization of
+/// 5,000 full Nodes at up to 50 KiB of JSON each (managed fields and image lists
+/// included; a typical Node is 5-15 KiB).
+pub const MAX_CONTEXT_BYTES: u64 = 256 << 20;
+
+/// Deepest nesting of arrays and objects in a binding context or values file: 128,
+/// serde_json's own recursion limit, applied also to snapshot objects, which are kept
+/// as raw JSON and would otherwise be scanned at any depth.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Refuses JSON nested deeper than `max` arrays/objects, in one linear pass over the
+/// text (exact for JSON: brackets inside strings do not count).
+pub fn check_json_depth(text: &str, max: usize) -> Result<()> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, b) in text.bytes().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    anyhow::bail!(
+                        "nested deeper than {max} levels (at byte {i}): the runner sends no such input"
+                    );
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parses a binding context file's content: a JSON array of contexts.
 pub fn parse_contexts(text: &str) -> Result<Vec<BindingContext>> {
     if text.trim().is_empty() {
         anyhow::bail!("empty file: expected a JSON array of binding contexts");
     }
+    check_json_depth(text, MAX_JSON_DEPTH)?;
     let contexts: Vec<BindingContext> = serde_json::from_str(text)
         .map_err(|e| anyhow::anyhow!(crate::log::redact(&e.to_string())))
         .context("not a JSON array of binding contexts")?;
@@ -316,6 +358,29 @@ mod tests {
         .unwrap();
         let got: Vec<String> = Snapshots::from_contexts(&cs).get("b").unwrap();
         assert_eq!(got, vec!["n".to_string()]);
+    }
+
+    #[test]
+    fn deep_contexts_are_refused_in_linear_time() {
+        let deep = |n: usize| {
+            format!(
+                r#"[{{"binding": "b", "type": "Group", "snapshots": {{"b": [{{"object": {}1{}}}]}}}}]"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        // The raw snapshot object is where serde_json's own limit does not apply.
+        assert!(parse_contexts(&deep(MAX_JSON_DEPTH - 5)).is_ok());
+        let e = parse_contexts(&deep(MAX_JSON_DEPTH))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nested deeper than 128 levels"), "{e}");
+        assert!(parse_contexts(&deep(1_000_000)).is_err());
+        // Brackets inside strings are text.
+        let text = json!([{"binding": "b", "type": "Group", "snapshots": {"b": [{"filterResult": "[[[[".repeat(100)}]}}]).to_string();
+        assert!(parse_contexts(&text).is_ok());
+        assert!(check_json_depth(r#"{"a": "\"[[[[", "b": [1]}"#, 2).is_ok());
+        assert!(check_json_depth(r#"{"a": "\\", "b": [[1]]}"#, 2).is_err());
     }
 
     #[test]

@@ -84,8 +84,25 @@ pub fn run_in_memory(
     })
 }
 
-fn read_json(var: &str, path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("{var}={}: cannot read", path.display()))
+/// Largest values or config values file a hook reads: 64 MiB (a module's values are
+/// a few hundred KiB, Deckhouse's global values included).
+pub const MAX_VALUES_BYTES: u64 = 64 << 20;
+
+/// Reads an input file of at most `limit` bytes; a larger one is refused unread.
+fn read_json(var: &str, path: &Path, limit: u64) -> Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_string(&mut text))
+        .with_context(|| format!("{var}={}: cannot read", path.display()))?;
+    if text.len() as u64 > limit {
+        bail!(
+            "{var}={}: larger than {} MiB, the limit for this input",
+            path.display(),
+            limit >> 20
+        );
+    }
+    Ok(text)
 }
 
 fn read_values(var: &str, path: Option<&Path>, required: bool) -> Result<Value> {
@@ -95,10 +112,12 @@ fn read_values(var: &str, path: Option<&Path>, required: bool) -> Result<Value> 
         }
         return Ok(json!({}));
     };
-    let text = read_json(var, path)?;
+    let text = read_json(var, path, MAX_VALUES_BYTES)?;
     if text.trim().is_empty() {
         return Ok(json!({}));
     }
+    crate::context::check_json_depth(&text, crate::context::MAX_JSON_DEPTH)
+        .with_context(|| format!("{var}={}", path.display()))?;
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{var}={}: malformed JSON: {e}", path.display()))?;
     if !v.is_object() {
@@ -115,7 +134,11 @@ pub fn execute(hook: &Hook, io: &IoPaths, module: bool) -> Result<HookOutputs> {
     let bc_path = io.binding_context.as_deref().context(
         "BINDING_CONTEXT_PATH is not set: the runner must pass the binding context file",
     )?;
-    let text = read_json("BINDING_CONTEXT_PATH", bc_path)?;
+    let text = read_json(
+        "BINDING_CONTEXT_PATH",
+        bc_path,
+        crate::context::MAX_CONTEXT_BYTES,
+    )?;
     let contexts = parse_contexts(&text)
         .map_err(|e| anyhow::anyhow!("BINDING_CONTEXT_PATH={}: {e:#}", bc_path.display()))?;
     let values = read_values("VALUES_PATH", io.values.as_deref(), module)?;

@@ -6,15 +6,19 @@
 //! 3. apply values patches strictly and validate values after every hook;
 //! 4. apply object operations to the cluster (in memory);
 //! 5. render the chart with the Helm engine and validate every object;
-//! 6. run afterHelm hooks, then write everything that changed, each file atomically.
+//! 6. run afterHelm hooks, then build the new state beside the old one and switch to it
+//!    in one step ([`state`]).
 //!
-//! Nothing is written before every step succeeded.
+//! Nothing is written before every step succeeded; one converge at a time holds the
+//! state directory.
 
 pub mod deckhouse;
 pub mod helm;
+pub mod input;
 pub mod jq;
 pub mod runner;
 pub mod schema;
+pub mod state;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -159,16 +163,32 @@ fn switch_summary(sw: &Value, pull_secret: String) -> SwitchSummary {
     }
 }
 
-fn read_document(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    serde_yaml_ng::from_str(&text)
-        .with_context(|| format!("{}: not valid YAML or JSON", path.display()))
+/// Reads one input document of at most `limit` bytes; errors are one line naming the
+/// file (`what` is how the user passed it, e.g. `--nodes`).
+fn read_input(what: &str, path: &Path, limit: u64) -> Result<Vec<Value>, Failure> {
+    let fail = |e: input::InputError| {
+        let prefix = if what.is_empty() {
+            String::new()
+        } else {
+            format!("{what} ")
+        };
+        Failure::Invalid(format!("{prefix}{}: {e}", path.display()))
+    };
+    let text = input::read_bounded(path, limit).map_err(fail)?;
+    input::parse_documents(&text).map_err(fail)
 }
 
 /// Reads the ModuleConfig; returns `(object, enabled, settings)`.
 fn read_module_config(path: &Path) -> Result<(Value, bool, Value), Failure> {
-    let mc = read_document(path).map_err(|e| Failure::Invalid(format!("{e:#}")))?;
+    let mut docs = read_input("", path, input::MODULE_CONFIG_MAX_BYTES)?;
+    if docs.len() > 1 {
+        return Err(Failure::Invalid(format!(
+            "{}: {} YAML documents: a ModuleConfig file holds one",
+            path.display(),
+            docs.len()
+        )));
+    }
+    let mc = docs.pop().unwrap_or(Value::Null);
     let invalid =
         |field: &str, msg: &str| Failure::Invalid(format!("invalid ModuleConfig: {field}: {msg}"));
     let s = |p: &str| mc.pointer(p).and_then(Value::as_str);
@@ -210,44 +230,132 @@ fn read_module_config(path: &Path) -> Result<(Value, bool, Value), Failure> {
     Ok((mc, enabled, settings))
 }
 
-/// Reads a node list: a YAML/JSON list, a `kind: List`, or a multi-document YAML.
+/// Reads a node list: a YAML/JSON list of Nodes, a `List`/`NodeList`, single Nodes, or
+/// any of them as several YAML documents. Anything else is refused (exit 2), as the
+/// API server would refuse it: the converge must not run on a cluster it misread.
 fn read_nodes(path: &Path) -> Result<Vec<Value>, Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::Invalid(format!("--nodes {}: cannot read: {e}", path.display())))?;
+    let docs = read_input("--nodes", path, input::NODES_MAX_BYTES)?;
+    let invalid = |msg: String| Failure::Invalid(format!("--nodes {}: {msg}", path.display()));
     let mut nodes = Vec::new();
-    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-        let v: Value = serde::Deserialize::deserialize(doc).map_err(|e| {
-            Failure::Invalid(format!(
-                "--nodes {}: not valid YAML or JSON: {e}",
-                path.display()
-            ))
-        })?;
-        match v {
+    for (d, doc) in docs.into_iter().enumerate() {
+        let at = |i: usize| format!("document {d}, item {i}");
+        match doc {
             Value::Null => {}
-            Value::Array(items) => nodes.extend(items),
-            Value::Object(ref m) if m.get("kind").and_then(Value::as_str) == Some("List") => nodes
-                .extend(
-                    m.get("items")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default(),
-                ),
-            other => nodes.push(other),
+            Value::Array(items) => nodes.extend(items.into_iter().enumerate().map(|(i, n)| (at(i), n))),
+            Value::Object(ref m) if m.get("kind").and_then(Value::as_str).is_some_and(|k| k == "List" || k == "NodeList") => {
+                match m.get("items") {
+                    Some(Value::Array(items)) => nodes.extend(items.iter().cloned().enumerate().map(|(i, n)| (at(i), n))),
+                    None | Some(Value::Null) => {}
+                    Some(_) => return Err(invalid(format!("document {d}: items must be a list of Nodes"))),
+                }
+            }
+            Value::Object(ref m) if m.get("kind").and_then(Value::as_str) == Some("Node") => {
+                nodes.push((format!("document {d}"), doc))
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "document {d} is not a Node, a NodeList or a list of Nodes: pass `kubectl get nodes -o yaml` output"
+                )))
+            }
         }
     }
-    for (i, n) in nodes.iter().enumerate() {
-        if n.get("kind").and_then(Value::as_str) != Some("Node")
-            || n.pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .is_none()
-        {
-            return Err(Failure::Invalid(format!(
-                "--nodes {}: item {i} is not a Node with metadata.name",
-                path.display()
-            )));
+    // A name listed twice keeps its last entry, as before (the soak test's generator
+    // relies on it).
+    let mut out = Vec::with_capacity(nodes.len());
+    for (at, n) in nodes {
+        check_node(&n).map_err(|msg| invalid(format!("{at}: {msg}")))?;
+        out.push(n);
+    }
+    Ok(out)
+}
+
+/// The fields of a Node the converge and the hooks read, checked as the API server
+/// would: a wrong type here would otherwise be read as "absent".
+fn check_node(n: &Value) -> Result<(), String> {
+    let Some(obj) = n.as_object() else {
+        return Err("is not a Node (not a mapping)".into());
+    };
+    if obj.get("kind").and_then(Value::as_str) != Some("Node") {
+        return Err("is not a Node: kind must be Node".into());
+    }
+    match obj.get("apiVersion") {
+        None => {}
+        Some(v) if v.as_str() == Some("v1") => {}
+        Some(_) => return Err("apiVersion must be v1".into()),
+    }
+    let Some(meta) = obj.get("metadata").and_then(Value::as_object) else {
+        return Err("is not a Node with metadata.name: metadata must be a mapping".into());
+    };
+    let name = match meta.get("name") {
+        Some(Value::String(s)) => s,
+        _ => return Err("is not a Node with metadata.name: metadata.name must be a string".into()),
+    };
+    if !is_dns_subdomain(name) {
+        return Err(
+            "metadata.name must be a DNS subdomain (lowercase letters, digits, '-' and '.', at most 253 characters)"
+                .into(),
+        );
+    }
+    match meta.get("labels") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(l)) if l.values().all(Value::is_string) => {}
+        Some(_) => {
+            return Err(format!(
+                "Node {name}: metadata.labels must map names to strings"
+            ))
         }
     }
-    Ok(nodes)
+    match obj.get("status") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(st)) => match st.get("addresses") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(a))
+                if a.iter().all(|x| {
+                    x.get("type").is_some_and(Value::is_string)
+                        && x.get("address").is_some_and(Value::is_string)
+                }) => {}
+            Some(_) => {
+                return Err(format!(
+                    "Node {name}: status.addresses must be a list of {{type, address}} strings"
+                ))
+            }
+        },
+        Some(_) => return Err(format!("Node {name}: status must be a mapping")),
+    }
+    Ok(())
+}
+
+/// Kubernetes' rule for object names such as a Node's (RFC 1123 subdomain).
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Reads `--global-values`: a mapping, optionally under a `global` key.
+fn read_global_values(path: &Path) -> Result<Value, Failure> {
+    let mut docs = read_input("--global-values", path, input::GLOBAL_VALUES_MAX_BYTES)?;
+    let invalid =
+        |msg: &str| Failure::Invalid(format!("--global-values {}: {msg}", path.display()));
+    if docs.len() > 1 {
+        return Err(invalid("holds several YAML documents: keep one"));
+    }
+    let doc = docs.pop().unwrap_or_else(|| json!({}));
+    let overlay = match doc.get("global") {
+        Some(g) => g.clone(),
+        None => doc,
+    };
+    if !overlay.is_object() {
+        return Err(invalid("must be a mapping of global values"));
+    }
+    Ok(overlay)
 }
 
 fn is_master(node: &Value) -> bool {
@@ -259,7 +367,7 @@ fn is_master(node: &Value) -> bool {
     })
 }
 
-fn global_values(opts: &Options, store: &Store) -> Result<Value> {
+fn global_values(overlay: Option<&Value>, store: &Store) -> Result<Value> {
     let mut global: Value =
         serde_yaml_ng::from_str(include_str!("global-defaults.yaml")).expect("built-in YAML");
     let masters = store
@@ -270,10 +378,8 @@ fn global_values(opts: &Options, store: &Store) -> Result<Value> {
         &mut global,
         &json!({"discovery": {"clusterMasterCount": masters, "clusterControlPlaneIsHighlyAvailable": masters > 1}}),
     );
-    if let Some(path) = &opts.global_values {
-        let overlay = read_document(path)?;
-        let overlay = overlay.get("global").cloned().unwrap_or(overlay);
-        deep_merge(&mut global, &overlay);
+    if let Some(overlay) = overlay {
+        deep_merge(&mut global, overlay);
     }
     Ok(global)
 }
@@ -287,8 +393,16 @@ pub fn converge(opts: &Options) -> Result<Summary, Failure> {
     settings::check(&settings)?;
     schemas.config.validate(&settings)?;
     let nodes = opts.nodes.as_deref().map(read_nodes).transpose()?;
+    let global_overlay = opts
+        .global_values
+        .as_deref()
+        .map(read_global_values)
+        .transpose()?;
+    let mc_key = store::ObjKey::of(&mc)?;
 
-    let old = Store::load(&opts.state)?;
+    // Every input is valid: from here on this converge owns the state directory.
+    let state = state::StateDir::open(&opts.state, state::LOCK_WAIT)?;
+    let old = Store::load(state.path())?;
     let mut cluster = old.clone();
     if let Some(nodes) = nodes {
         cluster.remove_kind("Node");
@@ -300,7 +414,7 @@ pub fn converge(opts: &Options) -> Result<Summary, Failure> {
 
     let mut module_values = settings.clone();
     schemas.values.apply_defaults(&mut module_values);
-    let mut global = global_values(opts, &cluster)?;
+    let mut global = global_values(global_overlay.as_ref(), &cluster)?;
     deckhouse::seed_pull_secret(&mut cluster, &global["modulesImages"]["registry"])?;
     if let Some(registry) = deckhouse::registry_values(&cluster)? {
         global["modulesImages"]["registry"] = registry;
@@ -326,7 +440,18 @@ pub fn converge(opts: &Options) -> Result<Summary, Failure> {
             } else {
                 hook.lifecycle_context(binding, cluster)?
             };
-            let out = runner::run(&opts.hook_binary, hook, &[context], values, config_values)?;
+            let dir = state.hook_dir()?;
+            let out = runner::run(
+                &opts.hook_binary,
+                hook,
+                dir.path(),
+                &[context],
+                values,
+                config_values,
+            )?;
+            dir.close().with_context(|| {
+                format!("hook {}: cannot remove its input directory", hook.name())
+            })?;
             let name = hook.name();
             hook_sdk::values::apply_values_patch(values, &out.values_patch)
                 .with_context(|| format!("hook {name}: the runner refuses its values patch"))?;
@@ -403,9 +528,8 @@ pub fn converge(opts: &Options) -> Result<Summary, Failure> {
     }
     // Config values patches land in the ModuleConfig, as addon-operator does.
     if config_values[MODULE_KEY] != raw_settings {
-        let key = store::ObjKey::of(&read_module_config(&opts.module_config)?.0)?;
         let mut mc = cluster
-            .get(&key)
+            .get(&mc_key)
             .cloned()
             .context("ModuleConfig vanished")?;
         mc["spec"]["settings"] = config_values[MODULE_KEY].clone();
@@ -434,14 +558,20 @@ pub fn converge(opts: &Options) -> Result<Summary, Failure> {
         )?;
     }
 
-    // Everything computed: now write, each file atomically.
+    // Everything computed: build the new state beside the old one and switch to it in
+    // one step (see `state`), or leave everything as it was.
     let objects = cluster.diff(&old);
-    cluster.save(&opts.state, &old)?;
     let values_text = serde_json::to_string_pretty(&values).expect("serialisable") + "\n";
-    let values_changed = write_if_changed(&opts.state.join("values.json"), &values_text, 0o600)?;
     let metrics_text = serde_json::to_string_pretty(&metrics).expect("serialisable") + "\n";
-    write_if_changed(&opts.state.join("metrics.json"), &metrics_text, 0o644)?;
-    let rendered = write_rendered(&opts.state.join("rendered"), &manifests)?;
+    let mut values_changed = false;
+    let mut rendered = Changes::default();
+    state.commit(|dir| {
+        cluster.save(dir, &old)?;
+        values_changed = write_if_changed(&dir.join("values.json"), &values_text, 0o600)?;
+        let metrics_changed = write_if_changed(&dir.join("metrics.json"), &metrics_text, 0o644)?;
+        rendered = write_rendered(&dir.join("rendered"), &manifests)?;
+        Ok(!objects.is_empty() || values_changed || metrics_changed || !rendered.is_empty())
+    })?;
 
     let internal = &values[MODULE_KEY]["internal"];
     let masters: Vec<Master> =

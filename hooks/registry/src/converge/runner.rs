@@ -301,19 +301,31 @@ fn snapshot(store: &Store, b: &Binding) -> Result<Vec<SnapshotItem>> {
         .collect())
 }
 
-/// Runs `hook run N` with input files in a temporary directory.
+/// Runs `hook run N` with its input and output files in `dir`, which the caller makes
+/// private (0700; the files here are 0600: values hold passwords and private keys).
 pub fn run(
     exe: &Path,
     hook: &BatchHook,
+    dir: &Path,
     contexts: &[BindingContext],
     values: &Value,
     config_values: &Value,
 ) -> Result<HookOutputs> {
-    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let p = |n: &str| dir.path().join(n);
-    std::fs::write(p("binding-context.json"), serde_json::to_vec(contexts)?)?;
-    std::fs::write(p("values.json"), serde_json::to_vec(values)?)?;
-    std::fs::write(p("config-values.json"), serde_json::to_vec(config_values)?)?;
+    let p = |n: &str| dir.join(n);
+    let write = |n: &str, content: &[u8]| -> Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(p(n))
+            .and_then(|mut f| f.write_all(content))
+            .with_context(|| format!("hook {}: cannot write {n}", hook.name()))
+    };
+    write("binding-context.json", &serde_json::to_vec(contexts)?)?;
+    write("values.json", &serde_json::to_vec(values)?)?;
+    write("config-values.json", &serde_json::to_vec(config_values)?)?;
     let outputs = [
         "values-patch.json",
         "config-values-patch.json",
@@ -321,7 +333,7 @@ pub fn run(
         "metrics.json",
     ];
     for o in outputs {
-        std::fs::write(p(o), "")?;
+        write(o, b"")?;
     }
     let mut cmd = Command::new(exe);
     cmd.args(["hook", "run", &hook.index.to_string()])
