@@ -32,7 +32,7 @@ HOSTILE_ADDRESSES = [
 ]
 # Names the API server accepts for a Node (DNS-1123 subdomains) but that do not fit
 # the label value and object names the module builds from them.
-LONG_NAMES = ["a" * 64, "a" * 200]
+LONG_NAMES = ["a" * 64, "a" * 200, "a" * 242, "a" * 253]
 # Names no API server accepts, as a runner could still hand them in a snapshot.
 HOSTILE_NAMES = LONG_NAMES + [f"m$(touch {MARKER}-5)", "m\nx", "M1", "../../etc", "m_1"]
 

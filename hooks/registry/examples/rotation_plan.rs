@@ -61,7 +61,7 @@ fn catalogue(releases: u64, manifests: u64) -> Catalogue {
                         blob(4, next_module, 5_000_000),
                     ],
                 );
-                if next_module % 10 == 0 {
+                if next_module.is_multiple_of(10) {
                     let sig = dg(5, next_module);
                     image(&mut root, sig.clone(), vec![blob(6, next_module, 500)]);
                     root.tags

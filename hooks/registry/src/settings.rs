@@ -280,7 +280,9 @@ pub fn check(settings: &Value) -> Result<(), FieldError> {
             ));
         }
     }
-    let ack = obj.get("nodeAcknowledgementTimeout").and_then(Value::as_str);
+    let ack = obj
+        .get("nodeAcknowledgementTimeout")
+        .and_then(Value::as_str);
     if let Some(t) = ack {
         if let Err(e) = crate::duration::parse(t) {
             return Err(err(

@@ -86,6 +86,15 @@ pub fn shown(value: &str) -> String {
     }
 }
 
+/// A size limit as messages name it: whole MiB, whole KiB, else bytes.
+pub fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b.is_multiple_of(1 << 20) => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b.is_multiple_of(1 << 10) => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
+}
+
 /// What a value is, without the value: said in its place in error messages, so that
 /// no value (a password in a mistyped field, control characters) is echoed.
 pub fn describe(value: &Value) -> String {
@@ -168,6 +177,13 @@ mod tests {
         ] {
             assert_eq!(address(bad), Err(Invalid::Address), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size(4 << 20), "4 MiB");
+        assert_eq!(size(64 << 10), "64 KiB");
+        assert_eq!(size(1000), "1000 bytes");
     }
 
     #[test]

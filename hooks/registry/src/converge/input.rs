@@ -42,14 +42,6 @@ impl fmt::Display for InputError {
     }
 }
 
-fn human(bytes: u64) -> String {
-    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
-        format!("{} MiB", bytes >> 20)
-    } else {
-        format!("{bytes} bytes")
-    }
-}
-
 /// Reads a whole text file of at most `limit` bytes; a larger one is refused before
 /// it is read into memory.
 pub fn read_bounded(path: &Path, limit: u64) -> Result<String, InputError> {
@@ -61,7 +53,7 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<String, InputError> {
     if text.len() as u64 > limit {
         return Err(InputError(format!(
             "larger than {} (the limit for this input): pass a smaller file",
-            human(limit)
+            crate::untrusted::size(limit)
         )));
     }
     Ok(text)

@@ -62,15 +62,6 @@ impl Body {
     }
 }
 
-/// `n` bytes as KiB or MiB (the limits are whole numbers of either).
-fn human_limit(n: u64) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
-        format!("{} MiB", n >> 20)
-    } else {
-        format!("{} KiB", n >> 10)
-    }
-}
-
 /// The `oversize` failure of an answer at `path` larger than `body` allows.
 fn oversize(path: &str, body: Body) -> Failure {
     Failure::new(
@@ -78,7 +69,7 @@ fn oversize(path: &str, body: Body) -> Failure {
         format!(
             "{path}: the {} is larger than {}, the most read for it; a registry does not answer this way: check the registry address",
             body.what(),
-            human_limit(body.limit())
+            crate::untrusted::size(body.limit())
         ),
     )
 }

@@ -418,7 +418,12 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         None => switch::DEFAULT_ACK_TIMEOUT_SECS,
         Some(t) => crate::duration::parse(&t)
             .map(|d| d.as_secs() as i64)
-            .map_err(|e| anyhow::anyhow!("spec.settings.nodeAcknowledgementTimeout: {} {e}; write it as 15m or 1h", crate::untrusted::shown(&t)))?,
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "spec.settings.nodeAcknowledgementTimeout: {} {e}; write it as 15m or 1h",
+                    crate::untrusted::shown(&t)
+                )
+            })?,
     };
     let fleet = switch::Fleet {
         nodes: node_acks(input)?,
