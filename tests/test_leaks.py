@@ -290,6 +290,44 @@ def converge_refused(env):
     return texts(p)
 
 
+def converge_refused_mistyped_proxy(env):
+    """A proxy written as a list or a string holding the password: the error says what
+    the value is, never the value."""
+    out = []
+    for i, proxy in enumerate((["puller", UPSTREAM_PASSWORD], f"puller:{UPSTREAM_PASSWORD}@registry.example.com")):
+        mc = module_config(env.tmp, dict(env.settings, proxy=proxy), name=f"mistyped-{i}.yaml")
+        p = run(["converge", "--module-config", str(mc), "--state", str(env.tmp / "refused"), "--module-dir",
+                 str(ROOT), "--python", sys.executable])
+        assert p.returncode == 2 and "spec.settings.proxy:" in p.stderr, p.stderr
+        out += texts(p)
+    return out
+
+
+def check_upstream_hostile(env):
+    """A registry whose token realm answers without end, and one that rate-limits with
+    Retry-After: 0: the failures name the URL and the limit, never the password."""
+    from test_hostile_network import ENDLESS, SECRETS, Hostile, api_root, check_upstream as hostile_check
+
+    def endless_token(s, method, path):
+        if path == "/v2/":
+            return 401, {"WWW-Authenticate": f'Bearer realm="http://{s.host}/token",service="hostile"'}, b"{}"
+        return 200, {}, ENDLESS
+
+    def rate_limited(s, method, path):
+        return (429, {"Retry-After": "0"}, b"{}") if path != "/v2/" else api_root()
+
+    env.secrets = sorted(set(env.secrets) | set(SECRETS))
+    work = env.tmp / "hostile"
+    work.mkdir(exist_ok=True)
+    out = []
+    for route, kind in ((endless_token, "oversize"), (rate_limited, "rate-limited")):
+        with Hostile(route) as server:
+            failure = hostile_check(work, server, "--timeout", "4s")
+            assert failure["kind"] == kind, failure
+            out.append((f"check-upstream failure ({kind})", json.dumps(failure)))
+    return out
+
+
 def check_upstream(env):
     """Against the real distribution server with Basic auth on loopback: right and wrong
     password, JSON and human output, password from a file and from the environment."""
@@ -347,7 +385,9 @@ COMMANDS = {
     "converge --json": converge_json,
     "converge (human summary)": converge_human,
     "converge (password refused)": converge_refused,
+    "converge (mistyped proxy refused)": converge_refused_mistyped_proxy,
     "check-upstream": check_upstream,
+    "check-upstream (hostile registries)": check_upstream_hostile,
     "rotate": rotate,
 }
 
