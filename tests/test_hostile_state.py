@@ -154,19 +154,19 @@ def test_kill9_leaves_the_old_state_or_the_new_one_never_a_mix(tmp_path):
 
 
 def test_a_failed_write_changes_nothing(tmp_path):
-    """A node name the file system cannot hold while writing (242 characters: the
-    temporary file beside `<name>.json` passes 255) fails the write; before, the
-    ModuleConfig, written first, stayed written."""
+    """A write that fails half-way (a directory where the new state puts a rendered file:
+    the move into place fails) leaves the old state whole; before, the ModuleConfig,
+    written first, stayed written. (A 242-character node name once failed the write;
+    the store now holds names as long as Kubernetes allows.)"""
     state = tmp_path / "state"
     converge(module_config(tmp_path, OLD, name="old.yaml"), state)
+    blocker = state / "rendered/templates/registry-rotation.yaml"
+    blocker.unlink()
+    blocker.mkdir()
+    (blocker / "keep").write_text("x\n")
     before = digest(state)
-    doc = yaml.safe_load(NODES3.read_text())
-    doc["items"].append({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "w" * 242, "labels": {}},
-                         "status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.9"}]}})
-    nodes = tmp_path / "nodes.yaml"
-    nodes.write_text(yaml.safe_dump(doc))
-    p = converge(module_config(tmp_path, NEW, name="new.yaml"), state, nodes, expect_rc=1)
-    assert len(p.stderr.strip().splitlines()) == 1 and "File name too long" in p.stderr, p.stderr
+    p = converge(module_config(tmp_path, NEW, name="new.yaml"), state, NODES3, expect_rc=1)
+    assert len(p.stderr.strip().splitlines()) == 1 and "Is a directory" in p.stderr, p.stderr
     assert digest(state) == before, "state untouched"
     assert not (tmp_path / "state.new").exists()
     assert hook_dirs(state) == []

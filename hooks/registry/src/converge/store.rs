@@ -63,10 +63,29 @@ impl ObjKey {
         } else {
             &self.namespace
         };
-        Path::new(ns)
-            .join(&self.kind)
-            .join(format!("{}.json", self.name))
+        Path::new(ns).join(&self.kind).join(file_name(&self.name))
     }
+}
+
+/// Names longer than this are stored under a shortened file name: a Kubernetes name may
+/// hold 253 characters, a file name 255 bytes, and the atomic write's temporary name
+/// adds about 25 (`.<name>.tmp-<random>`).
+const NAME_IN_FILE_MAX: usize = 200;
+
+/// The file an object of this name is stored in: `<name>.json`, or for a long name its
+/// first 160 characters and a digest of the whole (objects are loaded by their content,
+/// so the file name only has to be unique).
+fn file_name(name: &str) -> String {
+    if name.len() <= NAME_IN_FILE_MAX {
+        return format!("{name}.json");
+    }
+    use sha2::{Digest, Sha256};
+    let head: String = name.chars().take(160).collect();
+    let digest: String = Sha256::digest(name.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{head}-{digest}.json")
 }
 
 impl std::fmt::Display for ObjKey {
@@ -335,6 +354,20 @@ mod tests {
                 json!({"operation": "Delete", "kind": "..", "name": "x"})
             ))
             .is_err());
+    }
+
+    #[test]
+    fn a_name_as_long_as_kubernetes_allows_is_stored_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = Store::default();
+        let mut store = before.clone();
+        for name in ["a".repeat(253), "a".repeat(252)] {
+            store
+                .put(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}))
+                .unwrap();
+        }
+        store.save(dir.path(), &before).unwrap();
+        assert_eq!(Store::load(dir.path()).unwrap(), store);
     }
 
     #[test]
