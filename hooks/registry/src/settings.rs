@@ -171,6 +171,26 @@ fn err(field: &str, message: &str) -> FieldError {
     }
 }
 
+/// The settings that hold a Go duration: JSON pointer, field, examples for the fix.
+const DURATIONS: [(&str, &str, &str); 4] = [
+    ("/proxy/ttl", "proxy.ttl", "72h, 30m or 0 (never expire)"),
+    (
+        "/proxy/upstreamHysteresis",
+        "proxy.upstreamHysteresis",
+        "1m or 5m",
+    ),
+    (
+        "/detached/rotation/minAge",
+        "detached.rotation.minAge",
+        "24h, 90m or 0 (no guard)",
+    ),
+    (
+        "/nodeAcknowledgementTimeout",
+        "nodeAcknowledgementTimeout",
+        "15m or 1h",
+    ),
+];
+
 /// The values of `mode`.
 const MODES: [&str; 3] = ["Direct", "Proxy", "Detached"];
 
@@ -252,43 +272,12 @@ pub fn check(settings: &Value) -> Result<(), FieldError> {
             }
             _ => {}
         }
-        if let Some(ttl) = proxy.get("ttl").and_then(Value::as_str) {
-            if let Err(e) = crate::duration::parse(ttl) {
-                return Err(err(
-                    "proxy.ttl",
-                    &format!("{ttl:?} {e}; e.g. 72h, 30m or 0 (never expire)"),
-                ));
-            }
-        }
-        if let Some(h) = proxy.get("upstreamHysteresis").and_then(Value::as_str) {
-            if let Err(e) = crate::duration::parse(h) {
-                return Err(err(
-                    "proxy.upstreamHysteresis",
-                    &format!("{h:?} {e}; e.g. 1m or 5m"),
-                ));
-            }
-        }
     }
-    let min_age = obj
-        .get("detached")
-        .and_then(|d| d.pointer("/rotation/minAge"));
-    if let Some(min_age) = min_age.and_then(Value::as_str) {
-        if let Err(e) = crate::duration::parse(min_age) {
-            return Err(err(
-                "detached.rotation.minAge",
-                &format!("{min_age:?} {e}; e.g. 24h, 90m or 0 (no guard)"),
-            ));
-        }
-    }
-    let ack = obj
-        .get("nodeAcknowledgementTimeout")
-        .and_then(Value::as_str);
-    if let Some(t) = ack {
-        if let Err(e) = crate::duration::parse(t) {
-            return Err(err(
-                "nodeAcknowledgementTimeout",
-                &format!("{t:?} {e}; e.g. 15m or 1h"),
-            ));
+    for (pointer, field, example) in DURATIONS {
+        if let Some(text) = settings.pointer(pointer).and_then(Value::as_str) {
+            if let Err(e) = crate::duration::parse(text) {
+                return Err(err(field, &format!("{text:?} {e}; e.g. {example}")));
+            }
         }
     }
     Ok(())
