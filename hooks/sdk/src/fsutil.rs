@@ -322,7 +322,8 @@ impl Dir {
     }
 
     /// Writes `content` to a new temporary file beside `name` (created with `O_EXCL`,
-    /// random name, mode `mode` or 0666 before the umask) and, when `durable`, syncs it;
+    /// random name, mode `mode` or 0600: files are private unless the caller asks) and,
+    /// when `durable`, syncs it;
     /// call [`Staged::commit`] to move it over `name`. Dropping it removes the
     /// temporary file.
     pub fn stage(
@@ -335,7 +336,7 @@ impl Dir {
         let name = single(name.as_ref())?;
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let create_mode = Mode::from_raw_mode(mode.unwrap_or(0o666));
+        let create_mode = Mode::from_raw_mode(mode.unwrap_or(0o600));
         let dir = self
             .fd
             .try_clone()
@@ -472,6 +473,22 @@ mod tests {
     use super::*;
     use std::fs;
     use std::os::unix::fs::{symlink, PermissionsExt};
+
+    #[test]
+    fn files_are_private_unless_a_mode_is_asked_for() {
+        // A hook's output files (a values patch may hold private keys) take the default.
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("values-patch.json");
+        stage_with(&private, b"[]", None, false)
+            .unwrap()
+            .commit()
+            .unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&private), 0o600);
+        let shared = dir.path().join("rendered.yaml");
+        stage(&shared, b"x", Some(0o644)).unwrap().commit().unwrap();
+        assert_eq!(mode(&shared) & 0o600, 0o600);
+    }
 
     fn mode(p: &Path) -> u32 {
         fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777

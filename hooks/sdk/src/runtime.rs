@@ -200,8 +200,10 @@ pub fn execute(hook: &Hook, io: &IoPaths, module: bool) -> Result<HookOutputs> {
                 if content.is_empty() && std::fs::metadata(p).map_or(true, |m| m.len() == 0) => {}
             // The runner reads these right after the process exits: the rename keeps
             // them whole; a flush to disk would only cost time.
-            Some(p) => staged
-                .push(crate::fsutil::stage_with(p, content.as_bytes(), None, false).context(var)?),
+            Some(p) => staged.push(
+                crate::fsutil::stage_with(p, content.as_bytes(), Some(0o600), false)
+                    .context(var)?,
+            ),
             None if produced => bail!("{var} is not set, but the hook produced output for it"),
             None => {}
         }
