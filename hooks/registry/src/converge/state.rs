@@ -376,8 +376,8 @@ mod tests {
         assert_eq!(fs::metadata(dir.join(LOCK_FILE)).unwrap().ino(), ino);
     }
 
-    #[test]
-    fn a_failed_write_leaves_the_state_and_no_staging() {
+    /// A state directory (`<root>/state`) after one run that wrote `values.json`.
+    fn committed_state() -> (tempfile::TempDir, PathBuf) {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("state");
         StateDir::open(&dir, LOCK_WAIT)
@@ -387,6 +387,12 @@ mod tests {
                 Ok(true)
             })
             .unwrap();
+        (root, dir)
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_state_and_no_staging() {
+        let (root, dir) = committed_state();
         let before = tree(&dir);
         let err = StateDir::open(&dir, LOCK_WAIT)
             .unwrap()
@@ -417,15 +423,7 @@ mod tests {
 
     #[test]
     fn leftovers_of_a_killed_run_are_removed_and_foreign_ones_refused() {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("state");
-        StateDir::open(&dir, LOCK_WAIT)
-            .unwrap()
-            .commit(|st| {
-                fs::write(st.join("values.json"), "v1").unwrap();
-                Ok(true)
-            })
-            .unwrap();
+        let (root, dir) = committed_state();
         // What a kill leaves: a hook input directory and a staging directory.
         fs::create_dir(dir.join(".hook-abc")).unwrap();
         fs::write(dir.join(".hook-abc/values.json"), "secret").unwrap();
