@@ -267,7 +267,7 @@ def test_null_filter_results_are_skipped_in_every_snapshot(tmp_path):
 
 
 def test_invalid_pem_is_replaced_at_once_without_quoting_it(tmp_path):
-    """docs/pki-and-users.md: an active pair that is broken is replaced at once."""
+    """docs/internal/pki-and-users.md: an active pair that is broken is replaced at once."""
     junk_key = "KEYMATERIAL" + "q" * 40
     ctx = [{"binding": "beforeHelm", "snapshots": {"pki_secrets": [{"filterResult": {"name": "registry-pki", "data": {
         "ca.crt": b64("-----BEGIN CERTIFICATE-----\nMIIBnotacertificate\n-----END CERTIFICATE-----\n"),
@@ -283,7 +283,7 @@ def test_invalid_pem_is_replaced_at_once_without_quoting_it(tmp_path):
 
 
 def test_invalid_bcrypt_hash_is_recomputed_and_the_password_kept(tmp_path):
-    """docs/pki-and-users.md: a hash that does not match its password is recomputed."""
+    """docs/internal/pki-and-users.md: a hash that does not match its password is recomputed."""
     import bcrypt
     password = "AAAAbbbbCCCCdddd1234"
     ctx = [{"binding": "beforeHelm", "snapshots": {"user_secrets": [{"filterResult": {"name": "registry-user-ro", "data": {
