@@ -106,18 +106,27 @@ def test_the_product_documents_examples_validate_as_written(converge, tmp_path):
         assert mc in [yaml.safe_load(p.read_text()) for p in examples[:2]]
 
 
-def test_direct_renders_no_registry_and_switching_removes_it(converge):
-    converge(EXAMPLES / "moduleconfig-detached.yaml", NODES3)
+def test_direct_renders_no_registry_and_switching_removes_it(converge, tmp_path):
+    # With Deckhouse's monitoring modules, so that the alerts render (tests/test_monitoring.py).
+    monitoring = tmp_path / "globals.yaml"
+    monitoring.write_text(yaml.safe_dump({"enabledModules": ["operator-prometheus-crd"], "modulesImages": {
+        "digests": {"common": {"kubeRbacProxy": "sha256:" + "4b" * 32}}}}))
+    g = ["--global-values", str(monitoring)]
+    converge(EXAMPLES / "moduleconfig-detached.yaml", NODES3, extra=g)
     assert {"templates/service.yaml", "templates/registry-node-config.yaml"} <= set(converge.rendered())
-    s = converge(EXAMPLES / "moduleconfig-direct.yaml")
+    s = converge(EXAMPLES / "moduleconfig-direct.yaml", extra=g)
     assert s["mode"] == "Direct"
     # The cluster never pulled through the masters, so the registry goes at once; the
-    # manager goes with it (no master reported a static pod in this converge).
-    assert s["rendered"]["deleted"] == ["templates/manager.yaml", "templates/registry-node-config.yaml",
-                                        "templates/registry-rotation.yaml", "templates/rotation-prometheus-rules.yaml",
+    # manager goes with it (no master reported a static pod in this converge), and so
+    # does its scrape (the PodMonitor).
+    assert s["rendered"]["deleted"] == ["templates/manager.yaml", "templates/monitoring.yaml",
+                                        "templates/registry-node-config.yaml", "templates/registry-rotation.yaml",
                                         "templates/service.yaml"]
     assert list(converge.rendered()) == ["templates/node-group-configuration.yaml",
                                          "templates/prometheus-rules.yaml"], "certificate alerts and mirror cleanup stay"
+    rules = [r["alert"] for d in yaml.safe_load_all(converge.rendered()["templates/prometheus-rules.yaml"]) if d
+             for g_ in d["spec"]["groups"] for r in g_["rules"]]
+    assert "D8EmbeddedRegistryCertificateExpired" in rules and "D8EmbeddedRegistryRotationFailing" not in rules
     assert "rm -f" in converge.rendered()["templates/node-group-configuration.yaml"]
 
 
