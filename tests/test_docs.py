@@ -331,3 +331,14 @@ def test_going_back_to_direct(tmp_path, converge):
     assert state["cluster"] == "Upstream" and cond["Ready"]["status"] == "True", cond
     assert base64.b64decode(json.loads((converge.state / "objects/d8-system/Secret/deckhouse-registry.json")
                                        .read_text())["data"]["address"]).decode() == "registry.deckhouse.io"
+
+
+@pytest.mark.parametrize("page", ["FAQ.md", "FAQ_RU.md"])
+def test_the_alert_table_names_exactly_the_alerts_the_module_ships(page):
+    """The FAQ's alert table and monitoring/prometheus-rules/ name the same alerts."""
+    shipped = set()
+    for rules in (ROOT / "monitoring" / "prometheus-rules").iterdir():
+        shipped |= set(re.findall(r"^\s*- alert: (\S+)\s*$", rules.read_text(), re.M))
+    assert shipped, "no alert found under monitoring/prometheus-rules/"
+    table = set(re.findall(r"^\| `(D8EmbeddedRegistry\w+)` \|", (ROOT / "docs" / page).read_text(), re.M))
+    assert table == shipped, f"{page}: missing {sorted(shipped - table)}, unknown {sorted(table - shipped)}"
