@@ -38,13 +38,15 @@ def skopeo(*args, timeout=60):
 
 def start_token_issuer(config: pathlib.Path):
     """Starts the test token issuer with a docker_auth config; returns the process once
-    it listens."""
-    issuer = subprocess.Popen([sys.executable, str(TOOLS / "token_issuer.py"), str(config)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = issuer.stdout.readline()
-    if not line.startswith("ready"):
+    it listens. Its stderr goes to issuer.log beside the config (a pipe nobody reads
+    could fill and stall it)."""
+    log = config.parent / "issuer.log"
+    with open(log, "a") as err:
+        issuer = subprocess.Popen([sys.executable, str(TOOLS / "token_issuer.py"), str(config)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+    if not issuer.stdout.readline().startswith("ready"):
         stop(issuer)
-        raise AssertionError(f"token issuer ({config}) did not start: {issuer.stderr.read()[-500:]}")
+        raise AssertionError(f"token issuer ({config}) did not start: {log.read_text()[-500:]}")
     return issuer
 
 
@@ -129,10 +131,14 @@ class Registry(Service):
         """Starts the token issuer (once) and the registry; returns when it answers."""
         if self.auth == "token" and self.issuer is None:
             self.issuer = start_token_issuer(self.dir / "auth.yaml")
-        log = open(self.dir / "registry.log", "a")
-        self.registry = subprocess.Popen(["docker-registry", "serve", str(self.config)], stdout=log,
-                                         stderr=subprocess.STDOUT)
-        wait_until(self.answers, what=f"registry on {self.host}")
+        with open(self.dir / "registry.log", "a") as log:
+            self.registry = subprocess.Popen(["docker-registry", "serve", str(self.config)], stdout=log,
+                                             stderr=subprocess.STDOUT)
+        try:
+            wait_until(self.answers, what=f"registry on {self.host}")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def answers(self):
