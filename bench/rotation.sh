@@ -15,14 +15,15 @@ done
 echo "== scanner (real registry, test mirror)"
 cd tests && ../.venv/bin/python - <<'PY'
 import json, pathlib, subprocess, tempfile
-from tools.mirror_fixture import MirrorRegistry, build_mirror, password, ROOT
+from tools.mirror_fixture import build_mirror, ROOT
+from tools.registry import OWN_CA, Registry, password
 with tempfile.TemporaryDirectory() as w:
     w = pathlib.Path(w)
-    with MirrorRegistry(w / "reg") as reg:
+    with Registry(w / "reg", tls=OWN_CA) as reg:
         pushed = build_mirror(reg, w / "build")
-        (w / "pw").write_text(password("admin"))
+        (w / "pw").write_text(password("pusher"))
         p = subprocess.run(["../target/release/embedded-registry", "rotate", "--registry", f"https://{reg.host}",
-                            "--path", f"/{ROOT}", "--keep", "3", "--user", "admin", "--password-file", str(w / "pw"),
+                            "--path", f"/{ROOT}", "--keep", "3", "--user", "pusher", "--password-file", str(w / "pw"),
                             "--ca-file", str(reg.ca_file), "--dry-run", "--json"], capture_output=True, text=True)
         r = json.loads(p.stdout)
         s = r["stats"]

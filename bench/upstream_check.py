@@ -24,8 +24,8 @@ import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from upstream_env import Upstream  # noqa: E402
-from registry_env import free_port  # noqa: E402
+from tools.processes import free_port  # noqa: E402
+from tools.registry import Registry  # noqa: E402
 
 BIN = ROOT / "target/release/embedded-registry"
 
@@ -81,7 +81,7 @@ def main():
     ap.add_argument("--skopeo-sample", type=int, default=30)
     a = ap.parse_args()
     rtt = a.rtt_ms / 1000
-    with tempfile.TemporaryDirectory() as w, Upstream(pathlib.Path(w) / "up", auth="none") as up:
+    with tempfile.TemporaryDirectory() as w, Registry(pathlib.Path(w) / "up", auth="none") as up:
         up.push("deckhouse/ee", "base")
         tag_many(up.host, "deckhouse/ee", "base", a.images)
         port = delay_proxy(up.port, rtt / 2)

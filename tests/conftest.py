@@ -4,25 +4,17 @@ import hashlib
 import json
 import os
 import pathlib
-import subprocess
 import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
-BIN = pathlib.Path(os.environ.get("EMBEDDED_REGISTRY_BIN", ROOT / "target" / "release" / "embedded-registry"))
+from tools.binary import BIN, EXAMPLES, ROOT, run  # noqa: F401 - the tests import them from here
+
 # The example upstream names resolve to loopback, where nothing listens on their ports:
 # the hooks' upstream checks fail fast and no test sends a packet beyond 127.0.0.0/8
 # (127.0.0.66: no test server binds there).
 EXAMPLE_HOSTS = ["registry.example.com", "registry.deckhouse.ru", "registry-a.example", "registry-b.example", "h"]
 os.environ["EMBEDDED_REGISTRY_RESOLVE"] = ",".join(f"{h}=127.0.0.66" for h in EXAMPLE_HOSTS)
-
-
-def run(args, env=None, cwd=None, stdin=None):
-    """Runs the binary; returns the CompletedProcess (text mode)."""
-    return subprocess.run([str(BIN), *args], env=env, cwd=cwd, input=stdin,
-                          capture_output=True, text=True, timeout=120)
 
 
 def tree_digest(path: pathlib.Path) -> str:

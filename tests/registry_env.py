@@ -4,36 +4,20 @@ temporary directory and moved to free loopback ports, plus the test token issuer
 the generated docker_auth config. Clients: skopeo."""
 import base64
 import json
+import os
 import pathlib
-import socket
 import ssl
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 
 import yaml
 
-TOOLS = pathlib.Path(__file__).parent / "tools"
-
-
-_HANDED_OUT = set()
-
-
-def free_port():
-    """A port free now and never handed out before in this session: servers bind
-    later, so two calls in a row must not return the same port."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+from tools.processes import Processes, free_port, wait_until
+from tools.registry import api_answers, start_token_issuer
+from tools.registry import skopeo  # noqa: F401 - its clients import it from here too
 
 
 def secret_data(state: pathlib.Path, name: str) -> dict:
+    """The data of Secret `name` in the converged state, decoded."""
     obj = json.loads((state / "objects" / "d8-system" / "Secret" / f"{name}.json").read_text())
     return {k: base64.b64decode(v).decode() for k, v in obj["data"].items()}
 
@@ -44,13 +28,25 @@ def switch_state(state: pathlib.Path):
     return st, {c["type"]: c for c in st["conditions"]}
 
 
-def node_config(state: pathlib.Path, node: str) -> dict:
-    text = (state / "rendered" / "templates" / "registry-node-config.yaml").read_text()
-    for doc in yaml.safe_load_all(text):
+def rendered_secret(state: pathlib.Path, node: str):
+    """The Secret the chart rendered for master `node` (its config, PKI and static pod);
+    None when the chart rendered none."""
+    path = state / "rendered" / "templates" / "registry-node-config.yaml"
+    if not path.exists():
+        return None
+    for doc in yaml.safe_load_all(path.read_text()):
         if doc and doc["metadata"]["labels"].get("embedded-registry.deckhouse.io/node") == node:
-            # Keys are <dir>.<file>: config.distribution.yaml, pki.ca.crt, manifest.<file>.
-            return {k.split(".", 1)[1]: base64.b64decode(v).decode() for k, v in doc["data"].items()}
-    raise KeyError(node)
+            return doc
+    return None
+
+
+def node_config(state: pathlib.Path, node: str) -> dict:
+    """The files of master `node`'s rendered Secret, decoded, by file name."""
+    doc = rendered_secret(state, node)
+    if doc is None:
+        raise KeyError(node)
+    # Keys are <dir>.<file>: config.distribution.yaml, pki.ca.crt, manifest.<file>.
+    return {k.split(".", 1)[1]: base64.b64decode(v).decode() for k, v in doc["data"].items()}
 
 
 def host_files(host_root: pathlib.Path) -> dict:
@@ -60,45 +56,6 @@ def host_files(host_root: pathlib.Path) -> dict:
         for p in sorted((host_root / d).iterdir()):
             out[p.name] = p.read_text()
     return out
-
-
-def wait_until(check, timeout=30.0, what="condition"):
-    """Polls `check` until it returns truthy; fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as e:  # noqa: BLE001 - remember why it is not ready yet
-            last = e
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}: {last}")
-
-
-class Processes:
-    """Servers started as processes (`self.procs`, in start order); a context manager
-    that runs `start()` and stops them all, newest first."""
-
-    procs: list
-
-    def stop(self):
-        for p in reversed(self.procs):
-            if p.stdin:
-                p.stdin.close()
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        self.procs = []
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 class InitContainerFailed(AssertionError):
@@ -155,23 +112,13 @@ class NodeRegistry(Processes):
 
     def start(self):
         self.run_init_containers()
-        issuer = subprocess.Popen([sys.executable, str(TOOLS / "token_issuer.py"), str(self.dir / "auth.yaml")],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.procs.append(issuer)
-        line = issuer.stdout.readline()
-        assert line.startswith("ready"), issuer.stderr.read()
+        self.procs.append(start_token_issuer(self.dir / "auth.yaml"))
         log = open(self.dir / "registry.log", "w")
         self.procs.append(subprocess.Popen(["docker-registry", "serve", str(self.dir / "distribution.yaml")],
                                            stdout=log, stderr=subprocess.STDOUT, env=self.pod_env()))
         ctx = ssl.create_default_context(cafile=str(self.certs / "ca.crt"))
-
-        def answers():
-            try:
-                urllib.request.urlopen(f"https://{self.host}/v2/", context=ctx, timeout=2)
-            except urllib.error.HTTPError as e:
-                return e.code == 401
-            return False
-        wait_until(answers, what=f"registry on {self.host} ({self.dir / 'registry.log'})")
+        wait_until(lambda: api_answers(f"https://{self.host}/v2/", self.dir / "registry.log", ctx),
+                   what=f"registry on {self.host} ({self.dir / 'registry.log'})")
         return self
 
     def pod(self):
@@ -207,13 +154,7 @@ class NodeRegistry(Processes):
         env = self.pod()["spec"]["containers"][0].get("env")
         if not env:
             return None
-        import os
         return dict(os.environ, **{e["name"]: e["value"].replace("/pki/", f"{self.pki}/") for e in env})
-
 
     def log(self):
         return (self.dir / "registry.log").read_text()
-
-
-def skopeo(*args, timeout=60):
-    return subprocess.run(["skopeo", "--insecure-policy", *args], capture_output=True, text=True, timeout=timeout)

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from conftest import EXAMPLES, ROOT, run
-from test_reliability import Files, hook_index
+from test_reliability import VALUES
+from tools.hookrun import HookRun
 from tools import node_script
 
 MARKER = "pwned-by-cluster-data"
@@ -85,10 +86,10 @@ def test_the_hook_logs_the_field_and_the_fix_and_escapes_the_value(tmp_path):
     items += [{"filterResult": {"name": f"m{i}", "internalIP": a}} for i, a in enumerate(HOSTILE_ADDRESSES)]
     contexts = [{"binding": "main", "type": "Group", "groupName": "main",
                  "snapshots": {"masters": items, "legacy_masters": []}}]
-    files = Files(tmp_path, contexts)
-    p = run(["hook", "run", hook_index("discover-masters")], env=files.env)
+    r = HookRun.module(tmp_path, contexts, VALUES)
+    p = r.hook("discover-masters")
     assert p.returncode == 0, p.stderr
-    patch = json.loads((tmp_path / "values-patch.json").read_text())
+    patch = json.loads(r.output("VALUES_JSON_PATCH_PATH"))
     assert [op["value"] for op in patch] == [[{"name": "master-0", "internalIP": "127.0.0.1"}]]
     lines = p.stderr.splitlines()
     entries = [json.loads(line) for line in lines]  # every line is one JSON object

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from conftest import BIN, ROOT, module_config, run, tree_digest
-from registry_env import wait_until
+from tools.processes import wait_until
 from tools.certs import CA
 
 PATH = "/deckhouse/ee"
@@ -145,24 +145,27 @@ def stopped_reading(server):
 
 # --- answers without end ------------------------------------------------------------------
 
-def test_an_endless_api_answer_is_oversize(tmp_path):
-    with Hostile(lambda s, m, p: (200, {}, ENDLESS)) as server:
-        f = check_upstream(tmp_path, server, "--timeout", "60s")
-        assert f["kind"] == "oversize", f
-        assert "/v2/" in f["message"] and "64 KiB" in f["message"] and "AAAA" not in f["message"], f
-        stopped_reading(server)
+def endless_api(s, method, path):
+    """A registry whose every answer goes on without end."""
+    return 200, {}, ENDLESS
 
 
-def test_an_endless_token_answer_is_oversize(tmp_path):
-    def route(s, method, path):
-        if path == "/v2/":
-            return 401, {"WWW-Authenticate": f'Bearer realm="http://{s.host}/token",service="hostile"'}, b"{}"
-        return 200, {}, ENDLESS
+def endless_token(s, method, path):
+    """A registry whose token realm answers without end."""
+    if path == "/v2/":
+        return 401, {"WWW-Authenticate": f'Bearer realm="http://{s.host}/token",service="hostile"'}, b"{}"
+    return 200, {}, ENDLESS
 
+
+@pytest.mark.parametrize("route,url,limit", [
+    pytest.param(endless_api, "/v2/", "64 KiB", id="api"),
+    pytest.param(endless_token, "/token", "1 MiB", id="token"),
+])
+def test_an_endless_answer_is_oversize(tmp_path, route, url, limit):
     with Hostile(route) as server:
         f = check_upstream(tmp_path, server, "--timeout", "60s")
         assert f["kind"] == "oversize", f
-        assert "/token" in f["message"] and "1 MiB" in f["message"] and "AAAA" not in f["message"], f
+        assert url in f["message"] and limit in f["message"] and "AAAA" not in f["message"], f
         stopped_reading(server)
 
 

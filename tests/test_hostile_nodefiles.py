@@ -11,8 +11,8 @@ import stat
 
 import pytest
 
-from conftest import run
-from test_reliability import GOOD_FILES, b64, node_config, one_error_line
+from test_reliability import GOOD_FILES, b64, node_config
+from tools.hookrun import HookRun, one_error_line
 
 CONFIG = "etc/kubernetes/registry/config"
 PKI = "etc/kubernetes/registry/pki"
@@ -60,16 +60,12 @@ class Host:
         """Runs the hook on a Synchronization of the node's Secret (`data`, or no Secret
         when None); returns the CompletedProcess."""
         self.runs += 1
-        d = self.tmp / f"run-{self.runs}"
-        d.mkdir()
         objects = [] if data is None else [{"object": node_config(data)}]
-        (d / "bc.json").write_text(json.dumps([{"binding": "node_config", "type": "Synchronization",
-                                                "objects": objects, "snapshots": {"node_status": []}}]))
-        self.k8s = d / "k8s.json"
-        return run(["classic", hook], env={
-            "BINDING_CONTEXT_PATH": str(d / "bc.json"), "NODE_NAME": "m1",
-            "EMBEDDED_REGISTRY_HOST_ROOT": str(self.root), "EMBEDDED_REGISTRY_FILE_OWNER": "none",
-            "KUBERNETES_PATCH_PATH": str(self.k8s), "METRICS_PATH": str(d / "metrics.json")})
+        r = HookRun.node(self.tmp / f"run-{self.runs}", [{"binding": "node_config", "type": "Synchronization",
+                                                          "objects": objects, "snapshots": {"node_status": []}}],
+                         host_root=self.root, env={"EMBEDDED_REGISTRY_FILE_OWNER": "none"})
+        self.k8s = r.dir / "k8s.json"
+        return r.classic(hook)
 
     def install(self):
         p = self.run(GOOD_FILES)
@@ -248,7 +244,8 @@ def test_rotate_never_moves_a_link_into_kubelets_directory(tmp_path):
     attacker's) was moved into kubelet's directory as the registry's manifest; now the
     restart is refused naming the link, and the failure is the rotation's metric."""
     from test_rotation_gc import run_rotate_hook
-    from tools.mirror_fixture import MirrorRegistry, build_mirror
+    from tools.mirror_fixture import build_mirror
+    from tools.registry import OWN_CA, Registry
 
     host = Host(tmp_path)
     (host.root / MANIFESTS).mkdir(parents=True)
@@ -256,7 +253,7 @@ def test_rotate_never_moves_a_link_into_kubelets_directory(tmp_path):
     evil.write_text("kind: Pod\nmetadata: {name: evil}\n")
     before = host.victim_state()
     aside = host.link("etc/kubernetes/registry/embedded-registry.yaml.gc", evil)
-    with MirrorRegistry(tmp_path / "reg") as reg:
+    with Registry(tmp_path / "reg", tls=OWN_CA) as reg:
         build_mirror(reg, tmp_path / "build")
         p, metrics = run_rotate_hook(tmp_path, reg, host.root)
         assert reg.answers(), "the registry was not stopped"

@@ -14,9 +14,9 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
-from conftest import BIN, ROOT, module_config, nodes_file, run
+from conftest import ROOT, module_config, nodes_file, run
+from tools.hookrun import HookRun
 
 UPSTREAM_PASSWORD = "Upstr3am-Pa55-d0-not-leak"
 RO_PASSWORD = "KnownRoPassw0rdAbcdEfgh12"
@@ -123,31 +123,22 @@ class Env:
             snaps[b["name"]] = items
         return snaps
 
-    def hook_files(self, name, hook, fresh=False):
-        """Files and environment for one run; `fresh`: an empty cluster (everything issued)."""
-        d = self.tmp / f"run-{name}-{'fresh' if fresh else 'steady'}"
-        d.mkdir()
+    def hook_run(self, name, hook, fresh=False):
+        """One run's files and environment; `fresh`: an empty cluster (everything issued)."""
         snaps = {k: [] for k in self.snapshots(hook)} if fresh else self.snapshots(hook)
         binding = "beforeHelm" if "beforeHelm" in hook else None
         ctx = [{"binding": binding, "snapshots": snaps}] if binding else \
             [{"binding": "main", "type": "Group", "groupName": "main", "snapshots": snaps}]
         values = json.loads((self.state / "values.json").read_text())
-        (d / "bc.json").write_text(json.dumps(ctx))
-        (d / "values.json").write_text(json.dumps(values))
-        (d / "config.json").write_text(json.dumps({"embeddedRegistry": self.settings}))
-        env = {"BINDING_CONTEXT_PATH": str(d / "bc.json"), "VALUES_PATH": str(d / "values.json"),
-               "CONFIG_VALUES_PATH": str(d / "config.json"), "VALUES_JSON_PATCH_PATH": str(d / "values-patch.json"),
-               "CONFIG_VALUES_JSON_PATCH_PATH": str(d / "config-patch.json"),
-               "KUBERNETES_PATCH_PATH": str(d / "k8s.json"), "METRICS_PATH": str(d / "metrics.json"),
-               "EMBEDDED_REGISTRY_NOW": str(NOW), "PATH": "/usr/bin:/bin"}
-        return d, env
+        return HookRun.module(self.tmp / f"run-{name}-{'fresh' if fresh else 'steady'}", ctx, values,
+                              {"embeddedRegistry": self.settings},
+                              env={"EMBEDDED_REGISTRY_NOW": str(NOW), "PATH": "/usr/bin:/bin"})
 
-    def generated(self, d):
+    def generated(self, r):
         """Secrets a run just issued (in its object operations): they must not leak either."""
         out = set()
-        k8s = d / "k8s.json"
-        for line in (k8s.read_text().splitlines() if k8s.exists() else []):
-            obj = json.loads(line).get("object") or {}
+        for op in r.k8s():
+            obj = op.get("object") or {}
             for key, value in (obj.get("data") or {}).items():
                 text = base64.b64decode(value).decode()
                 if "PRIVATE KEY" in text:
@@ -178,18 +169,17 @@ def hook_config(env):
 
 def hook_runs(env, classic=False):
     out = []
-    for i, hook in enumerate(env.hook_configs()):
+    for hook in env.hook_configs():
         name = hook["metadata"]["name"]
         for fresh in (False, True):
-            d, run_env = env.hook_files(f"{'classic' if classic else 'batch'}-{name}", hook, fresh)
-            args = ["classic", name] if classic else ["hook", "run", str(i)]
-            p = run(args, env=run_env)
+            r = env.hook_run(f"{'classic' if classic else 'batch'}-{name}", hook, fresh)
+            p = r.classic(name) if classic else r.hook(name)
             assert p.returncode == 0, f"{name}: {p.stderr}"
-            env.secrets = sorted(set(env.secrets) | env.generated(d))
+            env.secrets = sorted(set(env.secrets) | env.generated(r))
             out += [(f"{name} {'fresh' if fresh else 'steady'} {w}", t)
-                    for w, t in texts(p, d / "metrics.json", d / "config-patch.json")]
+                    for w, t in texts(p, r.dir / "metrics.json", r.dir / "config-values-patch.json")]
             # Values may carry leaf keys (the chart renders them), never passwords or the CA key.
-            patch = (d / "values-patch.json").read_text() if (d / "values-patch.json").exists() else ""
+            patch = r.output("VALUES_JSON_PATCH_PATH") or ""
             for pw in (RO_PASSWORD, RW_PASSWORD):
                 assert pw not in patch, f"{name}: a user password in the values patch"
     return out
@@ -222,14 +212,11 @@ def node_hook(env):
     assert any("PRIVATE KEY" in base64.b64decode(v).decode() for v in data.values())
     d = env.tmp / "node"
     (d / "host").mkdir(parents=True)
-    (d / "bc.json").write_text(json.dumps([{"binding": "node_config", "type": "Synchronization",
-                                            "objects": [{"object": secret}]}]))
+    r = HookRun.node(d, [{"binding": "node_config", "type": "Synchronization", "objects": [{"object": secret}]}],
+                     host_root=d / "host", env={"EMBEDDED_REGISTRY_FILE_OWNER": "none"})
     out = []
     for _ in range(2):  # writes, then finds everything in place
-        p = run(["classic", "node-files"], env={
-            "BINDING_CONTEXT_PATH": str(d / "bc.json"), "NODE_NAME": "m1", "EMBEDDED_REGISTRY_HOST_ROOT": str(d / "host"),
-            "EMBEDDED_REGISTRY_FILE_OWNER": "none", "KUBERNETES_PATCH_PATH": str(d / "k8s.json"),
-            "METRICS_PATH": str(d / "metrics.json")})
+        p = r.classic("node-files")
         assert p.returncode == 0, p.stderr
         out += texts(p, d / "k8s.json", d / "metrics.json")
     assert any(f.is_file() and "PRIVATE KEY" in f.read_text() for f in (d / "host").rglob("*")), "keys were applied"
@@ -253,16 +240,13 @@ def rotate_node_hook(env):
                   "metadata": {"name": "registry-rotation", "namespace": "d8-system"},
                   "data": {"enabled": "true", "keepReleases": "1", "minAge": "0", "path": "/deckhouse/ee"}}
     d = env.tmp / "rotate-node"
-    d.mkdir()
     snaps = {"rotation_config": [{"object": config_map}], "node_config": [{"object": node_secret}],
              "user_rw": [{"object": objs["registry-user-rw"]}]}
-    (d / "bc.json").write_text(json.dumps([{"binding": "daily", "type": "Schedule", "snapshots": snaps}]))
-    p = run(["classic", "rotate"], env={
-        "BINDING_CONTEXT_PATH": str(d / "bc.json"), "NODE_NAME": "m1", "EMBEDDED_REGISTRY_HOST_ROOT": str(d),
-        "KUBERNETES_PATCH_PATH": str(d / "k8s.json"), "METRICS_PATH": str(d / "metrics.json"),
-        "EMBEDDED_REGISTRY_NOW": str(NOW)})
+    r = HookRun.node(d, [{"binding": "daily", "type": "Schedule", "snapshots": snaps}], host_root=d,
+                     env={"EMBEDDED_REGISTRY_NOW": str(NOW)})
+    p = r.classic("rotate")
     assert p.returncode in (0, 1), p.stderr
-    metrics = (d / "metrics.json").read_text() if (d / "metrics.json").exists() else ""
+    metrics = r.output("METRICS_PATH") or ""
     assert "d8_embedded_registry_rotation" in metrics or p.returncode == 1, (p.stderr, metrics)
     assert p.stderr, "the failure is reported"
     return texts(p, d / "k8s.json", d / "metrics.json")
@@ -306,12 +290,7 @@ def converge_refused_mistyped_proxy(env):
 def check_upstream_hostile(env):
     """A registry whose token realm answers without end, and one that rate-limits with
     Retry-After: 0: the failures name the URL and the limit, never the password."""
-    from test_hostile_network import ENDLESS, SECRETS, Hostile, api_root, check_upstream as hostile_check
-
-    def endless_token(s, method, path):
-        if path == "/v2/":
-            return 401, {"WWW-Authenticate": f'Bearer realm="http://{s.host}/token",service="hostile"'}, b"{}"
-        return 200, {}, ENDLESS
+    from test_hostile_network import SECRETS, Hostile, api_root, check_upstream as hostile_check, endless_token
 
     def rate_limited(s, method, path):
         return (429, {"Retry-After": "0"}, b"{}") if path != "/v2/" else api_root()
@@ -331,9 +310,9 @@ def check_upstream_hostile(env):
 def check_upstream(env):
     """Against the real distribution server with Basic auth on loopback: right and wrong
     password, JSON and human output, password from a file and from the environment."""
-    from upstream_env import Upstream, password
+    from tools.registry import Registry, password
     out = []
-    with Upstream(env.tmp / "up", auth="basic") as up:
+    with Registry(env.tmp / "up", auth="basic") as up:
         up.push("deckhouse/ee", "v1.65.3")
         env.secrets = sorted(set(env.secrets) | {password("puller")})
         pwfile = env.tmp / "pw"
@@ -355,9 +334,9 @@ def rotate(env):
     environment."""
     if "rotate" not in run(["--help"], env={}).stdout:
         pytest.skip("this binary has no rotate command")
-    from upstream_env import Upstream, password
+    from tools.registry import Registry, password
     out = []
-    with Upstream(env.tmp / "mirror", auth="basic") as up:
+    with Registry(env.tmp / "mirror", auth="basic") as up:
         for tag in ("v1.64.0", "v1.65.3"):
             up.push("deckhouse/ee", tag)
         env.secrets = sorted(set(env.secrets) | {password("pusher")})

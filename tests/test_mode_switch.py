@@ -8,9 +8,9 @@ import time
 import yaml
 
 from conftest import module_config, nodes_file
-from registry_env import NodeRegistry, node_config, switch_state
-from test_static_pods import mirror_hosts, node_hook, node_hosts, proxy_settings, pull_secret, rendered_secret
-from upstream_env import Upstream
+from registry_env import NodeRegistry, node_config, rendered_secret, switch_state
+from test_static_pods import mirror_hosts, node_hook, node_hosts, proxy_settings, pull_secret
+from tools.registry import Registry
 
 MASTER = [("m1", "127.0.0.11")]
 
@@ -33,7 +33,7 @@ def test_direct_proxy_bad_upstream_other_upstream_direct(tmp_path, converge):
                         nodes_file(tmp_path, MASTER), now=now)
 
     root = tmp_path / "host-m1"
-    with Upstream(tmp_path / "up-a") as up_a, Upstream(tmp_path / "up-b") as up_b:
+    with Registry(tmp_path / "up-a") as up_a, Registry(tmp_path / "up-b") as up_b:
         run({"mode": "Direct"})
         state, cond = switch_state(converge.state)
         assert state["registry"] is None and cond["Ready"]["status"] == "True"
@@ -151,7 +151,7 @@ def test_flipping_ha_never_lists_a_master_that_does_not_serve(tmp_path, converge
             assert name in running, f"{name} is listed but runs no registry: {listed}"
         return listed
 
-    with Upstream(tmp_path / "up") as up:
+    with Registry(tmp_path / "up") as up:
         try:
             single = dict(proxy_settings(up), highAvailability=False)
             run(single)

@@ -194,10 +194,9 @@ def test_containerd_reads_the_modules_directory_before_bashibles(tmp_path):
     module's registry.d/<host>_<port>_ (pointing at a registry). The pull goes through
     the module's; without it, through bashible's, and fails. The script's containerd
     verdict on the config that containerd runs with is registry.d."""
-    from registry_env import free_port, skopeo
     from tools.cri import CriContainerd, CriError
-    from tools.oci import build_layout
-    from upstream_env import Upstream
+    from tools.processes import free_port
+    from tools.registry import Registry
 
     root = tmp_path / "node"
     hosts = root / "registry.d"
@@ -205,12 +204,9 @@ def test_containerd_reads_the_modules_directory_before_bashibles(tmp_path):
     (hosts / ADDRESS).mkdir(parents=True)
     (hosts / ADDRESS / "hosts.toml").write_text(
         f'server = "https://{ADDRESS}"\n[host."https://127.0.0.1:{closed}"]\n  capabilities = ["pull", "resolve"]\n')
-    with Upstream(tmp_path / "up", auth="none") as up, CriContainerd(tmp_path / "cri", hosts) as cri:
+    with Registry(tmp_path / "up", auth="none") as up, CriContainerd(tmp_path / "cri", hosts) as cri:
         for tag in ("a", "b"):
-            layout = tmp_path / f"layout-{tag}"
-            build_layout(layout, tag, f"image {tag}\n".encode())
-            p = skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:{tag}", f"docker://{up.host}/repo/app:{tag}")
-            assert p.returncode == 0, p.stderr
+            up.push("repo/app", tag, f"image {tag}\n".encode())
         (hosts / OURS).mkdir()
         (hosts / OURS / "hosts.toml").write_text(
             f'server = "https://{ADDRESS}"\n[host."http://{up.host}"]\n  capabilities = ["pull", "resolve"]\n')

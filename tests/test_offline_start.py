@@ -8,15 +8,14 @@ started from exactly the files the node hook wrote (the kubelet stand-in of
 registry_env); the node hook runs as shell-operator runs it, with its previous status
 ConfigMap as its snapshot and its clock set through EMBEDDED_REGISTRY_NOW."""
 import json
-import os
-import subprocess
 
 import yaml
 
-from conftest import BIN
-from registry_env import NodeRegistry, secret_data, skopeo, wait_until
-from test_static_pods import MASTERS, deploy, proxy_settings, rendered_secret
-from upstream_env import Upstream
+from registry_env import NodeRegistry, rendered_secret, secret_data
+from test_static_pods import MASTERS, deploy, proxy_settings
+from tools.hookrun import HookRun
+from tools.processes import wait_until
+from tools.registry import Registry, skopeo
 
 T0 = 1_900_000_000
 CONFIG = "etc/kubernetes/registry/config/distribution.yaml"
@@ -29,32 +28,22 @@ class NodeHook:
 
     def __init__(self, tmp_path, state, node, root):
         self.dir = tmp_path / f"hook-{node}"
-        self.dir.mkdir(exist_ok=True)
-        # shell-operator runs the hook under its name.
-        self.link = tmp_path / "offline-hooks" / "node-files"
-        if not self.link.exists():
-            self.link.parent.mkdir()
-            os.symlink(BIN, self.link)
         self.state, self.node, self.root = state, node, root
         self.status = None
 
     def run(self, now):
         snapshots = {"node_config": [{"object": rendered_secret(self.state, self.node)}],
                      "node_status": [{"object": {"kind": "ConfigMap", "data": self.status}}] if self.status else []}
-        (self.dir / "bc.json").write_text(json.dumps([{"binding": "resync", "type": "Schedule",
-                                                       "snapshots": snapshots}]))
-        for f in ("k8s.json", "metrics.json"):
-            (self.dir / f).write_text("")
-        env = {"BINDING_CONTEXT_PATH": str(self.dir / "bc.json"), "KUBERNETES_PATCH_PATH": str(self.dir / "k8s.json"),
-               "METRICS_PATH": str(self.dir / "metrics.json"), "NODE_NAME": self.node,
-               "EMBEDDED_REGISTRY_HOST_ROOT": str(self.root), "EMBEDDED_REGISTRY_NOW": str(now)}
-        p = subprocess.run([str(self.link)], env=env, capture_output=True, text=True, timeout=60)
+        ctx = [{"binding": "resync", "type": "Schedule", "snapshots": snapshots}]
+        r = HookRun.node(self.dir, ctx, node=self.node, host_root=self.root, precreate=True,
+                         env={"EMBEDDED_REGISTRY_NOW": str(now)})
+        # shell-operator runs the hook under its name.
+        p = r.by_name("node-files", timeout=60)
         assert p.returncode == 0, p.stderr
-        ops = [json.loads(line) for line in (self.dir / "k8s.json").read_text().splitlines() if line]
+        ops = r.k8s()
         if ops:
             self.status = ops[0]["object"]["data"]
-        self.metrics = {m["name"]: m["value"] for m in map(json.loads, (self.dir / "metrics.json").read_text().splitlines())
-                        if "value" in m}
+        self.metrics = r.metrics()
         return self.status
 
     def config(self):
@@ -70,7 +59,7 @@ def pull(reg, ro, ref, dest):
 
 
 def test_a_proxy_registry_restarted_during_an_outage_serves_its_cache(tmp_path, converge):
-    up = Upstream(tmp_path / "up").start()
+    up = Registry(tmp_path / "up").start()
     try:
         cached = up.push("deckhouse/ee/app", "v1", b"cached before the outage\n")
         up.push("deckhouse/ee/app", "v2", b"never pulled before the outage\n")
@@ -130,7 +119,7 @@ def test_a_proxy_registry_restarted_during_an_outage_serves_its_cache(tmp_path, 
 
 
 def test_a_serving_registry_rides_out_a_short_outage_without_a_restart(tmp_path, converge):
-    up = Upstream(tmp_path / "up").start()
+    up = Registry(tmp_path / "up").start()
     try:
         up.push("deckhouse/ee/app", "v1")
         roots, _ = deploy(tmp_path, converge, proxy_settings(up), masters=MASTERS[:1])

@@ -8,50 +8,10 @@ import jsonschema
 import pytest
 
 from conftest import BIN, ROOT, run
+from tools.hookrun import HookRun, hook_names
 
 SHELL_SCHEMA = json.loads((ROOT / "tests/schemas/shell-operator-config-v1.json").read_text())
 BATCH_SCHEMA = json.loads((ROOT / "tests/schemas/module-sdk-batch-config.json").read_text())
-OUTPUTS = {
-    "VALUES_JSON_PATCH_PATH": "values-patch.json",
-    "CONFIG_VALUES_JSON_PATCH_PATH": "config-values-patch.json",
-    "KUBERNETES_PATCH_PATH": "k8s.json",
-    "METRICS_PATH": "metrics.json",
-}
-
-
-def hook_names():
-    return [line.split(" - ", 1)[1] for line in run(["hook", "list"], env={}).stdout.splitlines()[1:]]
-
-
-class HookRun:
-    """Files and environment of one run, as the runner prepares them."""
-
-    def __init__(self, tmp_path, contexts, values=None, config_values=None, precreate=False):
-        self.dir = tmp_path
-        self.env = {"BINDING_CONTEXT_PATH": str(tmp_path / "bc.json"),
-                    "VALUES_PATH": str(tmp_path / "values.json"),
-                    "CONFIG_VALUES_PATH": str(tmp_path / "config-values.json")}
-        (tmp_path / "bc.json").write_text(contexts if isinstance(contexts, str) else json.dumps(contexts))
-        (tmp_path / "values.json").write_text(json.dumps(values if values is not None else {"global": {}, "embeddedRegistry": {"internal": {}}}))
-        (tmp_path / "config-values.json").write_text(json.dumps(config_values or {"embeddedRegistry": {}}))
-        for var, name in OUTPUTS.items():
-            self.env[var] = str(tmp_path / name)
-            if precreate:
-                (tmp_path / name).write_text("")
-
-    def run(self, *args):
-        return run(list(args), env=self.env)
-
-    def output(self, var):
-        p = self.dir / OUTPUTS[var]
-        return p.read_text() if p.exists() else None
-
-    def values_patch(self):
-        text = self.output("VALUES_JSON_PATCH_PATH")
-        return json.loads(text) if text else []
-
-    def written(self):
-        return {var for var, name in OUTPUTS.items() if (self.dir / name).exists() and (self.dir / name).read_text()}
 
 
 def node(name, ip, label="node-role.kubernetes.io/control-plane"):
@@ -83,7 +43,7 @@ def test_batch_config_matches_module_sdk_shape():
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     jsonschema.validate(doc, BATCH_SCHEMA)
-    assert [h["metadata"]["name"] for h in doc["hooks"]] == hook_names()
+    assert [h["metadata"]["name"] for h in doc["hooks"]] == list(hook_names())
     for h in doc["hooks"]:
         # Every hook config, without the batch-only metadata, is a valid v1 config too.
         classic = {k: v for k, v in h.items() if k not in ("metadata", "allowFailure")}
@@ -125,13 +85,13 @@ def test_group_context_from_the_batch_runner(tmp_path):
         "masters": [{"filterResult": {"name": "m2", "internalIP": "10.0.0.2"}},
                     {"filterResult": {"name": "m1", "internalIP": "10.0.0.1"}}],
         "legacy_masters": []}}]
-    r = HookRun(tmp_path, ctx)
-    p = r.run("hook", "run", "0")
+    r = HookRun.module(tmp_path, ctx)
+    p = r.hook("discover-masters")
     assert p.returncode == 0, p.stderr
     assert masters_of(r.values_patch()) == [{"name": "m1", "internalIP": "10.0.0.1"},
                                             {"name": "m2", "internalIP": "10.0.0.2"}]
-    metrics = [json.loads(line) for line in r.output("METRICS_PATH").splitlines()]
-    assert {"name": "d8_embedded_registry_masters", "group": "masters", "action": "set", "value": 2.0} in metrics
+    assert {"name": "d8_embedded_registry_masters", "group": "masters", "action": "set", "value": 2.0} \
+        in r.metric_lines()
 
 
 def test_synchronization_then_event_with_full_objects_in_one_file(tmp_path):
@@ -141,8 +101,8 @@ def test_synchronization_then_event_with_full_objects_in_one_file(tmp_path):
          "snapshots": {"masters": [{"object": node("a", "10.0.0.1")}, {"object": node("b", "10.0.0.2")}],
                        "legacy_masters": [{"object": node("c", "10.0.0.3", "node-role.kubernetes.io/master")}]}},
     ]
-    r = HookRun(tmp_path, ctx)
-    p = r.run("hook", "run", "0")
+    r = HookRun.module(tmp_path, ctx)
+    p = r.hook("discover-masters")
     assert p.returncode == 0, p.stderr
     assert [m["name"] for m in masters_of(r.values_patch())] == ["a", "b", "c"], "the last context's snapshots win"
 
@@ -151,8 +111,8 @@ def test_null_filter_results_are_skipped(tmp_path):
     ctx = [{"binding": "main", "type": "Group", "groupName": "main", "snapshots": {
         "masters": [{"filterResult": None}, {"filterResult": {"name": "m", "internalIP": "10.0.0.9"}},
                     {"filterResult": {"name": "noip", "internalIP": None}}], "legacy_masters": []}}]
-    r = HookRun(tmp_path, ctx)
-    p = r.run("hook", "run", "0")
+    r = HookRun.module(tmp_path, ctx)
+    p = r.hook("discover-masters")
     assert p.returncode == 0, p.stderr
     assert [m["name"] for m in masters_of(r.values_patch())] == ["m"]
     warn = [json.loads(line) for line in p.stderr.splitlines() if line.startswith("{")]
@@ -168,9 +128,8 @@ def test_null_filter_results_are_skipped(tmp_path):
 def test_lifecycle_and_schedule_contexts(tmp_path, ctx):
     values = {"global": {}, "embeddedRegistry": {"mode": "Proxy", "proxy": {"host": "h"},
                                                  "internal": {"masters": [{"name": "m", "internalIP": "1.2.3.4"}]}}}
-    r = HookRun(tmp_path, ctx, values=values)
-    idx = hook_names().index("resolve-mode")
-    p = r.run("hook", "run", str(idx))
+    r = HookRun.module(tmp_path, ctx, values=values)
+    p = r.hook("resolve-mode")
     assert p.returncode == 0, p.stderr
     patch = r.values_patch()
     assert {"op": "add", "path": "/embeddedRegistry/internal/mode", "value": "Proxy"} in patch
@@ -206,14 +165,11 @@ IDEMPOTENCY_START = {
 def test_second_run_on_patched_values_emits_no_patch(tmp_path, hook):
     ctx = [{"binding": "main", "type": "Group", "groupName": "main",
             "snapshots": {"masters": [{"filterResult": MASTER}], "legacy_masters": []}}]
-    idx = str(hook_names().index(hook))
-    (tmp_path / "1").mkdir()
-    (tmp_path / "2").mkdir()
-    first = HookRun(tmp_path / "1", ctx, values=IDEMPOTENCY_START[hook])
-    assert first.run("hook", "run", idx).returncode == 0
+    first = HookRun.module(tmp_path / "1", ctx, values=IDEMPOTENCY_START[hook])
+    assert first.hook(hook).returncode == 0
     assert first.values_patch() != []
-    second = HookRun(tmp_path / "2", ctx, values=apply_strict(IDEMPOTENCY_START[hook], first.values_patch()))
-    assert second.run("hook", "run", idx).returncode == 0
+    second = HookRun.module(tmp_path / "2", ctx, values=apply_strict(IDEMPOTENCY_START[hook], first.values_patch()))
+    assert second.hook(hook).returncode == 0
     assert second.values_patch() == []
 
 
@@ -233,8 +189,8 @@ FAILURES = [
 @pytest.mark.parametrize("case", FAILURES, ids=[c[0] for c in FAILURES])
 def test_failures_exit_1_with_one_line_and_no_output(tmp_path, case, precreate):
     _, contexts, values, needle = case
-    r = HookRun(tmp_path, contexts, values=values, precreate=precreate)
-    p = r.run("hook", "run", str(hook_names().index("resolve-mode")))
+    r = HookRun.module(tmp_path, contexts, values=values, precreate=precreate)
+    p = r.hook("resolve-mode")
     assert p.returncode == 1
     lines = [line for line in p.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, p.stderr
@@ -243,14 +199,11 @@ def test_failures_exit_1_with_one_line_and_no_output(tmp_path, case, precreate):
 
 
 def test_missing_variables_and_files_are_named(tmp_path):
-    r = HookRun(tmp_path, [{"binding": "beforeHelm"}])
-    env = dict(r.env)
-    del env["VALUES_PATH"]
-    p = run(["hook", "run", "1"], env=env)
+    r = HookRun.module(tmp_path, [{"binding": "beforeHelm"}])
+    p = r.hook("resolve-mode", env={"VALUES_PATH": None})
     assert p.returncode == 1 and "VALUES_PATH is not set" in p.stderr
-    env = dict(r.env, BINDING_CONTEXT_PATH=str(tmp_path / "nope.json"))
-    p = run(["hook", "run", "1"], env=env)
+    p = r.hook("resolve-mode", env={"BINDING_CONTEXT_PATH": str(tmp_path / "nope.json")})
     assert p.returncode == 1 and "nope.json" in p.stderr
-    p = run(["hook", "run", "99"], env=r.env)
+    p = r.run("hook", "run", "99")
     assert p.returncode == 1 and "no hook with index" in p.stderr
     assert r.written() == set()

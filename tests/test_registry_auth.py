@@ -2,14 +2,14 @@
 real distribution server serves TLS with the generated pair and verifies tokens
 against the generated rootcertbundle, skopeo trusts only the generated CA, and the
 token issuer applies the generated docker_auth users and ACL."""
-import os
 import subprocess
 
 import pytest
 
-from conftest import EXAMPLES, module_config, nodes_file
+from conftest import module_config, nodes_file
 from tools.oci import build_layout
-from registry_env import NodeRegistry, node_config, secret_data, skopeo
+from registry_env import NodeRegistry, node_config, secret_data
+from tools.registry import skopeo
 
 DETACHED = {"mode": "Detached", "detached": {"storageMode": "Fs"}}
 

@@ -7,14 +7,9 @@ import json
 
 import pytest
 
-from conftest import EXAMPLES, ROOT, module_config, run, tree_digest
+from conftest import EXAMPLES, module_config, tree_digest
+from tools.hookrun import MODULE_OUTPUTS, HookRun, one_error_line
 
-OUTPUTS = {
-    "VALUES_JSON_PATCH_PATH": "values-patch.json",
-    "CONFIG_VALUES_JSON_PATCH_PATH": "config-values-patch.json",
-    "KUBERNETES_PATCH_PATH": "k8s.json",
-    "METRICS_PATH": "metrics.json",
-}
 VALUES = {"global": {}, "embeddedRegistry": {"mode": "Direct", "internal": {
     "masters": [{"name": "m", "internalIP": "10.0.0.1"}]}}}
 MASTER_GROUP = [{"binding": "main", "type": "Group", "groupName": "main", "snapshots": {
@@ -23,53 +18,8 @@ BEFORE_HELM = [{"binding": "beforeHelm", "snapshots": {
     "masters": [], "legacy_masters": [], "pki_secrets": [], "user_secrets": []}}]
 
 
-def hook_index(name):
-    lines = run(["hook", "list"], env={}).stdout.splitlines()[1:]
-    return str([line.split(" - ", 1)[1] for line in lines].index(name))
-
-
 def b64(text):
     return base64.b64encode(text.encode()).decode()
-
-
-class Files:
-    """The files and environment of one run, as the runner prepares them."""
-
-    def __init__(self, tmp_path, contexts, values=VALUES, config_values=None, precreate=False):
-        self.dir = tmp_path
-        self.env = {"BINDING_CONTEXT_PATH": str(tmp_path / "bc.json"),
-                    "VALUES_PATH": str(tmp_path / "values.json"),
-                    "CONFIG_VALUES_PATH": str(tmp_path / "config-values.json")}
-        self.write("bc.json", contexts)
-        self.write("values.json", values)
-        self.write("config-values.json", config_values if config_values is not None else {"embeddedRegistry": {}})
-        self.precreate = precreate
-        for var, name in OUTPUTS.items():
-            self.env[var] = str(tmp_path / name)
-            if precreate:
-                (tmp_path / name).write_text("")
-
-    def write(self, name, content):
-        (self.dir / name).write_text(content if isinstance(content, str) else json.dumps(content))
-
-    def files(self):
-        """Every file in the run's directory (staged temporary files included)."""
-        return sorted(p.name for p in self.dir.iterdir())
-
-    def outputs(self):
-        """Output files that exist (absent) or are not empty (precreated by the runner)."""
-        return {name for name in OUTPUTS.values()
-                if (self.dir / name).exists() and (not self.precreate or (self.dir / name).read_text())}
-
-
-def one_error_line(p):
-    """The runner takes stderr as the error text: exactly one line, a JSON log line."""
-    lines = p.stderr.splitlines()
-    assert len(lines) == 1, p.stderr[:2000]
-    assert len(lines[0]) <= 10_000, "runners cut lines at 10,000 characters"
-    entry = json.loads(lines[0])
-    assert entry["level"] == "error"
-    return entry["msg"]
 
 
 def case(id, hook, needles, contexts=MASTER_GROUP, values=VALUES, config_values=None, env=None, args=None):
@@ -153,22 +103,18 @@ CATALOGUE = [
 @pytest.mark.parametrize("hook,needles,contexts,values,config_values,env,args", CATALOGUE)
 def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, precreate, hook, needles, contexts, values,
                                                           config_values, env, args):
-    f = Files(tmp_path, contexts, values, config_values, precreate=precreate)
-    run_env = dict(f.env)
-    for k, v in env.items():
-        if v is None:
-            run_env.pop(k)
-        else:
-            run_env[k] = v.replace("{dir}", str(tmp_path))
-    p = run(args or ["hook", "run", hook_index(hook)], env=run_env)
+    f = HookRun.module(tmp_path, contexts, values, config_values, precreate=precreate)
+    changes = {k: v if v is None else v.replace("{dir}", str(tmp_path)) for k, v in env.items()}
+    p = f.run(*args, env=changes) if args else f.hook(hook, env=changes)
     assert p.returncode == 1, p.stderr[:2000]
     assert p.stdout == ""
     msg = one_error_line(p)
     for needle in needles:
         assert needle in msg, msg[:2000]
-    assert f.outputs() == set(), "a failed run writes no output file"
+    assert f.written() == set(), "a failed run writes no output file"
     inputs = ["bc.json", "config-values.json", "values.json"]
-    assert f.files() == sorted(inputs + (list(OUTPUTS.values()) if precreate else [])), "and leaves no temporary file"
+    assert f.files() == sorted(inputs + (list(MODULE_OUTPUTS.values()) if precreate else [])), \
+        "and leaves no temporary file"
 
 
 # --- node hook (classic, shell-operator in the manager DaemonSet) --------------------------
@@ -197,39 +143,32 @@ NODE_CATALOGUE = [
 ]
 
 
+def node_files_run(tmp_path, host, data):
+    """The node hook's run (master m1, host root `host`) on a Synchronization of its
+    Secret holding `data`."""
+    ctx = [{"binding": "node_config", "type": "Synchronization", "objects": [{"object": node_config(data)}]}]
+    return HookRun.node(tmp_path, ctx, host_root=host, env={"EMBEDDED_REGISTRY_FILE_OWNER": "none"})
+
+
 @pytest.mark.parametrize("data,env,needles", NODE_CATALOGUE)
 def test_node_hook_refuses_bad_secrets_before_touching_the_host(tmp_path, data, env, needles):
     host = tmp_path / "host"
     host.mkdir()
-    ctx = [{"binding": "node_config", "type": "Synchronization", "objects": [{"object": node_config(data)}]}]
-    (tmp_path / "bc.json").write_text(json.dumps(ctx))
-    run_env = {"BINDING_CONTEXT_PATH": str(tmp_path / "bc.json"), "NODE_NAME": "m1",
-               "EMBEDDED_REGISTRY_HOST_ROOT": str(host), "EMBEDDED_REGISTRY_FILE_OWNER": "none",
-               "KUBERNETES_PATCH_PATH": str(tmp_path / "k8s.json"), "METRICS_PATH": str(tmp_path / "metrics.json")}
-    for k, v in env.items():
-        if v is None:
-            run_env.pop(k)
-        else:
-            run_env[k] = v
-    p = run(["classic", "node-files"], env=run_env)
+    r = node_files_run(tmp_path, host, data)
+    p = r.classic("node-files", env=env)
     assert p.returncode == 1, p.stderr
     msg = one_error_line(p)
     for needle in needles:
         assert needle in msg, msg
     assert list(host.rglob("*")) == [], "nothing written on the host"
-    assert not (tmp_path / "k8s.json").exists() and not (tmp_path / "metrics.json").exists()
+    assert r.written() == set()
 
 
 def test_node_hook_writes_the_good_secret(tmp_path):
     """The catalogue's baseline: the same run with a good Secret succeeds."""
     host = tmp_path / "host"
     host.mkdir()
-    ctx = [{"binding": "node_config", "type": "Synchronization", "objects": [{"object": node_config(GOOD_FILES)}]}]
-    (tmp_path / "bc.json").write_text(json.dumps(ctx))
-    p = run(["classic", "node-files"], env={
-        "BINDING_CONTEXT_PATH": str(tmp_path / "bc.json"), "NODE_NAME": "m1", "EMBEDDED_REGISTRY_HOST_ROOT": str(host),
-        "EMBEDDED_REGISTRY_FILE_OWNER": "none", "KUBERNETES_PATCH_PATH": str(tmp_path / "k8s.json"),
-        "METRICS_PATH": str(tmp_path / "metrics.json")})
+    p = node_files_run(tmp_path, host, GOOD_FILES).classic("node-files")
     assert p.returncode == 0, p.stderr
     assert (host / "etc/kubernetes/manifests/embedded-registry.yaml").read_text() == "kind: Pod\n"
     assert (host / "etc/kubernetes/registry/pki/ca.crt").read_text() == "CA\n"
@@ -238,15 +177,11 @@ def test_node_hook_writes_the_good_secret(tmp_path):
 # --- inputs a hook tolerates: documented repairs, not errors --------------------------------
 
 def ok_run(tmp_path, hook, contexts, values=VALUES):
-    f = Files(tmp_path, contexts, values)
-    p = run(["hook", "run", hook_index(hook)], env=f.env)
+    r = HookRun.module(tmp_path, contexts, values)
+    p = r.hook(hook)
     assert p.returncode == 0, p.stderr
     logs = [json.loads(line) for line in p.stderr.splitlines()]
-    patch = json.loads((tmp_path / OUTPUTS["VALUES_JSON_PATCH_PATH"]).read_text() or "[]") \
-        if (tmp_path / OUTPUTS["VALUES_JSON_PATCH_PATH"]).exists() else []
-    k8s = [json.loads(line) for line in (tmp_path / OUTPUTS["KUBERNETES_PATCH_PATH"]).read_text().splitlines()] \
-        if (tmp_path / OUTPUTS["KUBERNETES_PATCH_PATH"]).exists() else []
-    return p, logs, patch, k8s
+    return p, logs, r.values_patch(), r.k8s()
 
 
 def test_null_filter_results_are_skipped_in_every_snapshot(tmp_path):

@@ -8,14 +8,15 @@ import subprocess
 import pytest
 
 from conftest import BIN
-from registry_env import free_port
-from tools.mirror_fixture import ROOT, MirrorRegistry, build_mirror, password
+from tools.mirror_fixture import ROOT, build_mirror
+from tools.processes import free_port
+from tools.registry import OWN_CA, Registry, password
 
 DROPPED = ["v1.60.0", "v1.62.0"]
 KEPT = ["v1.61.0", "v1.63.0", "v1.64.0", "v1.65.0"]
 
 
-def rotate(reg, tmp_path, *args, user="admin", host=None):
+def rotate(reg, tmp_path, *args, user="pusher", host=None):
     pw = tmp_path / f"{user}.pw"
     pw.write_text(password(user) + "\n")
     cmd = [str(BIN), "rotate", "--registry", f"https://{host or reg.host}", "--path", f"/{ROOT}",
@@ -48,7 +49,7 @@ def refs(pushed, dropped):
 
 @pytest.fixture
 def mirror(tmp_path):
-    with MirrorRegistry(tmp_path / "reg") as reg:
+    with Registry(tmp_path / "reg", tls=OWN_CA) as reg:
         reg.pushed = build_mirror(reg, tmp_path / "build")
         yield reg
 
@@ -93,10 +94,10 @@ def test_keep_three_retained_pull_dropped_gone_disk_drops_second_run_is_empty(tm
 
 
 def test_running_release_is_kept_and_human_output(tmp_path, mirror):
-    pw = tmp_path / "admin.pw"
-    pw.write_text(password("admin"))
+    pw = tmp_path / "pusher.pw"
+    pw.write_text(password("pusher"))
     p = subprocess.run([str(BIN), "rotate", "--registry", f"https://{mirror.host}", "--path", f"/{ROOT}", "--keep", "1",
-                        "--keep-release", "v1.62.0", "--user", "admin", "--password-file", str(pw), "--ca-file",
+                        "--keep-release", "v1.62.0", "--user", "pusher", "--password-file", str(pw), "--ca-file",
                         str(mirror.ca_file), "--dry-run"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert "keep    v1.62.0 (running)" in p.stdout
@@ -105,7 +106,7 @@ def test_running_release_is_kept_and_human_output(tmp_path, mirror):
 
 
 def test_a_release_without_digests_file_stops_before_deleting(tmp_path):
-    with MirrorRegistry(tmp_path / "reg") as reg:
+    with Registry(tmp_path / "reg", tls=OWN_CA) as reg:
         build_mirror(reg, tmp_path / "build", releases=["v1.60.0", "v1.61.0", "v1.62.0", "v1.63.0"],
                      without_digests=["v1.61.0"])
         for action in ("--dry-run", "--apply"):
@@ -132,13 +133,13 @@ def test_unreachable_registry(tmp_path):
 
 def test_a_deletion_failing_halfway_stops_and_a_rerun_resumes(tmp_path):
     # `halfway` may delete in the install repositories but only pull from the root.
-    acl = {"admin": [{"actions": ["*"]}], "reader": [{"actions": ["pull"]}],
+    acl = {"pusher": [{"actions": ["*"]}], "puller": [{"actions": ["pull"]}],
            "halfway": [{"name": f"{ROOT}/install", "actions": ["*"]},
                        {"name": f"{ROOT}/install-standalone", "actions": ["*"]},
                        {"actions": ["pull"]}]}
-    with MirrorRegistry(tmp_path / "reg", acl=acl) as reg:
+    with Registry(tmp_path / "reg", tls=OWN_CA, acl=acl) as reg:
         reg.pushed = build_mirror(reg, tmp_path / "build")
-        rc, r, _ = rotate(reg, tmp_path, "--keep", "3", "--apply", user="reader")
+        rc, r, _ = rotate(reg, tmp_path, "--keep", "3", "--apply", user="puller")
         assert rc == 1 and r["applied"]["deleted"] == 0 and r["failure"]["stage"] == "apply"
         assert "delete right" in r["failure"]["message"]
 

@@ -6,16 +6,14 @@ kubelet is not installable here: a stand-in watches the static pod manifest as k
 does, stopping the registry when the manifest goes and, when it comes back, running
 what the rendered pod runs: `garbage-collect` (the init container), then `serve`."""
 import base64
-import json
-import os
-import subprocess
 import threading
 
 import yaml
 
-from conftest import BIN
 from test_rotation import DROPPED, refs
-from tools.mirror_fixture import ROOT, MirrorRegistry, build_mirror, password
+from tools.hookrun import HookRun
+from tools.mirror_fixture import ROOT, build_mirror
+from tools.registry import OWN_CA, Registry, password
 
 MANIFEST = "etc/kubernetes/manifests/embedded-registry.yaml"
 
@@ -47,27 +45,22 @@ def b64(s):
 
 
 def run_rotate_hook(tmp_path, reg, root):
-    link = tmp_path / "rotate"
-    os.symlink(BIN, link)
+    """Runs the rotate node hook of master m1 (host root `root`) on its daily schedule
+    against `reg`, as shell-operator runs it; returns (process, metrics by name)."""
     dist = yaml.safe_dump({"http": {"addr": reg.host}})
     snapshots = {
         "rotation_config": [{"object": {"kind": "ConfigMap", "data": {
             "enabled": "true", "keepReleases": "3", "minAge": "0", "path": ROOT, "runningReleases": ""}}}],
         "node_config": [{"object": {"kind": "Secret", "data": {
             "config.distribution.yaml": b64(dist), "pki.ca.crt": b64(reg.ca_file.read_text())}}}],
-        "user_rw": [{"object": {"kind": "Secret", "data": {"name": b64("admin"), "password": b64(password("admin"))}}}],
+        "user_rw": [{"object": {"kind": "Secret", "data": {"name": b64("pusher"),
+                                                           "password": b64(password("pusher"))}}}],
     }
-    (tmp_path / "bc.json").write_text(json.dumps([{"binding": "daily", "type": "Schedule", "snapshots": snapshots}]))
-    for f in ("k8s.json", "metrics.json"):
-        (tmp_path / f).write_text("")
-    env = {"BINDING_CONTEXT_PATH": str(tmp_path / "bc.json"), "KUBERNETES_PATCH_PATH": str(tmp_path / "k8s.json"),
-           "METRICS_PATH": str(tmp_path / "metrics.json"), "NODE_NAME": "m1",
-           "EMBEDDED_REGISTRY_HOST_ROOT": str(root)}
-    p = subprocess.run([str(link)], env=env, capture_output=True, text=True, timeout=600)
-    assert password("admin") not in p.stdout + p.stderr + (tmp_path / "metrics.json").read_text()
-    metrics = {m["name"]: m["value"] for m in map(json.loads, (tmp_path / "metrics.json").read_text().splitlines())
-               if "value" in m}
-    return p, metrics
+    r = HookRun.node(tmp_path / "rotate-hook", [{"binding": "daily", "type": "Schedule", "snapshots": snapshots}],
+                     host_root=root, precreate=True)
+    p = r.by_name("rotate", timeout=600)
+    assert password("pusher") not in p.stdout + p.stderr + r.output("METRICS_PATH")
+    return p, r.metrics()
 
 
 def test_daily_rotation_deletes_then_collects_garbage_with_the_registry_stopped(tmp_path):
@@ -75,7 +68,7 @@ def test_daily_rotation_deletes_then_collects_garbage_with_the_registry_stopped(
     manifest = root / MANIFEST
     manifest.parent.mkdir(parents=True)
     manifest.write_text("apiVersion: v1\nkind: Pod\n")
-    with MirrorRegistry(tmp_path / "reg") as reg:
+    with Registry(tmp_path / "reg", tls=OWN_CA) as reg:
         pushed = build_mirror(reg, tmp_path / "build")
         before = reg.disk_usage()
         kubelet = KubeletStandIn(reg, manifest)

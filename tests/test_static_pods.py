@@ -12,49 +12,30 @@ import pytest
 import yaml
 
 from conftest import BIN, module_config, nodes_file
-from registry_env import NodeRegistry, node_config, secret_data, skopeo, free_port, switch_state, wait_until
+from registry_env import NodeRegistry, node_config, rendered_secret, secret_data, switch_state
 from tools.certs import CA
 from tools.cri import CriContainerd, CriError
 from tools import node_script
+from tools.hookrun import HookRun
 from tools.oci import build_layout
-from upstream_env import Upstream, password
+from tools.processes import wait_until
+from tools.registry import Registry, password, skopeo
 
 MASTERS = [("m1", "127.0.0.11"), ("m2", "127.0.0.12"), ("m3", "127.0.0.13")]
 DETACHED = {"mode": "Detached", "detached": {"storageMode": "Fs"}}
 
 
-def rendered_secret(state, node):
-    path = state / "rendered/templates/registry-node-config.yaml"
-    if not path.exists():
-        return None
-    text = path.read_text()
-    for doc in yaml.safe_load_all(text):
-        if doc and doc["metadata"]["labels"]["embedded-registry.deckhouse.io/node"] == node:
-            return doc
-    return None
-
-
 def node_hook(tmp_path, state, node, host_root, secret="rendered"):
     """Runs the node hook for `node` as shell-operator would on a Synchronization of its
     Secret; returns (files written, files removed, status ConfigMap data)."""
-    link = tmp_path / "node-files"
-    if not link.exists():
-        os.symlink(BIN, link)
     obj = rendered_secret(state, node) if secret == "rendered" else secret
     objects = [{"object": obj}] if obj else []
     ctx = [{"binding": "node_config", "type": "Synchronization", "objects": objects, "snapshots": {"node_status": []}}]
-    work = tmp_path / f"hook-{node}"
-    work.mkdir(exist_ok=True)
-    (work / "bc.json").write_text(json.dumps(ctx))
-    for f in ("k8s.json", "metrics.json"):
-        (work / f).write_text("")
-    env = {"BINDING_CONTEXT_PATH": str(work / "bc.json"), "KUBERNETES_PATCH_PATH": str(work / "k8s.json"),
-           "METRICS_PATH": str(work / "metrics.json"), "NODE_NAME": node,
-           "EMBEDDED_REGISTRY_HOST_ROOT": str(host_root)}
-    p = subprocess.run([str(link)], env=env, capture_output=True, text=True)
+    r = HookRun.node(tmp_path / f"hook-{node}", ctx, node=node, host_root=host_root, precreate=True)
+    p = r.by_name("node-files")
     assert p.returncode == 0, p.stderr
     logs = [json.loads(line) for line in p.stderr.splitlines() if line.startswith("{")]
-    ops = [json.loads(line) for line in (work / "k8s.json").read_text().splitlines() if line]
+    ops = r.k8s()
     status = ops[0]["object"]["data"] if ops else None
     if ops:
         # The API server accepts the node hook's status: the next converge sees it.
@@ -155,14 +136,10 @@ def proxy_settings(upstream):
 
 
 def test_proxy_pulls_through_and_serves_from_cache_when_upstream_is_gone(tmp_path, converge):
-    up = Upstream(tmp_path / "up").start()
+    up = Registry(tmp_path / "up").start()
     stop_upstream = up.stop
     try:
-        layout = tmp_path / "layout"
-        build_layout(layout, "v1", b"proxied content\n")
-        p = skopeo("copy", "--dest-tls-verify=false", f"--dest-creds=pusher:{password('pusher')}", f"oci:{layout}:v1",
-                   f"docker://{up.host}/deckhouse/ee/app:v1")
-        assert p.returncode == 0, p.stderr
+        want = up.push("deckhouse/ee/app", "v1", b"proxied content\n")
         proxy = proxy_settings(up)
         proxy["proxy"]["ttl"] = "72h"
         roots, _ = deploy(tmp_path, converge, proxy, masters=MASTERS[:1])
@@ -182,7 +159,6 @@ def test_proxy_pulls_through_and_serves_from_cache_when_upstream_is_gone(tmp_pat
                        f"oci:{tmp_path / 'pulled-2'}:v1")
             assert p.returncode == 0, p.stderr + reg.log()
             got = json.loads((tmp_path / "pulled-2/index.json").read_text())["manifests"][0]["digest"]
-            want = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
             assert got == want
         finally:
             reg.stop()
@@ -194,12 +170,8 @@ def test_proxy_trusts_the_upstream_ca_from_the_settings(tmp_path, converge):
     """An upstream with a private CA: proxy.ca reaches the check and the registry."""
     ca = CA("upstream-private-ca")
     crt, key = ca.leaf(tmp_path, "upstream", sans=("127.0.0.1",))
-    with Upstream(tmp_path / "up", tls=(crt, key)) as up:
-        layout = tmp_path / "layout"
-        build_layout(layout, "v1", b"behind a private CA\n")
-        p = skopeo("copy", "--dest-tls-verify=false", f"--dest-creds=pusher:{password('pusher')}",
-                   f"oci:{layout}:v1", f"docker://{up.host}/deckhouse/ee/app:v1")
-        assert p.returncode == 0, p.stderr
+    with Registry(tmp_path / "up", tls=(crt, key)) as up:
+        up.push("deckhouse/ee/app", "v1", b"behind a private CA\n")
         proxy = proxy_settings(up)
         proxy["proxy"].update(scheme="https", ca=ca.pem())
         roots, result = deploy(tmp_path, converge, proxy, masters=MASTERS[:1])
@@ -214,7 +186,7 @@ def test_proxy_trusts_the_upstream_ca_from_the_settings(tmp_path, converge):
 
 
 def test_config_changes_touch_exactly_the_files_they_should(tmp_path, converge):
-    with Upstream(tmp_path / "up-a") as up_a, Upstream(tmp_path / "up-b") as up_b:
+    with Registry(tmp_path / "up-a") as up_a, Registry(tmp_path / "up-b") as up_b:
         proxy_a = proxy_settings(up_a)
         roots, first = deploy(tmp_path, converge, proxy_a)
         assert all(first[n][0] for n, _ in MASTERS), "HA (3 masters): a registry on each"
@@ -443,15 +415,11 @@ def test_disabling_the_module_gives_the_pull_secret_back_to_the_upstream(tmp_pat
 def test_ha_proxy_keeps_serving_pulls_with_a_master_down(tmp_path, converge):
     """Three masters proxy one upstream; nodes list all three; one stops, kubelet's pulls
     with the pull Secret's credentials go on."""
-    with Upstream(tmp_path / "up") as up:
+    with Registry(tmp_path / "up") as up:
         roots, _ = deploy(tmp_path, converge, proxy_settings(up))
         repo = proxy_settings(up)["proxy"]["path"].strip("/")
         for tag in ("a", "b"):
-            layout = tmp_path / f"layout-{tag}"
-            build_layout(layout, tag, f"image {tag}\n".encode())
-            p = skopeo("copy", "--dest-tls-verify=false", f"--dest-creds=pusher:{password('pusher')}",
-                       f"oci:{layout}:{tag}", f"docker://{up.host}/{repo}/app:{tag}")
-            assert p.returncode == 0, p.stderr
+            up.push(f"{repo}/app", tag, f"image {tag}\n".encode())
         regs = [NodeRegistry(converge.state, n, tmp_path / f"run-{n}", host_root=roots[n]).start() for n, _ in MASTERS]
         hosts = tmp_path / "node" / "registry.d"
         try:

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import BIN
 from tools.certs import CA
-from upstream_env import Upstream, password
+from tools.registry import Registry, password
 
 PATH = "/deckhouse/ee"
 
@@ -39,7 +39,7 @@ def pwfile(tmp_path, user):
 
 @pytest.fixture
 def token_upstream(tmp_path):
-    with Upstream(tmp_path / "up") as up:
+    with Registry(tmp_path / "up") as up:
         up.digests = {"root": up.push("deckhouse/ee", "v1.65.3"),
                       "install": up.push("deckhouse/ee/install", "v1.65.3", b"install\n")}
         yield up
@@ -94,7 +94,7 @@ def test_wrong_path_and_missing_release_are_told_apart(tmp_path, token_upstream)
 
 
 def test_token_realm_on_another_host_is_refused_with_credentials_only(tmp_path):
-    with Upstream(tmp_path / "up", realm_host="127.0.0.2") as up:
+    with Registry(tmp_path / "up", realm_host="127.0.0.2") as up:
         up.push("deckhouse/ee", "v1")
         base = ["--host", up.host, "--scheme", "http", "--path", PATH, "--image", ":v1"]
         rc, r, _ = check(*base, "--user", "puller", "--password-file", pwfile(tmp_path, "puller"))
@@ -110,7 +110,7 @@ def test_basic_auth_over_tls(tmp_path):
     ca = CA()
     crt, key = ca.leaf(tmp_path, "upstream", sans=("127.0.0.1",))
     (tmp_path / "ca.crt").write_text(ca.pem())
-    with Upstream(tmp_path / "up", auth="basic", tls=(crt, key)) as up:
+    with Registry(tmp_path / "up", auth="basic", tls=(crt, key)) as up:
         up.push("deckhouse/ee", "v1")
         base = ["--host", up.host, "--path", PATH, "--ca-file", str(tmp_path / "ca.crt"), "--image", ":v1",
                 "--user", "puller"]
@@ -123,7 +123,7 @@ def test_basic_auth_over_tls(tmp_path):
 
 
 def test_anonymous_registry(tmp_path):
-    with Upstream(tmp_path / "up", auth="none") as up:
+    with Registry(tmp_path / "up", auth="none") as up:
         up.push("deckhouse/ee", "v1")
         rc, r, _ = check("--host", up.host, "--scheme", "http", "--path", PATH, "--image", ":v1")
         assert rc == 0 and r["auth"] == "anonymous", r
@@ -140,7 +140,7 @@ def test_tls_failures(tmp_path, case, kind):
     sans = ("registry.example",) if case == "wrong-name" else ("127.0.0.1",)
     days = (-10, -1) if case == "expired" else (-1, 10)
     crt, key = ca.leaf(tmp_path, "upstream", sans=sans, days=days)
-    with Upstream(tmp_path / "up", auth="none", tls=(crt, key)) as up:
+    with Registry(tmp_path / "up", auth="none", tls=(crt, key)) as up:
         args = ["--host", up.host, "--path", PATH]
         if case != "unknown-ca":
             args += ["--ca-file", str(tmp_path / "ca.crt")]
@@ -149,7 +149,7 @@ def test_tls_failures(tmp_path, case, kind):
     if case == "unknown-ca":
         # The same registry with its CA given is fine.
         crt, key = ca.leaf(tmp_path, "ok", sans=("127.0.0.1",))
-        with Upstream(tmp_path / "up2", auth="none", tls=(crt, key)) as up:
+        with Registry(tmp_path / "up2", auth="none", tls=(crt, key)) as up:
             rc, r, _ = check("--host", up.host, "--path", PATH, "--ca-file", str(tmp_path / "ca.crt"))
             assert rc == 0, r
 
@@ -229,7 +229,7 @@ def rate_limiting_front(backend, limited, retry_after):
 
 
 def test_rate_limited_then_served(tmp_path):
-    with Upstream(tmp_path / "up", auth="none") as up:
+    with Registry(tmp_path / "up", auth="none") as up:
         up.push("deckhouse/ee", "v1")
         handler, state = rate_limiting_front(up.host, limited=1, retry_after=1)
         with _Server(handler) as front:

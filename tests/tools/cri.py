@@ -13,6 +13,8 @@ import time
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from tools.processes import Service, stop
+
 _F = descriptor_pb2.FieldDescriptorProto
 _S, _M, _REP = _F.TYPE_STRING, _F.TYPE_MESSAGE, _F.LABEL_REPEATED
 # name -> [(field, number, type, message type or None, label or None)], as in api.proto.
@@ -53,7 +55,7 @@ class CriError(RuntimeError):
     """A CRI call failed; the message carries the gRPC status code and details."""
 
 
-class CriContainerd:
+class CriContainerd(Service):
     """containerd with root, state, socket and log (`containerd.log`) under `root`, the
     CRI plugin on the `native` snapshotter and registry `config_path = hosts_dir`
     (`<hosts_dir>/<host[:port]>/hosts.toml`). A context manager: starts, then stops."""
@@ -129,18 +131,7 @@ class CriContainerd:
             self.channel.close()
             self.channel = None
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop(self.proc)
         self.proc = None
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()

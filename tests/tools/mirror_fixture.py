@@ -1,5 +1,5 @@
-"""A Deckhouse-like mirror in a real registry (Debian docker-registry, TLS, token auth
-by the test issuer), built with umoci and pushed with skopeo.
+"""A Deckhouse-like mirror in a real registry (tools.registry.Registry, with TLS and
+token auth), built with umoci and pushed with skopeo.
 
 Layout under ROOT (= deckhouse/ee):
 - ROOT:<vX.Y.Z>: release images; each holds deckhouse/version and
@@ -14,23 +14,12 @@ import hashlib
 import json
 import pathlib
 import random
-import shutil
 import subprocess
-import sys
 
-import bcrypt
-import yaml
+from tools.registry import Registry
 
-from registry_env import free_port, skopeo, wait_until
-from tools.certs import CA
-
-TOOLS = pathlib.Path(__file__).parent
 ROOT = "deckhouse/ee"
 OLD = "2024-01-02T03:04:05Z"  # build time of fixture images: far older than any min-age
-
-
-def password(user):
-    return f"{user}-Pa55word"
 
 
 def umoci(*args):
@@ -42,121 +31,6 @@ def umoci(*args):
 def noise(seed: str, size: int) -> bytes:
     """Deterministic incompressible bytes: layers have real sizes on disk."""
     return random.Random(seed).randbytes(size)
-
-
-class MirrorRegistry:
-    """The real distribution server with TLS and token auth; `acl` maps users to the
-    docker_auth rules of the test issuer (first match wins)."""
-
-    def __init__(self, workdir: pathlib.Path, acl=None):
-        self.dir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.port, self.auth_port = free_port(), free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        self.data = workdir / "data"
-        self.ca = CA("mirror-ca")
-        self.ca_file = workdir / "ca.crt"
-        self.ca_file.write_text(self.ca.pem())
-        self.certs = workdir / "certs"  # skopeo's --cert-dir
-        self.certs.mkdir(exist_ok=True)
-        shutil.copy(self.ca_file, self.certs / "ca.crt")
-        crt, key = self.ca.leaf(workdir, "server", sans=("127.0.0.1",))
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                        "-keyout", str(workdir / "token.key"), "-out", str(workdir / "token.crt"), "-days", "2",
-                        "-subj", "/CN=mirror-token"], check=True, capture_output=True)
-        acl = acl or {"admin": [{"actions": ["*"]}], "reader": [{"actions": ["pull"]}]}
-        users = {u: {"password": bcrypt.hashpw(password(u).encode(), bcrypt.gensalt(4)).decode()} for u in acl}
-        rules = [{"match": {"account": u, **({"name": r["name"]} if "name" in r else {})}, "actions": r["actions"]}
-                 for u, rs in acl.items() for r in rs]
-        (workdir / "auth.yaml").write_text(yaml.safe_dump({
-            "server": {"addr": f"127.0.0.1:{self.auth_port}", "certificate": str(crt), "key": str(key)},
-            "token": {"issuer": "mirror", "expiration": 900, "certificate": str(workdir / "token.crt"),
-                      "key": str(workdir / "token.key")},
-            "users": users, "acl": rules}))
-        self.config = workdir / "config.yaml"
-        self.config.write_text(yaml.safe_dump({
-            "version": 0.1, "log": {"level": "info"},
-            "storage": {"filesystem": {"rootdirectory": str(self.data)}, "delete": {"enabled": True}},
-            "http": {"addr": self.host, "tls": {"certificate": str(crt), "key": str(key)}},
-            "auth": {"token": {"realm": f"https://127.0.0.1:{self.auth_port}/auth", "service": "mirror",
-                               "issuer": "mirror", "rootcertbundle": str(workdir / "token.crt")}}}))
-        self.issuer = None
-        self.registry = None
-
-    def start(self):
-        if self.issuer is None:
-            self.issuer = subprocess.Popen([sys.executable, str(TOOLS / "token_issuer.py"), str(self.dir / "auth.yaml")],
-                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            assert self.issuer.stdout.readline().startswith("ready")
-        log = open(self.dir / "registry.log", "a")
-        self.registry = subprocess.Popen(["docker-registry", "serve", str(self.config)], stdout=log,
-                                         stderr=subprocess.STDOUT)
-        wait_until(self.answers, what=f"mirror registry on {self.host}")
-        return self
-
-    def answers(self):
-        import ssl
-        import urllib.error
-        import urllib.request
-        ctx = ssl.create_default_context(cafile=str(self.ca_file))
-        try:
-            urllib.request.urlopen(f"https://{self.host}/v2/", timeout=2, context=ctx)
-        except urllib.error.HTTPError as e:
-            return e.code == 401
-        except OSError:
-            return False
-        return True
-
-    def stop_registry(self):
-        """Stops the registry only (for garbage collection); the issuer keeps running."""
-        if self.registry:
-            self.registry.terminate()
-            self.registry.wait(timeout=20)
-            self.registry = None
-
-    def garbage_collect(self):
-        """Offline mark-and-sweep with the same config; never --delete-untagged."""
-        assert self.registry is None, "garbage collection runs with the registry stopped"
-        p = subprocess.run(["docker-registry", "garbage-collect", str(self.config)], capture_output=True, text=True,
-                           timeout=300)
-        assert p.returncode == 0, p.stdout + p.stderr
-        return p.stdout
-
-    def disk_usage(self):
-        return sum(f.stat().st_size for f in self.data.rglob("*") if f.is_file())
-
-    def stop(self):
-        self.stop_registry()
-        if self.issuer:
-            self.issuer.stdin.close()
-            self.issuer.terminate()
-            self.issuer.wait(timeout=10)
-            self.issuer = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    # skopeo as a client of this registry
-    def creds(self, user="admin"):
-        return f"{user}:{password(user)}"
-
-    def push(self, layout, tag, ref, by_digest=None, all_images=False):
-        """Pushes oci:layout:tag to ROOT-relative `ref` (a repository:tag, or by digest)."""
-        dest = f"docker://{self.host}/{ref}" if by_digest is None else f"docker://{self.host}/{ref}@{by_digest}"
-        args = ["copy", "--dest-cert-dir", str(self.certs), "--dest-creds", self.creds(), "--preserve-digests"]
-        if all_images:
-            args.append("--all")
-        p = skopeo(*args, f"oci:{layout}:{tag}", dest)
-        assert p.returncode == 0, p.stderr
-
-    def pull(self, ref, dest: pathlib.Path, user="reader"):
-        """Pulls every blob of `ref` (repository:tag or repository@digest) into an OCI
-        layout; returns the CompletedProcess."""
-        return skopeo("copy", "--all", "--src-cert-dir", str(self.certs), "--src-creds", self.creds(user),
-                      f"docker://{self.host}/{ref}", f"oci:{dest}:x")
 
 
 class Builder:
@@ -241,7 +115,7 @@ CHANNELS = {"alpha": "v1.65.0", "beta": "v1.64.0", "early-access": "v1.64.0", "s
             "rock-solid": "v1.61.0"}
 
 
-def build_mirror(reg: MirrorRegistry, workdir: pathlib.Path, releases=RELEASES, modules=MODULES,
+def build_mirror(reg: Registry, workdir: pathlib.Path, releases=RELEASES, modules=MODULES,
                  without_digests=()):
     """Builds and pushes the mirror; returns what was pushed:
     {"releases": {tag: digest}, "children": {tag: [digests]}, "modules": {name: digest},
@@ -250,7 +124,7 @@ def build_mirror(reg: MirrorRegistry, workdir: pathlib.Path, releases=RELEASES, 
     out = {"releases": {}, "children": {}, "modules": {}, "signatures": {}, "install": {}, "channels": {}}
     for name in modules:
         d = b.image(name, {f"app/{name}.bin": noise(name, 64 * 1024)})
-        reg.push(b.layout, name, ROOT, by_digest=d)
+        reg.push_layout(b.layout, name, ROOT, by_digest=d)
         out["modules"][name] = d
     for name in SIGNED:
         if name not in modules:
@@ -259,7 +133,7 @@ def build_mirror(reg: MirrorRegistry, workdir: pathlib.Path, releases=RELEASES, 
         tag = f"sha256-{subject[7:]}.sig"
         d = b.image(f"sig-{name}", {"signature/payload.json": json.dumps({"critical": {"image": {
             "docker-manifest-digest": subject}}}).encode()}, base="empty")
-        reg.push(b.layout, f"sig-{name}", f"{ROOT}:{tag}")
+        reg.push_layout(b.layout, f"sig-{name}", f"{ROOT}:{tag}")
         out["signatures"][name] = (tag, d)
     for rel in releases:
         files = {"deckhouse/version": rel.encode(), "deckhouse/release.bin": noise(rel, 128 * 1024)}
@@ -270,15 +144,15 @@ def build_mirror(reg: MirrorRegistry, workdir: pathlib.Path, releases=RELEASES, 
             kids = [b.image(f"{rel}-{a}", files, arch=a) for a in ("amd64", "arm64")]
             out["children"][rel] = kids
             d = b.index(rel, [f"{rel}-amd64", f"{rel}-arm64"])
-            reg.push(b.layout, rel, f"{ROOT}:{rel}", all_images=True)
+            reg.push_layout(b.layout, rel, f"{ROOT}:{rel}", all_images=True)
         else:
             d = b.image(rel, files)
-            reg.push(b.layout, rel, f"{ROOT}:{rel}")
+            reg.push_layout(b.layout, rel, f"{ROOT}:{rel}")
         out["releases"][rel] = d
         for repo in ("install", "install-standalone"):
             name = f"{repo}-{rel}"
             di = b.image(name, {f"{repo}/installer.bin": noise(name, 32 * 1024)})
-            reg.push(b.layout, name, f"{ROOT}/{repo}:{rel}")
+            reg.push_layout(b.layout, name, f"{ROOT}/{repo}:{rel}")
             out["install"].setdefault(repo, {})[rel] = di
     for ch, version in CHANNELS.items():
         if version not in releases:
@@ -286,6 +160,6 @@ def build_mirror(reg: MirrorRegistry, workdir: pathlib.Path, releases=RELEASES, 
         name = f"channel-{ch}"
         d = b.image(name, {"version.json": json.dumps({"version": version, "suspend": False}).encode()},
                     base="empty")
-        reg.push(b.layout, name, f"{ROOT}/release-channel:{ch}")
+        reg.push_layout(b.layout, name, f"{ROOT}/release-channel:{ch}")
         out["channels"][ch] = d
     return out

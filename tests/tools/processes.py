@@ -1,0 +1,70 @@
+"""Servers started as processes on loopback: free ports, polling a condition with a
+bound, and stopping what was started."""
+import socket
+import subprocess
+import time
+
+_HANDED_OUT = set()
+
+
+def free_port():
+    """A port free now and never handed out before in this session: servers bind
+    later, so two calls in a row must not return the same port."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+
+
+def wait_until(check, timeout=30.0, what="condition"):
+    """Polls `check` until it returns truthy; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as e:  # noqa: BLE001 - remember why it is not ready yet
+            last = e
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}: {last}")
+
+
+def stop(proc, timeout=10):
+    """Stops one process started with Popen: stdin closed, terminated, killed when it
+    does not exit within `timeout` seconds."""
+    if proc.stdin:
+        proc.stdin.close()
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
+class Service:
+    """A context manager for something started: `start()` on entry (its result is the
+    `as` target), `stop()` on exit."""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Processes(Service):
+    """Servers started as processes (`self.procs`, in start order), stopped all at
+    once, newest first."""
+
+    procs: list
+
+    def stop(self):
+        for p in reversed(self.procs):
+            stop(p)
+        self.procs = []
