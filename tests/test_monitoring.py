@@ -20,8 +20,8 @@ import yaml
 from conftest import BIN, ROOT, Converge, module_config, nodes_file
 from registry_env import NodeRegistry, node_config, secret_data, skopeo
 from test_static_pods import MASTERS, DETACHED, proxy_settings
-from tools.mirror_fixture import ROOT as MIRROR_ROOT, MirrorRegistry, build_mirror, password as mirror_password
-from upstream_env import Upstream
+from tools.mirror_fixture import ROOT as MIRROR_ROOT, build_mirror
+from tools.registry import OWN_CA, Registry, password
 
 PROMTOOL = shutil.which("promtool")
 MONITORING = ["operator-prometheus-crd", "prometheus-crd", "prometheus"]
@@ -240,7 +240,7 @@ def sources(tmp_path_factory):
     mirror, a Proxy converge whose upstream check fails, and a Detached converge."""
     tmp = tmp_path_factory.mktemp("sources")
     samples = []
-    up = Upstream(tmp / "up").start()
+    up = Registry(tmp / "up").start()
     try:
         up.push("deckhouse/ee/app", "v1", b"monitored\n")
         state = tmp / "state"
@@ -268,7 +268,7 @@ def sources(tmp_path_factory):
     finally:
         up.stop()
     # The rotate node hook on a mirror master: a small Deckhouse-like mirror, a plan.
-    with MirrorRegistry(tmp / "mirror") as mirror:
+    with Registry(tmp / "mirror", tls=OWN_CA) as mirror:
         build_mirror(mirror, tmp / "build", releases=["v1.60.0", "v1.61.0"], modules={"common": ["v1.60.0"]})
         snapshots = {
             "rotation_config": [{"object": {"kind": "ConfigMap", "data": {
@@ -277,8 +277,8 @@ def sources(tmp_path_factory):
             "node_config": [{"object": {"kind": "Secret", "data": {
                 "config.distribution.yaml": b64(yaml.safe_dump({"http": {"addr": mirror.host}})),
                 "pki.ca.crt": b64(mirror.ca_file.read_text())}}}],
-            "user_rw": [{"object": {"kind": "Secret", "data": {"name": b64("admin"),
-                                                               "password": b64(mirror_password("admin"))}}}],
+            "user_rw": [{"object": {"kind": "Secret", "data": {"name": b64("pusher"),
+                                                               "password": b64(password("pusher"))}}}],
         }
         ops = run_node_hook(tmp / "rotate", "rotate", snapshots, "daily",
                             {"NODE_NAME": "m1", "EMBEDDED_REGISTRY_HOST_ROOT": str(tmp / "host-m1")})
