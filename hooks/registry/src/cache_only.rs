@@ -16,11 +16,6 @@ use std::collections::BTreeMap;
 pub const CACHE_ONLY_KEY: &str = "config.distribution-cache-only.yaml";
 /// The Secret key the registry's configuration is installed from.
 pub const CONFIG_KEY: &str = "config.distribution.yaml";
-/// The Secret annotation with the hysteresis (a Go duration).
-pub const HYSTERESIS_ANNOTATION: &str = "embedded-registry.deckhouse.io/upstream-hysteresis";
-/// The pod annotation that marks a cache-only registry: it also makes the manifest
-/// differ, so kubelet restarts the pod with the other configuration.
-pub const POD_ANNOTATION: &str = "embedded-registry.deckhouse.io/cache-only";
 /// The hysteresis when the Secret names none.
 pub const DEFAULT_HYSTERESIS_SECS: i64 = 60;
 

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use embedded_registry::converge::{self, Failure, Options};
+use embedded_registry::module::MODULE_NAME;
 use hook_sdk::runtime::{error_line, Registry};
 
 #[derive(Parser)]
@@ -94,7 +95,7 @@ fn classic(name: &str, config: bool) -> ExitCode {
         );
         return ExitCode::from(1);
     };
-    let registry = Registry::new("embedded-registry", vec![hook]);
+    let registry = Registry::new(MODULE_NAME, vec![hook]);
     if config {
         return match registry.classic_config(name, kind) {
             Ok(v) => print_json(&v),
@@ -137,7 +138,7 @@ fn main() -> ExitCode {
                 HookAction::Config => match registry.batch_config() {
                     Ok(v) => print_json(&v),
                     Err(e) => {
-                        eprintln!("{}", error_line("embedded-registry", &e));
+                        eprintln!("{}", error_line(MODULE_NAME, &e));
                         ExitCode::from(1)
                     }
                 },

@@ -15,15 +15,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::module::EXCLUDE_LABEL;
 use crate::settings::Mode;
-
-/// The annotation a node's mirror script sets on its own Node once its files are
-/// written and checked: the hash of the mirror configuration it applied.
-pub const ACK_ANNOTATION: &str = "embedded-registry.deckhouse.io/mirror-config";
-
-/// The annotation the same script sets with what it found in the node's containerd
-/// configuration (see [`PREFLIGHT_OK`]).
-pub const CONTAINERD_ANNOTATION: &str = "embedded-registry.deckhouse.io/containerd";
 
 /// The verdict of a node whose containerd reads `hosts.toml` from `registry.d`.
 pub const PREFLIGHT_OK: &str = "registry.d";
@@ -38,13 +31,6 @@ pub const PREFLIGHT_VERDICTS: [&str; 5] = [
     "v1-mirrors",
     "v2-transfer",
 ];
-
-/// Deckhouse's label for nodes whose containerd carries custom registry settings.
-pub const CUSTOM_REGISTRY_LABEL: &str = "node.deckhouse.io/containerd-config-registry";
-
-/// The label (value `true`) with which an administrator excludes a node from the
-/// switch: it is neither waited for nor checked.
-pub const EXCLUDE_LABEL: &str = "embedded-registry.deckhouse.io/exclude";
 
 /// Default seconds a Ready node may take to acknowledge a configuration before it is
 /// reported overdue (the switch keeps waiting either way).

@@ -183,7 +183,7 @@ impl ModuleSchemas {
         Ok(ModuleSchemas {
             config: Schema::compile(to_json_schema(&config), "spec.settings")
                 .context("openapi/config-values.yaml")?,
-            values: Schema::compile(to_json_schema(&values), crate::hooks::MODULE_KEY)
+            values: Schema::compile(to_json_schema(&values), crate::module::MODULE_KEY)
                 .context("openapi/values.yaml")?,
         })
     }

@@ -13,10 +13,7 @@ use std::collections::BTreeMap;
 use hook_sdk::{Hook, KubernetesBinding, NamespaceSelector};
 use serde::Deserialize;
 
-use crate::secrets::NAMESPACE;
-
-/// The module's key in values (`embedded-registry` in lowerCamel).
-pub const MODULE_KEY: &str = "embeddedRegistry";
+use crate::module::NAMESPACE;
 
 /// Hooks run by addon-operator (listed by `hook list`, run by `hook run N`).
 /// Order matters: indexes are the batch protocol's hook ids.

@@ -26,7 +26,12 @@ use serde::Deserialize;
 
 use super::{named_binding, node_name};
 use crate::cache_only;
-use crate::secrets::{self, NAMESPACE};
+use crate::module::{
+    node_config_secret, node_status_config_map, CACHE_ONLY_ANNOTATION, CONFIG_HASH_ANNOTATION,
+    GENERATION_ANNOTATION, HYSTERESIS_ANNOTATION, MODULE_NAME, NAMESPACE, NODE_LABEL, ROLE_LABEL,
+    RO_USER_ANNOTATION,
+};
+use crate::secrets;
 
 /// Host root variable.
 pub const HOST_ROOT_VAR: &str = "EMBEDDED_REGISTRY_HOST_ROOT";
@@ -42,10 +47,6 @@ pub const PKI_DIR: &str = "etc/kubernetes/registry/pki";
 pub const MANIFEST_DIR: &str = "etc/kubernetes/manifests";
 /// Registry data, relative to the host root.
 pub const DATA_DIR: &str = "opt/deckhouse/registry/data";
-/// The status ConfigMap of a node.
-pub fn status_name(node: &str) -> String {
-    format!("registry-node-{node}-status")
-}
 
 /// The hook; its bindings name this node's objects, so it reads `NODE_NAME`.
 pub fn hook() -> Hook {
@@ -54,15 +55,11 @@ pub fn hook() -> Hook {
         HookConfig {
             name: "node-files".into(),
             kubernetes: vec![
-                named_binding(
-                    "node_config",
-                    "Secret",
-                    format!("registry-node-{node}-config"),
-                ),
+                named_binding("node_config", "Secret", node_config_secret(&node)),
                 KubernetesBinding {
                     execute_hook_on_event: Some(vec![]),
                     execute_hook_on_synchronization: Some(false),
-                    ..named_binding("node_status", "ConfigMap", status_name(&node))
+                    ..named_binding("node_status", "ConfigMap", node_status_config_map(&node))
                 },
             ],
             schedule: vec![ScheduleBinding {
@@ -436,12 +433,7 @@ fn upstream_state(
         "" => cache_only::DEFAULT_HYSTERESIS_SECS,
         h => crate::duration::parse(h)
             .map(|d| d.as_secs() as i64)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "annotation {}: {h:?} {e}",
-                    cache_only::HYSTERESIS_ANNOTATION
-                )
-            })?,
+            .map_err(|e| anyhow::anyhow!("annotation {}: {h:?} {e}", HYSTERESIS_ANNOTATION))?,
     };
     let (scheme, host) = upstream_of(files)?;
     let answers = crate::health::upstream_answers(
@@ -479,7 +471,7 @@ fn install_cache_only(files: &mut BTreeMap<String, String>, variant: String) -> 
         .pointer_mut("/metadata/annotations")
         .and_then(serde_json::Value::as_object_mut)
         .with_context(|| format!("{key} has no metadata.annotations"))?;
-    annotations.insert(cache_only::POD_ANNOTATION.into(), "true".into());
+    annotations.insert(CACHE_ONLY_ANNOTATION.into(), "true".into());
     files.insert(key, serde_yaml_ng::to_string(&pod)?);
     Ok(())
 }
@@ -500,12 +492,15 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             }
             .decoded();
             if decoded.len() != s.data.len() {
-                bail!("registry-node-{node}-config: a value is not base64 of UTF-8 text");
+                bail!(
+                    "{}: a value is not base64 of UTF-8 text",
+                    node_config_secret(&node)
+                );
             }
             let hash = s
                 .metadata
                 .annotations
-                .get("embedded-registry.deckhouse.io/config-hash")
+                .get(CONFIG_HASH_ANNOTATION)
                 .cloned()
                 .unwrap_or_default();
             (Some(decoded), hash)
@@ -520,17 +515,17 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             .and_then(|s| s.metadata.annotations.get(key).cloned())
             .unwrap_or_default()
     };
-    let generation = annotation("embedded-registry.deckhouse.io/generation");
+    let generation = annotation(GENERATION_ANNOTATION);
     // Which ro password the registry accepts (a hash of its hash): the pull Secret keeps
     // the previous one beside it until every master runs the new one.
-    let ro_user = annotation(crate::pull_secret::RO_USER_ANNOTATION);
+    let ro_user = annotation(RO_USER_ANNOTATION);
     let current: Vec<ConfigMapObject> = input.snapshots.get("node_status")?;
     let previous = current.first().map(|c| c.data.clone()).unwrap_or_default();
     let mut upstream = None;
     let files = match files {
         Some(mut f) => {
             if let Some(variant) = f.remove(cache_only::CACHE_ONLY_KEY) {
-                let hysteresis = annotation(cache_only::HYSTERESIS_ANNOTATION);
+                let hysteresis = annotation(HYSTERESIS_ANNOTATION);
                 let state = upstream_state(&f, &previous, &hysteresis)?;
                 if state.cache_only {
                     install_cache_only(&mut f, variant)?;
@@ -595,10 +590,10 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
-                "name": status_name(&node),
+                "name": node_status_config_map(&node),
                 "namespace": NAMESPACE,
-                "labels": {"heritage": "deckhouse", "module": "embedded-registry", secrets::ROLE_LABEL: "node-status",
-                           "embedded-registry.deckhouse.io/node": node},
+                "labels": {"heritage": "deckhouse", "module": MODULE_NAME, ROLE_LABEL: "node-status",
+                           NODE_LABEL: node},
             },
             "data": status,
         }));

@@ -19,11 +19,15 @@ use hook_sdk::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::MODULE_KEY;
 use crate::distribution::Credentials;
 use crate::internal::Master;
-use crate::pull_secret::{self, Action, Embedded, PULL_SECRET, SAVED_SECRET};
-use crate::secrets::{self, NAMESPACE, ROLE_LABEL, SECRET_FILTER};
+use crate::module::MODULE_KEY;
+use crate::module::{
+    user_secret, Role, NAMESPACE, PULL_SECRET, REGISTRY_PORT, ROLE_LABEL, SAVED_PULL_SECRET,
+    STATE_SECRET,
+};
+use crate::pull_secret::{self, Action, Embedded};
+use crate::secrets::{self, SECRET_FILTER};
 use crate::settings::{Mode, ProxySettings};
 use crate::switch::{
     self, CheckNeeded, CheckRecord, ClusterTarget, Desired, NodeReport, ProxyTarget,
@@ -31,8 +35,6 @@ use crate::switch::{
 };
 use crate::upstream::{self, Image, Spec};
 
-/// The state Secret.
-pub const STATE_SECRET: &str = "registry-state";
 /// Metric group of this hook.
 const METRICS_GROUP: &str = "registry_switch";
 /// Metric group of the nodes' acknowledgements.
@@ -134,7 +136,7 @@ fn deckhouse_restored(
     {
         return Ok(false);
     }
-    let prefix = format!("{}/", pull_secret::address());
+    let prefix = format!("{}/", crate::module::service_address());
     Ok(input
         .snapshots
         .get::<DeckhouseSnap>("deckhouse")?
@@ -185,7 +187,7 @@ pub struct SwitchValues {
     /// The manager DaemonSet runs (a registry runs, or a master still has its static pod).
     pub manager: bool,
     /// The hash of the nodes' mirror configuration, which each node's script sets as
-    /// its acknowledgement ([`switch::ACK_ANNOTATION`]).
+    /// its acknowledgement ([`crate::module::ACK_ANNOTATION`]).
     #[serde(default)]
     pub node_config_hash: String,
     /// The last check's outcome (no password in it).
@@ -261,9 +263,9 @@ pub fn hook() -> Hook {
                     name_selector: Some(hook_sdk::config::NameSelector {
                         match_names: vec![
                             STATE_SECRET.into(),
-                            crate::hooks::users::user_secret("ro"),
+                            user_secret(Role::Ro),
                             PULL_SECRET.into(),
-                            SAVED_SECRET.into(),
+                            SAVED_PULL_SECRET.into(),
                         ],
                     }),
                     jq_filter: Some(SECRET_FILTER.into()),
@@ -390,7 +392,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             input,
             need,
             &masters,
-            secrets.get(&crate::hooks::users::user_secret("ro")),
+            secrets.get(&user_secret(Role::Ro)),
             now,
         )?),
     };
@@ -401,7 +403,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         .values
         .get_as::<String>(&format!("{MODULE_KEY}.internal.pki.caBundle"))?
         .unwrap_or_default();
-    let address = pull_secret::address();
+    let address = crate::module::service_address();
     let listed = {
         let masters = masters.clone();
         move |names: &[String]| -> Vec<Master> {
@@ -466,7 +468,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     for action in pull {
         match action {
             Action::Save(data) => input.objects.create_or_update(secrets::secret(
-                SAVED_SECRET,
+                SAVED_PULL_SECRET,
                 "upstream-pull",
                 "Opaque",
                 &data,
@@ -485,7 +487,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             }
             Action::DropSaved => input
                 .objects
-                .delete("v1", "Secret", NAMESPACE, SAVED_SECRET),
+                .delete("v1", "Secret", NAMESPACE, SAVED_PULL_SECRET),
         }
     }
     let ready = next
@@ -515,7 +517,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         }),
         registry: next.registry,
         cluster: next.cluster,
-        pull_address: pull_secret::address(),
+        pull_address: crate::module::service_address(),
         recheck,
     };
     input
@@ -536,7 +538,7 @@ fn pull_secret_seen(
         .is_some_and(|c| !pull_secret::names_embedded(c));
     if state.cluster == switch::ClusterTarget::Embedded
         && upstream
-        && !secrets.contains_key(SAVED_SECRET)
+        && !secrets.contains_key(SAVED_PULL_SECRET)
     {
         state.cluster = switch::ClusterTarget::Upstream;
         state.mirrors_since = None;
@@ -637,7 +639,7 @@ fn restore_on_disable(input: &mut HookInput) -> anyhow::Result<()> {
     let actions = pull_secret::plan(
         crate::switch::ClusterTarget::Upstream,
         secrets.get(PULL_SECRET),
-        secrets.get(SAVED_SECRET),
+        secrets.get(SAVED_PULL_SECRET),
         None,
     )
     .map_err(anyhow::Error::msg)?;
@@ -661,12 +663,12 @@ fn pull_secret_actions(
     reports: &[NodeReport],
 ) -> Result<Vec<Action>, String> {
     let current = secrets.get(PULL_SECRET);
-    let saved = secrets.get(SAVED_SECRET);
+    let saved = secrets.get(SAVED_PULL_SECRET);
     let ca: Option<String> = input
         .values
         .get_as(&format!("{MODULE_KEY}.internal.pki.caBundle"))
         .map_err(|e| format!("{e:#}"))?;
-    let ro = secrets.get(&crate::hooks::users::user_secret("ro"));
+    let ro = secrets.get(&user_secret(Role::Ro));
     let serving = next
         .registry
         .as_ref()
@@ -687,7 +689,7 @@ fn pull_secret_actions(
         && saved.is_none()
     {
         input.log.warn(
-            &format!("Secret {NAMESPACE}/{SAVED_SECRET} is missing: going back to the upstream will need {PULL_SECRET} restored by hand"),
+            &format!("Secret {NAMESPACE}/{SAVED_PULL_SECRET} is missing: going back to the upstream will need {PULL_SECRET} restored by hand"),
             &[],
         );
     }
@@ -867,11 +869,7 @@ fn run_check(
             };
             let mut spec = Spec::new(
                 "https",
-                &format!(
-                    "{}:{}",
-                    first.internal_ip,
-                    crate::hooks::users::REGISTRY_PORT
-                ),
+                &format!("{}:{REGISTRY_PORT}", first.internal_ip),
                 &path,
             );
             spec.credentials = ro
@@ -924,6 +922,24 @@ mod tests {
             .map(|(k, v)| (k.to_string(), json!(b64(v))))
             .collect();
         filtered(json!({"name": name, "data": data}))
+    }
+
+    /// The jqFilter is a literal jq program: it must name the module's own labels and
+    /// annotations, not a stale spelling of them.
+    #[test]
+    fn node_filter_names_the_modules_labels_and_annotations() {
+        use crate::module::*;
+        for name in [
+            ACK_ANNOTATION,
+            CONTAINERD_ANNOTATION,
+            CUSTOM_REGISTRY_LABEL,
+            EXCLUDE_LABEL,
+        ] {
+            assert!(
+                super::NODE_FILTER.contains(&format!("[\"{name}\"]")),
+                "{name}"
+            );
+        }
     }
 
     /// Direct mode, with the pull Secret as `pull` and the saved copy as `saved`.
@@ -1171,8 +1187,8 @@ mod tests {
     fn node_object(i: usize, ready: bool, ack: Option<&str>) -> serde_json::Value {
         let mut annotations = json!({"node.alpha.kubernetes.io/ttl": "0"});
         if let Some(h) = ack {
-            annotations[crate::switch::ACK_ANNOTATION] = json!(h);
-            annotations[crate::switch::CONTAINERD_ANNOTATION] = json!("registry.d");
+            annotations[crate::module::ACK_ANNOTATION] = json!(h);
+            annotations[crate::module::CONTAINERD_ANNOTATION] = json!("registry.d");
         }
         json!({"apiVersion": "v1", "kind": "Node",
                "metadata": {"name": format!("n{i:02}"), "annotations": annotations,
@@ -1336,10 +1352,10 @@ mod tests {
     #[test]
     fn hostile_node_data_counts_as_no_acknowledgement() {
         let nodes = vec![
-            json!({"metadata": {"name": "Bad Name\n", "annotations": {crate::switch::ACK_ANNOTATION: "x"}}}),
+            json!({"metadata": {"name": "Bad Name\n", "annotations": {crate::module::ACK_ANNOTATION: "x"}}}),
             json!({"metadata": {"name": "n1", "annotations": {
-                crate::switch::ACK_ANNOTATION: "$(reboot)",
-                crate::switch::CONTAINERD_ANNOTATION: "ok; rm -rf /"}},
+                crate::module::ACK_ANNOTATION: "$(reboot)",
+                crate::module::CONTAINERD_ANNOTATION: "ok; rm -rf /"}},
                 "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
         ];
         let filtered = crate::converge::jq::map_filter(super::NODE_FILTER, &nodes).unwrap();

@@ -4,8 +4,8 @@
 use anyhow::bail;
 use hook_sdk::{Hook, HookConfig, HookInput};
 
-use super::MODULE_KEY;
 use crate::internal::Master;
+use crate::module::MODULE_KEY;
 use crate::settings::{Mode, Settings};
 
 /// The hook.

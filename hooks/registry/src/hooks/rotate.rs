@@ -29,6 +29,7 @@ use super::node_files::{registry_addr, HOST_ROOT_VAR, MANIFEST_DIR, MANIFEST_FIL
 use super::{named_binding, node_name};
 use crate::distribution::{Credentials, Endpoint};
 use crate::health;
+use crate::module::{node_config_secret, user_secret, Role};
 use crate::rotation::cli::{execute, Job};
 use crate::rotation::plan::Policy;
 use crate::secrets;
@@ -54,12 +55,8 @@ pub fn hook() -> Hook {
             name: "rotate".into(),
             kubernetes: vec![
                 named("rotation_config", "ConfigMap", CONFIG_MAP.into()),
-                named(
-                    "node_config",
-                    "Secret",
-                    format!("registry-node-{node}-config"),
-                ),
-                named("user_rw", "Secret", "registry-user-rw".into()),
+                named("node_config", "Secret", node_config_secret(&node)),
+                named("user_rw", "Secret", user_secret(Role::Rw)),
             ],
             schedule: vec![ScheduleBinding {
                 include_snapshots_from: vec![
@@ -155,7 +152,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             .cloned()
             .context("the node's Secret has no pki.ca.crt")?;
         let (Some(name), Some(password)) = (user.get("name"), user.get("password")) else {
-            anyhow::bail!("Secret registry-user-rw has no name or password");
+            anyhow::bail!("Secret {} has no name or password", user_secret(Role::Rw));
         };
         Ok(Job {
             endpoint: Endpoint {
