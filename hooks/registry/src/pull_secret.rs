@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::internal::Master;
+use crate::model::switch::ClusterTarget;
+use crate::model::values::Master;
 use crate::module::{service_address, NAMESPACE, PULL_SECRET, REGISTRY_PORT, SAVED_PULL_SECRET};
-use crate::switch::ClusterTarget;
 
 /// The first 16 hex digits of SHA-256 of the `ro` password hash (the chart computes the
 /// same with `sha256sum | trunc 16`).

@@ -11,12 +11,12 @@
 //! which happens once the nodes acknowledged a configuration without the masters.
 //! See `docs/mode-switching.md` for the transitions.
 
-use hmac::{Hmac, KeyInit, Mac};
-use serde::{Deserialize, Serialize};
-use sha2::Sha256;
-
+use crate::model::node_status::{NodeStatus, RegistryHealth, StaticPod};
+use crate::model::settings::Mode;
+use crate::model::switch::{
+    CheckRecord, ClusterTarget, Condition, NodeConfig, Recheck, RegistryTarget, State,
+};
 use crate::module::EXCLUDE_LABEL;
-use crate::settings::Mode;
 
 /// The verdict of a node whose containerd reads `hosts.toml` from `registry.d`.
 pub const PREFLIGHT_OK: &str = "registry.d";
@@ -181,156 +181,6 @@ fn first(names: &[String]) -> String {
     out
 }
 
-/// The nodes' mirror configuration the switch renders, and since when.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeConfig {
-    /// Its hash (what nodes acknowledge).
-    pub hash: String,
-    /// When it was first rendered (unix seconds).
-    pub since: i64,
-}
-
-/// The upstream a Proxy registry pulls through.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ProxyTarget {
-    /// `https` or `http`.
-    pub scheme: String,
-    /// `host[:port]`.
-    pub host: String,
-    /// Repository path.
-    pub path: String,
-    /// Upstream user.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// Upstream password.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-    /// Upstream CA bundle.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca: Option<String>,
-    /// Cache TTL.
-    pub ttl: String,
-}
-
-/// What the masters' static pods run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RegistryTarget {
-    /// `Proxy` or `Detached`.
-    pub mode: Mode,
-    /// The upstream (Proxy only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<ProxyTarget>,
-    /// Masters that run a registry, in mirror order.
-    pub nodes: Vec<String>,
-    /// Hash of everything above: masters report which generation they run.
-    pub generation: String,
-}
-
-impl RegistryTarget {
-    /// A target with its generation computed. `key` is a secret of the module (the
-    /// registries' shared `http.secret`): the generation covers the upstream password,
-    /// so that a new password restarts the registries, and it is printed and stored in
-    /// ConfigMaps, so it must not let anyone test guesses of that password offline. An
-    /// HMAC under a key only the cluster's Secrets hold does both.
-    pub fn new(mode: Mode, proxy: Option<ProxyTarget>, nodes: Vec<String>, key: &[u8]) -> Self {
-        let mut t = RegistryTarget {
-            mode,
-            proxy,
-            nodes,
-            generation: String::new(),
-        };
-        let text = serde_json::to_string(&t).expect("serialisable");
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-        mac.update(text.as_bytes());
-        t.generation = mac.finalize().into_bytes()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        t
-    }
-}
-
-/// Where nodes pull from.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
-pub enum ClusterTarget {
-    /// Straight from the upstream registry (no mirror configuration on nodes).
-    #[default]
-    Upstream,
-    /// Through the masters' registries (containerd mirror configuration).
-    Embedded,
-}
-
-/// A check's outcome for one registry generation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CheckRecord {
-    /// `upstream` (Proxy) or `mirror` (Detached).
-    pub what: String,
-    /// The generation checked.
-    pub generation: String,
-    /// Passed.
-    pub ok: bool,
-    /// Failure kind, empty when ok.
-    #[serde(default)]
-    pub kind: String,
-    /// What was found.
-    pub message: String,
-    /// When this outcome was first seen (unix seconds).
-    pub since: i64,
-}
-
-/// A status condition.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Condition {
-    /// `Ready`, `ChecksPassed`, `NodeServicesReady`, `ClusterSwitched`, `CleanupDone`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// `True` or `False`.
-    pub status: String,
-    /// CamelCase reason.
-    pub reason: String,
-    /// For humans.
-    pub message: String,
-    /// When `status` last changed (unix seconds).
-    pub last_transition_time: i64,
-}
-
-/// The switch's state, kept in the `registry-state` Secret.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct State {
-    /// What the masters run (`None`: no static pods).
-    #[serde(default)]
-    pub registry: Option<RegistryTarget>,
-    /// Where nodes pull from.
-    #[serde(default)]
-    pub cluster: ClusterTarget,
-    /// Masters listed in the nodes' mirror configuration, proven to serve.
-    #[serde(default)]
-    pub mirrors: Vec<String>,
-    /// When the mirror configuration was first rendered (unix seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirrors_since: Option<i64>,
-    /// When the cluster last moved back to the upstream (unix seconds).
-    #[serde(default)]
-    pub switched_to_upstream_at: Option<i64>,
-    /// The nodes' mirror configuration rendered now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_config: Option<NodeConfig>,
-    /// The last check.
-    #[serde(default)]
-    pub check: Option<CheckRecord>,
-    /// Conditions, by type.
-    #[serde(default)]
-    pub conditions: Vec<Condition>,
-}
-
 /// What one master reported (its status ConfigMap).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeReport {
@@ -346,6 +196,19 @@ pub struct NodeReport {
     pub ro_user: String,
     /// Its message.
     pub message: String,
+}
+
+impl From<NodeStatus> for NodeReport {
+    fn from(s: NodeStatus) -> Self {
+        NodeReport {
+            node: s.node,
+            static_pod: s.static_pod == StaticPod::Present,
+            generation: s.applied_generation,
+            ready: s.registry == RegistryHealth::Ready,
+            ro_user: s.applied_ro_user,
+            message: s.message,
+        }
+    }
 }
 
 /// What the settings ask for.
@@ -364,6 +227,29 @@ pub enum CheckNeeded {
     Upstream(RegistryTarget),
     /// The local mirror of this target (before nodes pull from it).
     Mirror(RegistryTarget),
+}
+
+/// A recheck's outcome as a check record, when it is about the registry `state` runs and
+/// says something the state does not know yet.
+pub fn recheck_news(recheck: &Recheck, state: &State, now: i64) -> Option<CheckRecord> {
+    let generation = &state.registry.as_ref()?.generation;
+    let known = state.check.as_ref().is_some_and(|c| {
+        (&c.generation, c.ok, &c.kind, &c.message)
+            == (
+                &recheck.generation,
+                recheck.ok,
+                &recheck.kind,
+                &recheck.message,
+            )
+    });
+    (&recheck.generation == generation && !known).then(|| CheckRecord {
+        what: "upstream".into(),
+        generation: recheck.generation.clone(),
+        ok: recheck.ok,
+        kind: recheck.kind.clone(),
+        message: recheck.message.clone(),
+        since: now,
+    })
 }
 
 /// Which check the next [`step`] needs, if any. `scheduled`: also re-check an
@@ -891,6 +777,7 @@ impl Conds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::switch::ProxyTarget;
 
     const KEY: &[u8] = b"a secret of the module";
 
@@ -927,7 +814,7 @@ mod tests {
             ..t
         })
         .unwrap();
-        use sha2::Digest;
+        use sha2::{Digest, Sha256};
         let unkeyed: String = Sha256::digest(plain.as_bytes())[..8]
             .iter()
             .map(|b| format!("{b:02x}"))

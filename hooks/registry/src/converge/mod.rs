@@ -28,9 +28,9 @@ use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::internal::Master;
+use crate::model::settings::{self, FieldError};
+use crate::model::values::Master;
 use crate::module::{MASTER_LABELS, MODULE_KEY, MODULE_NAME, NAMESPACE};
-use crate::settings::{self, FieldError};
 use schema::{deep_merge, ModuleSchemas};
 use store::{Changes, Store};
 

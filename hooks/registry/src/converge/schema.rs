@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use serde_json::{Map, Value};
 
-use crate::settings::FieldError;
+use crate::model::settings::FieldError;
 
 /// A compiled schema plus the JSON tree it came from (for defaults).
 pub struct Schema {

@@ -10,7 +10,7 @@ use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, LabelSelector};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::internal::Master;
+use crate::model::values::Master;
 use crate::module::{MASTER_LABELS, MODULE_KEY};
 use crate::untrusted::{self, Invalid};
 

@@ -26,6 +26,7 @@ use serde::Deserialize;
 
 use super::{named_binding, node_name};
 use crate::cache_only;
+use crate::model::node_status::{NodeStatus, RegistryHealth, StaticPod, UpstreamState};
 use crate::module::{
     node_config_secret, node_status_config_map, CACHE_ONLY_ANNOTATION, CONFIG_HASH_ANNOTATION,
     GENERATION_ANNOTATION, HYSTERESIS_ANNOTATION, MODULE_NAME, NAMESPACE, NODE_LABEL, ROLE_LABEL,
@@ -385,13 +386,16 @@ pub(crate) fn registry_addr(files: &BTreeMap<String, String>) -> Option<String> 
 
 /// Whether this node's registry answers, from the files it was given: its address from
 /// the distribution config, trust from the CA bundle.
-fn registry_health(files: &BTreeMap<String, String>) -> (String, String) {
+fn registry_health(files: &BTreeMap<String, String>) -> (RegistryHealth, String) {
     let (Some(addr), Some(ca)) = (registry_addr(files), files.get("pki.ca.crt")) else {
-        return ("unknown".into(), "no http.addr or CA in the Secret".into());
+        return (
+            RegistryHealth::Unknown,
+            "no http.addr or CA in the Secret".into(),
+        );
     };
     match crate::health::check_registry(&addr, ca, std::time::Duration::from_secs(3)) {
-        Ok(()) => ("ready".into(), format!("https://{addr}/v2/ answers")),
-        Err(e) => ("not-ready".into(), e),
+        Ok(()) => (RegistryHealth::Ready, format!("https://{addr}/v2/ answers")),
+        Err(e) => (RegistryHealth::NotReady, e),
     }
 }
 
@@ -428,10 +432,10 @@ fn upstream_state(
     files: &BTreeMap<String, String>,
     previous: &BTreeMap<String, String>,
     hysteresis: &str,
-) -> anyhow::Result<cache_only::UpstreamState> {
+) -> anyhow::Result<UpstreamState> {
     let hysteresis = match hysteresis {
         "" => cache_only::DEFAULT_HYSTERESIS_SECS,
-        h => crate::duration::parse(h)
+        h => crate::model::duration::parse(h)
             .map(|d| d.as_secs() as i64)
             .map_err(|e| anyhow::anyhow!("annotation {}: {h:?} {e}", HYSTERESIS_ANNOTATION))?,
     };
@@ -442,10 +446,11 @@ fn upstream_state(
         files.get("pki.upstream-ca.crt").map(String::as_str),
         std::time::Duration::from_secs(5),
     );
-    let prev = cache_only::UpstreamState::from_status(previous);
+    let prev = UpstreamState::from_data(previous);
     // Whether the registry serves matters only while it proxies and the upstream fails.
-    let serving =
-        answers || prev.is_some_and(|p| p.cache_only) || registry_health(files).0 == "ready";
+    let serving = answers
+        || prev.is_some_and(|p| p.cache_only)
+        || registry_health(files).0 == RegistryHealth::Ready;
     Ok(cache_only::decide(
         prev,
         cache_only::Seen {
@@ -545,24 +550,29 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     }
     let health = match &files {
         Some(f) => registry_health(f),
-        None => ("absent".to_string(), "no registry on this node".to_string()),
-    };
-    let mut status = BTreeMap::from([
-        ("node".to_string(), node.clone()),
-        ("appliedConfigHash".to_string(), applied.config_hash.clone()),
-        ("appliedGeneration".to_string(), generation),
-        ("appliedRoUser".to_string(), ro_user),
-        (
-            "staticPod".to_string(),
-            if files.is_some() { "present" } else { "absent" }.to_string(),
+        None => (
+            RegistryHealth::Absent,
+            "no registry on this node".to_string(),
         ),
-        ("registry".to_string(), health.0),
-        ("message".to_string(), health.1),
-    ]);
+    };
+    let status = NodeStatus {
+        node: node.clone(),
+        applied_config_hash: applied.config_hash.clone(),
+        applied_generation: generation,
+        applied_ro_user: ro_user,
+        static_pod: if files.is_some() {
+            StaticPod::Present
+        } else {
+            StaticPod::Absent
+        },
+        registry: health.0,
+        message: health.1,
+        upstream,
+    }
+    .to_data();
     input.metrics.expire("cache_only");
     if let Some(state) = upstream {
-        state.to_status(&mut status);
-        if Some(state) != cache_only::UpstreamState::from_status(&previous) {
+        if Some(state) != UpstreamState::from_data(&previous) {
             input.log.info(
                 "upstream",
                 &[

@@ -14,7 +14,7 @@ use hook_sdk::{
     ScheduleBinding,
 };
 
-use crate::internal::{Master, NodePki, PkiValues};
+use crate::model::values::{Master, NodePki, PkiValues};
 use crate::module::MODULE_KEY;
 use crate::module::{node_pki_secret, NAMESPACE, NODE_LABEL, PKI_SECRET, ROLE_LABEL};
 use crate::pki::rotation::{self, Rotating, Spec};
@@ -238,7 +238,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
 fn flag_due_renewal(input: &mut HookInput, now: i64, renew_percent: u32) -> anyhow::Result<()> {
     let Some(current) = input
         .values
-        .get_as::<crate::internal::PkiValues>(&format!("{MODULE_KEY}.internal.pki"))?
+        .get_as::<crate::model::values::PkiValues>(&format!("{MODULE_KEY}.internal.pki"))?
     else {
         return Ok(());
     };

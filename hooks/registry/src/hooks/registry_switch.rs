@@ -16,11 +16,17 @@ use anyhow::{bail, Context as _};
 use hook_sdk::{
     Hook, HookConfig, HookInput, KubernetesBinding, NamespaceSelector, ScheduleBinding,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::distribution::Credentials;
-use crate::internal::Master;
+use crate::model::node_status::NodeStatus;
+use crate::model::settings::{Mode, ProxySettings};
+use crate::model::switch::{
+    CheckRecord, CheckStatus, ClusterTarget, ProxyTarget, Recheck, RegistryTarget, State,
+    SwitchValues,
+};
+use crate::model::values::Master;
 use crate::module::MODULE_KEY;
 use crate::module::{
     user_secret, Role, NAMESPACE, PULL_SECRET, REGISTRY_PORT, ROLE_LABEL, SAVED_PULL_SECRET,
@@ -28,11 +34,7 @@ use crate::module::{
 };
 use crate::pull_secret::{self, Action, Embedded};
 use crate::secrets::{self, SECRET_FILTER};
-use crate::settings::{Mode, ProxySettings};
-use crate::switch::{
-    self, CheckNeeded, CheckRecord, ClusterTarget, Desired, NodeReport, ProxyTarget,
-    RegistryTarget, State,
-};
+use crate::switch::{self, CheckNeeded, Desired, NodeReport};
 use crate::upstream::{self, Image, Spec};
 
 /// Metric group of this hook.
@@ -169,85 +171,6 @@ pub fn node_config_hash(address: &str, mirrors: &[Master], ca: &str) -> String {
         .collect()
 }
 
-/// `internal.switch`: what the chart renders.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SwitchValues {
-    /// What the masters run (absent: no static pods).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub registry: Option<RegistryTarget>,
-    /// Where nodes pull from.
-    pub cluster: ClusterTarget,
-    /// Masters in the nodes' mirror configuration, in order.
-    pub mirrors: Vec<Master>,
-    /// The registry name the mirror configuration is for (the pull Secret's address
-    /// while the cluster pulls through the masters).
-    #[serde(default)]
-    pub pull_address: String,
-    /// The manager DaemonSet runs (a registry runs, or a master still has its static pod).
-    pub manager: bool,
-    /// The hash of the nodes' mirror configuration, which each node's script sets as
-    /// its acknowledgement ([`crate::module::ACK_ANNOTATION`]).
-    #[serde(default)]
-    pub node_config_hash: String,
-    /// The last check's outcome (no password in it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<CheckStatus>,
-    /// The last scheduled recheck of the upstream in use (no password in it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recheck: Option<Recheck>,
-}
-
-/// A scheduled recheck's outcome, as `internal.switch.recheck`: written by the
-/// schedule (which has no snapshots) only when it changes, taken in by the next
-/// `beforeHelm`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Recheck {
-    /// The registry generation checked.
-    pub generation: String,
-    /// Passed.
-    pub ok: bool,
-    /// Failure kind; empty when it passed.
-    pub kind: String,
-    /// What was found.
-    pub message: String,
-}
-
-impl Recheck {
-    /// The outcome as a check record, when it is about the registry `state` runs and
-    /// says something the state does not know yet.
-    fn news(&self, state: &State, now: i64) -> Option<CheckRecord> {
-        let generation = &state.registry.as_ref()?.generation;
-        let known = state.check.as_ref().is_some_and(|c| {
-            (&c.generation, c.ok, &c.kind, &c.message)
-                == (&self.generation, self.ok, &self.kind, &self.message)
-        });
-        (&self.generation == generation && !known).then(|| CheckRecord {
-            what: "upstream".into(),
-            generation: self.generation.clone(),
-            ok: self.ok,
-            kind: self.kind.clone(),
-            message: self.message.clone(),
-            since: now,
-        })
-    }
-}
-
-/// The last upstream or mirror check, as `internal.switch.check`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CheckStatus {
-    /// `upstream` or `mirror`.
-    pub what: String,
-    /// Passed.
-    pub ok: bool,
-    /// Failure kind; empty when it passed.
-    pub kind: String,
-    /// What was found.
-    pub message: String,
-}
-
 /// The hook.
 pub fn hook() -> Hook {
     let ns = || Some(NamespaceSelector::names(&[NAMESPACE]));
@@ -372,14 +295,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         .snapshots
         .get::<super::DataSnap>("node_status")?
         .into_iter()
-        .map(|c| NodeReport {
-            node: c.data.get("node").cloned().unwrap_or_default(),
-            static_pod: c.data.get("staticPod").map(String::as_str) == Some("present"),
-            generation: c.data.get("appliedGeneration").cloned().unwrap_or_default(),
-            ready: c.data.get("registry").map(String::as_str) == Some("ready"),
-            ro_user: c.data.get("appliedRoUser").cloned().unwrap_or_default(),
-            message: c.data.get("message").cloned().unwrap_or_default(),
-        })
+        .map(|c| NodeReport::from(NodeStatus::from_data(&c.data)))
         .collect();
 
     let scheduled = input.bindings().any(|b| b == "recheck");
@@ -387,7 +303,9 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         .values
         .get_as(&format!("{MODULE_KEY}.internal.switch.recheck"))?;
     let check = match switch::check_needed(&state, &desired, &reports, scheduled) {
-        None => recheck.as_ref().and_then(|r| r.news(&state, now)),
+        None => recheck
+            .as_ref()
+            .and_then(|r| switch::recheck_news(r, &state, now)),
         Some(need) => Some(run_check(
             input,
             need,
@@ -418,7 +336,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         .get_as(&format!("{MODULE_KEY}.nodeAcknowledgementTimeout"))?;
     let timeout_secs = match timeout {
         None => switch::DEFAULT_ACK_TIMEOUT_SECS,
-        Some(t) => crate::duration::parse(&t)
+        Some(t) => crate::model::duration::parse(&t)
             .map(|d| d.as_secs() as i64)
             .map_err(|e| {
                 anyhow::anyhow!(
@@ -536,11 +454,11 @@ fn pull_secret_seen(
     let upstream = secrets
         .get(PULL_SECRET)
         .is_some_and(|c| !pull_secret::names_embedded(c));
-    if state.cluster == switch::ClusterTarget::Embedded
+    if state.cluster == ClusterTarget::Embedded
         && upstream
         && !secrets.contains_key(SAVED_PULL_SECRET)
     {
-        state.cluster = switch::ClusterTarget::Upstream;
+        state.cluster = ClusterTarget::Upstream;
         state.mirrors_since = None;
     }
     state
@@ -637,7 +555,7 @@ fn set_check_metric(input: &mut HookInput, c: &CheckRecord) {
 fn restore_on_disable(input: &mut HookInput) -> anyhow::Result<()> {
     let secrets = secrets::by_name(input, "secrets")?;
     let actions = pull_secret::plan(
-        crate::switch::ClusterTarget::Upstream,
+        crate::model::switch::ClusterTarget::Upstream,
         secrets.get(PULL_SECRET),
         secrets.get(SAVED_PULL_SECRET),
         None,
@@ -684,7 +602,7 @@ fn pull_secret_actions(
         (Some(p), _) => pull_secret::normalize_path(&p.path),
         (None, _) => pull_secret::upstream_path(current, saved),
     };
-    if next.cluster == switch::ClusterTarget::Embedded
+    if next.cluster == ClusterTarget::Embedded
         && current.is_some_and(pull_secret::names_embedded)
         && saved.is_none()
     {
@@ -1037,13 +955,13 @@ mod tests {
 
     #[test]
     fn one_registry_stays_on_its_master_when_a_master_sorting_first_joins() {
-        use crate::internal::Master;
+        use crate::model::values::Master;
         let m = |n: &str| Master {
             name: n.into(),
             internal_ip: "10.0.0.1".into(),
         };
         let before = super::desired(
-            crate::settings::Mode::Detached,
+            crate::model::settings::Mode::Detached,
             None,
             &[m("m2")],
             false,
@@ -1055,7 +973,7 @@ mod tests {
         .unwrap();
         let masters = [m("m1"), m("m2")];
         let after = super::desired(
-            crate::settings::Mode::Detached,
+            crate::model::settings::Mode::Detached,
             None,
             &masters,
             false,
@@ -1071,7 +989,7 @@ mod tests {
             "the mirror's content is on m2"
         );
         let gone = super::desired(
-            crate::settings::Mode::Detached,
+            crate::model::settings::Mode::Detached,
             None,
             &masters[..1],
             false,
@@ -1086,8 +1004,8 @@ mod tests {
 
     #[test]
     fn a_state_written_before_the_pull_secret_was_managed_waits_for_the_nodes_again() {
-        let state = crate::switch::State {
-            cluster: crate::switch::ClusterTarget::Embedded,
+        let state = crate::model::switch::State {
+            cluster: crate::model::switch::ClusterTarget::Embedded,
             mirrors: vec!["m1".into()],
             ..Default::default()
         };
@@ -1099,7 +1017,7 @@ mod tests {
                 .collect(),
         )]);
         let seen = super::pull_secret_seen(state.clone(), &secrets);
-        assert_eq!(seen.cluster, crate::switch::ClusterTarget::Upstream);
+        assert_eq!(seen.cluster, crate::model::switch::ClusterTarget::Upstream);
         assert_eq!(seen.mirrors, state.mirrors, "the masters stay listed");
     }
 
@@ -1111,9 +1029,9 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let target = crate::switch::RegistryTarget::new(
-            crate::settings::Mode::Proxy,
-            Some(crate::switch::ProxyTarget {
+        let target = crate::model::switch::RegistryTarget::new(
+            crate::model::settings::Mode::Proxy,
+            Some(crate::model::switch::ProxyTarget {
                 scheme: "http".into(),
                 host: format!("127.0.0.1:{port}"),
                 path: "/p".into(),
@@ -1163,17 +1081,17 @@ mod tests {
 
         // The next beforeHelm takes the outcome in once.
         let r: super::Recheck = serde_json::from_value(recheck).unwrap();
-        let state = crate::switch::State {
+        let state = crate::model::switch::State {
             registry: Some(target.clone()),
             ..Default::default()
         };
-        let news = r.news(&state, 7).unwrap();
+        let news = crate::switch::recheck_news(&r, &state, 7).unwrap();
         assert_eq!((news.ok, news.since), (false, 7));
-        let known = crate::switch::State {
+        let known = crate::model::switch::State {
             check: Some(news),
             ..state
         };
-        assert!(r.news(&known, 8).is_none());
+        assert!(crate::switch::recheck_news(&r, &known, 8).is_none());
     }
 
     #[test]
@@ -1204,9 +1122,9 @@ mod tests {
     /// check passed: the pull Secret moves only when every Ready node acknowledged.
     #[test]
     fn fifty_nodes_the_pull_secret_moves_only_when_every_ready_node_acknowledged() {
-        use crate::internal::Master;
-        let target = crate::switch::RegistryTarget::new(
-            crate::settings::Mode::Detached,
+        use crate::model::values::Master;
+        let target = crate::model::switch::RegistryTarget::new(
+            crate::model::settings::Mode::Detached,
             None,
             vec!["m1".into()],
             b"k",
@@ -1220,10 +1138,10 @@ mod tests {
             std::slice::from_ref(&m1),
             "CA\n",
         );
-        let state = crate::switch::State {
+        let state = crate::model::switch::State {
             registry: Some(target.clone()),
             mirrors: vec!["m1".into()],
-            check: Some(crate::switch::CheckRecord {
+            check: Some(crate::model::switch::CheckRecord {
                 what: "mirror".into(),
                 generation: target.generation.clone(),
                 ok: true,
@@ -1231,7 +1149,7 @@ mod tests {
                 message: "complete".into(),
                 since: 1,
             }),
-            node_config: Some(crate::switch::NodeConfig {
+            node_config: Some(crate::model::switch::NodeConfig {
                 hash: hash.clone(),
                 since: 1000,
             }),

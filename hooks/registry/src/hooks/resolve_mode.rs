@@ -4,9 +4,9 @@
 use anyhow::bail;
 use hook_sdk::{Hook, HookConfig, HookInput};
 
-use crate::internal::Master;
+use crate::model::settings::{Mode, Settings};
+use crate::model::values::Master;
 use crate::module::MODULE_KEY;
-use crate::settings::{Mode, Settings};
 
 /// The hook.
 pub fn hook() -> Hook {

@@ -95,7 +95,7 @@ pub fn settings(data: &BTreeMap<String, String>) -> anyhow::Result<Settings> {
         .ok()
         .filter(|k| *k >= 1)
         .with_context(|| format!("{CONFIG_MAP}: keepReleases must be a number of at least 1"))?;
-    let min_age = crate::duration::parse(get("minAge"))
+    let min_age = crate::model::duration::parse(get("minAge"))
         .map_err(|e| anyhow::anyhow!("{CONFIG_MAP}: minAge {:?} {e}", get("minAge")))?;
     let path = get("path").trim_matches('/').to_string();
     if path.is_empty() {

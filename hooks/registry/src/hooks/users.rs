@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, NamespaceSelector};
 use sha2::{Digest, Sha256};
 
-use crate::internal::{Master, UserValues, Users};
+use crate::model::values::{Master, UserValues, Users};
 use crate::module::{user_secret, Role, MODULE_KEY, NAMESPACE, PULL_SECRET_TYPE, RO_PULL_SECRET};
 use crate::pull_secret::docker_config;
 use crate::secrets::{self, SECRET_FILTER};

@@ -58,7 +58,8 @@ pub struct Args {
 
 /// `--flag`'s Go duration; 0 is allowed here (`--min-age 0`: no age guard).
 fn parse_duration(flag: &str, s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s).map_err(|e| format!("{flag} {} {e}", crate::duration::quoted(s)))
+    crate::model::duration::parse(s)
+        .map_err(|e| format!("{flag} {} {e}", crate::model::duration::quoted(s)))
 }
 
 /// What to do, checked.

@@ -53,8 +53,8 @@ pub struct Args {
 
 /// `--flag`'s Go duration, which must be positive here (no time at all is no check).
 fn parse_duration(flag: &str, s: &str) -> Result<Duration, String> {
-    let shown = crate::duration::quoted(s);
-    match crate::duration::parse(s) {
+    let shown = crate::model::duration::quoted(s);
+    match crate::model::duration::parse(s) {
         Ok(d) if d.is_zero() => Err(format!(
             "{flag} {shown} is zero: give a positive Go duration such as 30s or 2m"
         )),

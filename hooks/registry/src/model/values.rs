@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::settings::Mode;
 use crate::pki::Pair;
-use crate::settings::Mode;
 
 /// A master node that runs the registry.
 #[derive(
@@ -92,7 +92,7 @@ pub struct Internal {
     pub users: Option<Users>,
     /// What the chart renders for the registry and the nodes' pull target.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub switch: Option<crate::hooks::registry_switch::SwitchValues>,
+    pub switch: Option<super::switch::SwitchValues>,
 }
 
 #[cfg(test)]

@@ -275,7 +275,7 @@ pub fn check(settings: &Value) -> Result<(), FieldError> {
     }
     for (pointer, field, example) in DURATIONS {
         if let Some(text) = settings.pointer(pointer).and_then(Value::as_str) {
-            if let Err(e) = crate::duration::parse(text) {
+            if let Err(e) = crate::model::duration::parse(text) {
                 return Err(err(field, &format!("{text:?} {e}; e.g. {example}")));
             }
         }
