@@ -14,7 +14,6 @@ pub mod hooks;
 pub mod model;
 pub mod module;
 pub mod pki;
-pub mod pull_secret;
 pub mod rotation;
 pub mod secrets;
 pub mod switch;

@@ -36,9 +36,9 @@ enum Cmd {
         config: bool,
     },
     /// Check that an upstream registry is usable for Proxy mode (exit 0: usable, 1: not).
-    CheckUpstream(embedded_registry::upstream::cli::Args),
+    CheckUpstream(embedded_registry::cli::check_upstream::Args),
     /// Rotate old releases in a mirror: plan (--dry-run) or delete (--apply).
-    Rotate(embedded_registry::rotation::cli::Args),
+    Rotate(embedded_registry::cli::rotate::Args),
     /// Play the module lifecycle against a file-backed cluster and render the chart.
     Converge {
         /// The ModuleConfig (YAML or JSON).
@@ -146,8 +146,10 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Classic { name, config } => classic(&name, config),
-        Cmd::CheckUpstream(args) => ExitCode::from(embedded_registry::upstream::cli::run(&args)),
-        Cmd::Rotate(args) => ExitCode::from(embedded_registry::rotation::cli::run(&args)),
+        Cmd::CheckUpstream(args) => {
+            ExitCode::from(embedded_registry::cli::check_upstream::run(&args))
+        }
+        Cmd::Rotate(args) => ExitCode::from(embedded_registry::cli::rotate::run(&args)),
         Cmd::Converge {
             module_config,
             state,

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::store::{ObjKey, Store};
 use crate::module::{NAMESPACE, PULL_SECRET, PULL_SECRET_TYPE};
-use crate::pull_secret::normalize_path;
+use crate::switch::pull_secret::normalize_path;
 
 fn key() -> ObjKey {
     ObjKey {

@@ -7,7 +7,24 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::settings::Mode;
-use crate::pki::Pair;
+
+/// A certificate and its private key, both PEM. `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Pair {
+    /// PEM certificate.
+    pub cert: String,
+    /// PEM PKCS#8 private key.
+    pub key: String,
+}
+
+impl std::fmt::Debug for Pair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pair")
+            .field("cert", &self.cert)
+            .field("key", &"(hidden)")
+            .finish()
+    }
+}
 
 /// A master node that runs the registry.
 #[derive(

@@ -15,8 +15,8 @@
 //! Design and limits: `docs/rotation.md`.
 
 pub mod apply;
-pub mod cli;
 pub mod layer;
 pub mod model;
 pub mod plan;
+pub mod run;
 pub mod scan;

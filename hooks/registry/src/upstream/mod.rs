@@ -11,7 +11,6 @@ use reqwest::Method;
 use serde::Serialize;
 
 use crate::distribution::client::{read_body, Body, MANIFEST_ACCEPT};
-pub mod cli;
 
 use crate::distribution::{Auth, Client, Credentials, Endpoint, Failure, Kind};
 

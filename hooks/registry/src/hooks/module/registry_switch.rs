@@ -7,7 +7,7 @@
 //! acknowledgement annotations and the labels the switch needs) and the Deckhouse
 //! Deployment; runs the upstream check (Proxy) or the mirror check (Detached) when a
 //! step needs it; writes `internal.switch` (what the chart renders), the state Secret,
-//! the pull Secret ([`crate::pull_secret`]) and metrics.
+//! the pull Secret ([`crate::switch::pull_secret`]) and metrics.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,8 +32,8 @@ use crate::module::{
     user_secret, Role, NAMESPACE, PULL_SECRET, REGISTRY_PORT, ROLE_LABEL, SAVED_PULL_SECRET,
     STATE_SECRET,
 };
-use crate::pull_secret::{self, Action, Embedded};
 use crate::secrets::{self, SECRET_FILTER};
+use crate::switch::pull_secret::{self, Action, Embedded};
 use crate::switch::{self, CheckNeeded, Desired, NodeReport};
 use crate::upstream::{self, Image, Spec};
 
@@ -293,7 +293,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
 
     let reports: Vec<NodeReport> = input
         .snapshots
-        .get::<super::DataSnap>("node_status")?
+        .get::<crate::hooks::DataSnap>("node_status")?
         .into_iter()
         .map(|c| NodeReport::from(NodeStatus::from_data(&c.data)))
         .collect();

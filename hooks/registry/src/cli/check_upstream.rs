@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{check, Image, Spec};
+use crate::upstream::{check, Image, Spec};
 
 /// Environment variable holding the upstream password (instead of `--password-file`).
 pub const PASSWORD_ENV: &str = "EMBEDDED_REGISTRY_UPSTREAM_PASSWORD";

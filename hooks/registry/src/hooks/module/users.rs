@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 
 use crate::model::values::{Master, UserValues, Users};
 use crate::module::{user_secret, Role, MODULE_KEY, NAMESPACE, PULL_SECRET_TYPE, RO_PULL_SECRET};
-use crate::pull_secret::docker_config;
 use crate::secrets::{self, SECRET_FILTER};
+use crate::switch::pull_secret::docker_config;
 
 /// bcrypt cost: docker_auth checks a password on every token request.
 pub const BCRYPT_COST: u32 = 10;

@@ -24,8 +24,8 @@ use hook_sdk::fsutil::{Dir, Kind};
 use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, ScheduleBinding};
 use serde::Deserialize;
 
-use super::{named_binding, node_name};
 use crate::cache_only;
+use crate::hooks::{named_binding, node_name};
 use crate::model::node_status::{NodeStatus, RegistryHealth, StaticPod, UpstreamState};
 use crate::module::{
     node_config_secret, node_status_config_map, CACHE_ONLY_ANNOTATION, CONFIG_HASH_ANNOTATION,

@@ -26,12 +26,12 @@ use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, ScheduleBinding};
 use hook_sdk::fsutil::{Dir, Kind};
 
 use super::node_files::{registry_addr, HOST_ROOT_VAR, MANIFEST_DIR, MANIFEST_FILE};
-use super::{named_binding, node_name};
 use crate::distribution::{Credentials, Endpoint};
 use crate::health;
+use crate::hooks::{named_binding, node_name};
 use crate::module::{node_config_secret, user_secret, Role};
-use crate::rotation::cli::{execute, Job};
 use crate::rotation::plan::Policy;
+use crate::rotation::run::{execute, Job};
 use crate::secrets;
 
 /// The ConfigMap with the rotation settings.
@@ -120,7 +120,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let first = |input: &HookInput, b: &str| -> anyhow::Result<Option<BTreeMap<String, String>>> {
         Ok(input
             .snapshots
-            .get::<super::DataSnap>(b)?
+            .get::<crate::hooks::DataSnap>(b)?
             .into_iter()
             .next()
             .map(|o| o.data))

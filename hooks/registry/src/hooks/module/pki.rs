@@ -17,7 +17,7 @@ use hook_sdk::{
 use crate::model::values::{Master, NodePki, PkiValues};
 use crate::module::MODULE_KEY;
 use crate::module::{node_pki_secret, NAMESPACE, NODE_LABEL, PKI_SECRET, ROLE_LABEL};
-use crate::pki::rotation::{self, Rotating, Spec};
+use crate::pki::renewal::{self, Rollover, Spec};
 use crate::pki::{self, Pair};
 use crate::secrets::{self, SECRET_FILTER};
 
@@ -119,9 +119,9 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let stored = existing.get(PKI_SECRET).cloned().unwrap_or_default();
     let mut events = Vec::new();
     let (ca, ev) =
-        rotation::step(Rotating::from_data(&stored, "ca"), now, &ca_spec).context("CA")?;
+        renewal::step(Rollover::from_data(&stored, "ca"), now, &ca_spec).context("CA")?;
     events.extend(ev.map(|e| format!("CA: {e}")));
-    let (token, ev) = rotation::step(Rotating::from_data(&stored, "token"), now, &token_spec)
+    let (token, ev) = renewal::step(Rollover::from_data(&stored, "token"), now, &token_spec)
         .context("token signer")?;
     events.extend(ev.map(|e| format!("token signer: {e}")));
     let http_secret = stored
