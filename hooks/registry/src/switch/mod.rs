@@ -11,6 +11,7 @@
 //! which happens once the nodes acknowledged a configuration without the masters.
 //! See `docs/mode-switching.md` for the transitions.
 
+pub mod check;
 pub mod pull_secret;
 
 use crate::model::node_status::{NodeStatus, RegistryHealth, StaticPod};

@@ -10,7 +10,6 @@
 //! the pull Secret ([`crate::switch::pull_secret`]) and metrics.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use hook_sdk::{
@@ -19,7 +18,6 @@ use hook_sdk::{
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::distribution::Credentials;
 use crate::model::node_status::NodeStatus;
 use crate::model::settings::{Mode, ProxySettings};
 use crate::model::switch::{
@@ -29,13 +27,13 @@ use crate::model::switch::{
 use crate::model::values::Master;
 use crate::module::MODULE_KEY;
 use crate::module::{
-    user_secret, Role, NAMESPACE, PULL_SECRET, REGISTRY_PORT, ROLE_LABEL, SAVED_PULL_SECRET,
-    STATE_SECRET,
+    user_secret, Role, NAMESPACE, PULL_SECRET, ROLE_LABEL, SAVED_PULL_SECRET, STATE_SECRET,
 };
 use crate::secrets::{self, SECRET_FILTER};
+use crate::switch::check::MirrorInputs;
 use crate::switch::pull_secret::{self, Action, Embedded};
 use crate::switch::{self, CheckNeeded, Desired, NodeReport};
-use crate::upstream::{self, Image, Spec};
+use crate::upstream::{self, Checker, Image};
 
 /// Metric group of this hook.
 const METRICS_GROUP: &str = "registry_switch";
@@ -236,6 +234,12 @@ pub fn hook() -> Hook {
 }
 
 fn handle(input: &mut HookInput) -> anyhow::Result<()> {
+    handle_with(input, &upstream::Network)
+}
+
+/// The handler with its upstream/mirror check injected: every I/O it does goes through
+/// `checker` (and the SDK's collectors).
+fn handle_with(input: &mut HookInput, checker: &dyn Checker) -> anyhow::Result<()> {
     // A run without the state (a schedule or an event whose context carries no
     // snapshots) must not start over from Direct, nor block the queue by failing:
     // the next beforeHelm run carries every snapshot.
@@ -247,7 +251,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         // upstream in use from the values and hands a changed outcome to the next
         // beforeHelm through them.
         if input.bindings().any(|b| b == "recheck") {
-            return recheck_from_values(input);
+            return recheck_from_values(input, checker);
         }
         input
             .log
@@ -308,6 +312,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             .and_then(|r| switch::recheck_news(r, &state, now)),
         Some(need) => Some(run_check(
             input,
+            checker,
             need,
             &masters,
             secrets.get(&user_secret(Role::Ro)),
@@ -467,7 +472,7 @@ fn pull_secret_seen(
 /// The schedule's run (no snapshots): checks the upstream the masters proxy now, sets
 /// the check metric, and records a changed outcome in `internal.switch.recheck`, which
 /// makes the runner run the module.
-fn recheck_from_values(input: &mut HookInput) -> anyhow::Result<()> {
+fn recheck_from_values(input: &mut HookInput, checker: &dyn Checker) -> anyhow::Result<()> {
     let key = format!("{MODULE_KEY}.internal.switch");
     let Some(current) = input.values.get_as::<SwitchValues>(&key)? else {
         return Ok(());
@@ -476,7 +481,14 @@ fn recheck_from_values(input: &mut HookInput) -> anyhow::Result<()> {
         return Ok(());
     };
     let now = crate::clock::now()?;
-    let c = run_check(input, CheckNeeded::Upstream(target), &[], None, now)?;
+    let c = run_check(
+        input,
+        checker,
+        CheckNeeded::Upstream(target),
+        &[],
+        None,
+        now,
+    )?;
     set_check_metric(input, &c);
     let outcome = Recheck {
         generation: c.generation,
@@ -733,98 +745,32 @@ fn release_images(input: &HookInput) -> anyhow::Result<Vec<Image>> {
         .unwrap_or_default())
 }
 
+/// Runs the check `need` asks for through `checker`, with what it needs from the
+/// values (read only for a mirror check).
 fn run_check(
     input: &HookInput,
+    checker: &dyn Checker,
     need: CheckNeeded,
     masters: &[Master],
     ro: Option<&BTreeMap<String, String>>,
     now: i64,
 ) -> anyhow::Result<CheckRecord> {
     let images = release_images(input)?;
-    let (what, generation, spec) = match need {
-        CheckNeeded::Upstream(t) => {
-            let p = t
-                .proxy
-                .clone()
-                .context("a Proxy target without proxy settings")?;
-            let mut spec = Spec::new(&p.scheme, &p.host, &p.path);
-            spec.credentials = p
-                .user
-                .clone()
-                .zip(p.password.clone())
-                .map(|(user, password)| Credentials { user, password });
-            spec.ca_pem = p.ca.clone();
-            spec.images = images;
-            ("upstream", t.generation, spec)
-        }
-        CheckNeeded::Mirror(t) => {
-            let first = t
-                .nodes
-                .first()
-                .and_then(|n| masters.iter().find(|m| &m.name == n));
-            let ca: Option<String> = input
+    let mirror = match need {
+        CheckNeeded::Upstream(_) => MirrorInputs::default(),
+        CheckNeeded::Mirror(_) => MirrorInputs {
+            masters,
+            ro,
+            ca: input
                 .values
-                .get_as(&format!("{MODULE_KEY}.internal.pki.caBundle"))?;
-            let base: String = input
+                .get_as(&format!("{MODULE_KEY}.internal.pki.caBundle"))?,
+            base: input
                 .values
                 .get_as("global.modulesImages.registry.base")?
-                .unwrap_or_default();
-            let path = base
-                .split_once('/')
-                .map(|(_, p)| p.to_string())
-                .unwrap_or_default();
-            let (Some(first), Some(ca), Some(ro)) = (first, ca, ro) else {
-                return Ok(CheckRecord {
-                    what: "mirror".into(),
-                    generation: t.generation,
-                    ok: false,
-                    kind: "pending".into(),
-                    message:
-                        "the mirror check waits for the master's address, the CA and the ro user"
-                            .into(),
-                    since: now,
-                });
-            };
-            let mut spec = Spec::new(
-                "https",
-                &format!("{}:{REGISTRY_PORT}", first.internal_ip),
-                &path,
-            );
-            spec.credentials = ro
-                .get("name")
-                .cloned()
-                .zip(ro.get("password").cloned())
-                .map(|(user, password)| Credentials { user, password });
-            spec.ca_pem = Some(ca);
-            spec.ca_only = true;
-            spec.images = images;
-            ("mirror", t.generation, spec)
-        }
+                .unwrap_or_default(),
+        },
     };
-    let mut spec = spec;
-    spec.budget = Duration::from_secs(20);
-    spec.request_timeout = Duration::from_secs(5);
-    let report = upstream::check(&spec);
-    let (kind, message) = match &report.failure {
-        Some(f) => (upstream::kind_name(f.kind), f.message.clone()),
-        None => (
-            String::new(),
-            format!(
-                "{} is usable ({} auth, {} image(s) found)",
-                report.registry,
-                report.auth,
-                report.images.len()
-            ),
-        ),
-    };
-    Ok(CheckRecord {
-        what: what.into(),
-        generation,
-        ok: report.ok,
-        kind,
-        message,
-        since: now,
-    })
+    Ok(switch::check::run(checker, need, images, mirror, now)?)
 }
 
 #[cfg(test)]
@@ -840,6 +786,38 @@ mod tests {
             .map(|(k, v)| (k.to_string(), json!(b64(v))))
             .collect();
         filtered(json!({"name": name, "data": data}))
+    }
+
+    /// The checker of these tests: no I/O, every registry refuses connections (as an
+    /// address nothing listens on does). The real one is proven end to end.
+    struct Offline;
+
+    impl crate::upstream::Checker for Offline {
+        fn check(&self, spec: &crate::upstream::Spec) -> crate::upstream::Report {
+            use crate::distribution::{Failure, Kind};
+            crate::upstream::Report {
+                ok: false,
+                registry: format!("{}://{}", spec.scheme, spec.host),
+                auth: String::new(),
+                failure: Some(Failure::new(
+                    Kind::Connect,
+                    format!("{}://{}/v2/: cannot connect (fake)", spec.scheme, spec.host),
+                )),
+                images: vec![],
+                requests: 0,
+                token_requests: 0,
+                elapsed_ms: 0,
+            }
+        }
+    }
+
+    fn handle_offline(input: &mut hook_sdk::HookInput) -> anyhow::Result<()> {
+        super::handle_with(input, &Offline)
+    }
+
+    /// The hook with the [`Offline`] checker.
+    fn offline_hook() -> hook_sdk::Hook {
+        hook_sdk::Hook::new(super::hook().config, handle_offline)
     }
 
     /// The jqFilter is a literal jq program: it must name the module's own labels and
@@ -874,7 +852,7 @@ mod tests {
             .group_snapshot("nodes", vec![])
             .group_snapshot("deckhouse", vec![])
             .lifecycle("beforeHelm")
-            .run(&super::hook())
+            .run(&offline_hook())
     }
 
     const OURS: &[(&str, &str)] = &[
@@ -935,7 +913,7 @@ mod tests {
                 .group_snapshot("nodes", vec![])
                 .group_snapshot("deckhouse", vec![])
                 .lifecycle("afterDeleteHelm")
-                .run(&super::hook())
+                .run(&offline_hook())
                 .unwrap()
         };
         let out = run(OURS);
@@ -1023,12 +1001,8 @@ mod tests {
 
     #[test]
     fn the_recheck_reports_a_changed_upstream_outcome_through_the_values() {
-        // An upstream on a loopback port nothing listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // An upstream nothing listens on (the fake checker answers so for every host).
+        let port = 9;
         let target = crate::model::switch::RegistryTarget::new(
             crate::model::settings::Mode::Proxy,
             Some(crate::model::switch::ProxyTarget {
@@ -1055,7 +1029,7 @@ mod tests {
             HookTest::new()
                 .values(v)
                 .schedule("recheck")
-                .run(&super::hook())
+                .run(&offline_hook())
                 .unwrap()
         };
         let out = run(values(None));
@@ -1193,7 +1167,7 @@ mod tests {
                     )
                     .group_snapshot("deckhouse", vec![])
                     .lifecycle("beforeHelm")
-                    .run(&super::hook())
+                    .run(&offline_hook())
                     .unwrap()
             })
         };
@@ -1290,7 +1264,7 @@ mod tests {
             )
             .group_snapshot("deckhouse", vec![])
             .lifecycle("beforeHelm")
-            .run(&super::hook())
+            .run(&offline_hook())
             .unwrap();
         let state = out
             .objects
@@ -1319,7 +1293,7 @@ mod tests {
         let out = HookTest::new()
             .values(json!({"global": {}, "embeddedRegistry": {"mode": "Proxy", "proxy": {"host": "h"}, "internal": {}}}))
             .schedule("recheck")
-            .run(&super::hook())
+            .run(&offline_hook())
             .unwrap();
         assert_eq!(out.values["embeddedRegistry"]["internal"], json!({}));
         assert!(out.objects.is_empty());
