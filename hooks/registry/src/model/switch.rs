@@ -5,6 +5,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use super::duration::GoDuration;
 use super::settings::Mode;
 use super::values::Master;
 
@@ -38,7 +39,7 @@ pub struct ProxyTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
     /// Cache TTL.
-    pub ttl: String,
+    pub ttl: GoDuration,
 }
 
 /// What the masters' static pods run.

@@ -18,6 +18,7 @@ use hook_sdk::{
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::model::duration::GoDuration;
 use crate::model::node_status::NodeStatus;
 use crate::model::settings::{Mode, ProxySettings};
 use crate::model::switch::{
@@ -336,19 +337,17 @@ fn handle_with(input: &mut HookInput, checker: &dyn Checker) -> anyhow::Result<(
                 .collect()
         }
     };
-    let timeout: Option<String> = input
+    let timeout: Option<GoDuration> = input
         .values
         .get_as(&format!("{MODULE_KEY}.nodeAcknowledgementTimeout"))?;
     let timeout_secs = match timeout {
         None => switch::DEFAULT_ACK_TIMEOUT_SECS,
-        Some(t) => crate::model::duration::parse(&t)
-            .map(|d| d.as_secs() as i64)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "spec.settings.nodeAcknowledgementTimeout: {} {e}; write it as 15m or 1h",
-                    crate::untrusted::shown(&t)
-                )
-            })?,
+        Some(t) => t.get().map(|d| d.as_secs() as i64).map_err(|e| {
+            anyhow::anyhow!(
+                "spec.settings.nodeAcknowledgementTimeout: {} {e}; write it as 15m or 1h",
+                crate::untrusted::shown(t.as_str())
+            )
+        })?,
     };
     let fleet = switch::Fleet {
         nodes: node_acks(input)?,
