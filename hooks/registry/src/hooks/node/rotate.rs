@@ -177,6 +177,10 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             timeout: Duration::from_secs(1800),
         })
     })();
+    // The contract of a failed rotation: the hook run succeeds (exit 0) and reports it
+    // through `d8_embedded_registry_rotation_failed` and an error line. An error exit
+    // would lose the metric (the runtime writes no output of a failed run) and make
+    // shell-operator retry the hook, holding up node-files in the same queue.
     let job = match job {
         Ok(j) => j,
         Err(e) => {
