@@ -31,21 +31,12 @@ pub struct MirrorInputs<'a> {
 }
 
 /// A check that cannot be built.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CheckError {
     /// A Proxy target came without its proxy settings.
+    #[error("a Proxy target without proxy settings")]
     NoProxySettings,
 }
-
-impl std::fmt::Display for CheckError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CheckError::NoProxySettings => f.write_str("a Proxy target without proxy settings"),
-        }
-    }
-}
-
-impl std::error::Error for CheckError {}
 
 /// Runs the check `need` asks for through `checker`. A mirror check whose inputs are
 /// not there yet is `pending` (failed) without running.

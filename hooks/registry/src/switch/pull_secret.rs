@@ -46,6 +46,20 @@ pub fn docker_config(masters: &[Master], user: &str, password: &str) -> String {
     json!({"auths": auths}).to_string()
 }
 
+/// Why the pull Secret cannot follow the cluster target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PullSecretError {
+    /// The pull Secret is gone.
+    #[error("Secret {NAMESPACE}/{PULL_SECRET} is missing: Deckhouse keeps the cluster's registry in it; restore it (its address, path and credentials) before switching to the embedded registry")]
+    Missing,
+    /// The module CA or the `ro` user is not there yet.
+    #[error("the pull Secret cannot name the embedded registry yet: the module CA or the ro user is missing")]
+    NotReady,
+    /// The pull Secret names the embedded registry and the upstream's copy is gone.
+    #[error("Secret {NAMESPACE}/{PULL_SECRET} names the embedded registry, but its saved upstream copy {NAMESPACE}/{SAVED_PULL_SECRET} is missing: write the upstream's address, path, scheme, ca and .dockerconfigjson back into {PULL_SECRET}; the registry stays until then")]
+    SavedCopyMissing,
+}
+
 /// A Secret's decoded data.
 pub type Data = BTreeMap<String, String>;
 
@@ -147,16 +161,12 @@ pub fn plan(
     current: Option<&Data>,
     saved: Option<&Data>,
     embedded: Option<&Embedded>,
-) -> Result<Vec<Action>, String> {
+) -> Result<Vec<Action>, PullSecretError> {
     let mut actions = Vec::new();
     match cluster {
         ClusterTarget::Embedded => {
-            let current = current.ok_or_else(|| {
-                format!("Secret {NAMESPACE}/{PULL_SECRET} is missing: Deckhouse keeps the cluster's registry in it; restore it (its address, path and credentials) before switching to the embedded registry")
-            })?;
-            let embedded = embedded.ok_or_else(|| {
-                "the pull Secret cannot name the embedded registry yet: the module CA or the ro user is missing".to_string()
-            })?;
+            let current = current.ok_or(PullSecretError::Missing)?;
+            let embedded = embedded.ok_or(PullSecretError::NotReady)?;
             if !names_embedded(current) && saved != Some(current) {
                 actions.push(Action::Save(current.clone()));
             }
@@ -168,7 +178,7 @@ pub fn plan(
         ClusterTarget::Upstream => match (current, saved) {
             (Some(c), Some(s)) if names_embedded(c) => actions.push(Action::Write(s.clone())),
             (Some(c), None) if names_embedded(c) => {
-                return Err(format!("Secret {NAMESPACE}/{PULL_SECRET} names the embedded registry, but its saved upstream copy {NAMESPACE}/{SAVED_PULL_SECRET} is missing: write the upstream's address, path, scheme, ca and .dockerconfigjson back into {PULL_SECRET}; the registry stays until then"));
+                return Err(PullSecretError::SavedCopyMissing);
             }
             (_, Some(_)) => actions.push(Action::DropSaved),
             _ => {}
@@ -312,12 +322,18 @@ mod tests {
     fn nothing_is_written_when_the_upstream_copy_or_the_secret_is_missing() {
         let e = embedded();
         let ours = e.data(&upstream());
-        let err = plan(ClusterTarget::Upstream, Some(&ours), None, None).unwrap_err();
+        let err = plan(ClusterTarget::Upstream, Some(&ours), None, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("registry-upstream-pull is missing"), "{err}");
         assert!(!err.contains("secret-pw"));
-        let err = plan(ClusterTarget::Embedded, None, None, Some(&e)).unwrap_err();
+        let err = plan(ClusterTarget::Embedded, None, None, Some(&e))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("deckhouse-registry is missing"), "{err}");
-        let err = plan(ClusterTarget::Embedded, Some(&upstream()), None, None).unwrap_err();
+        let err = plan(ClusterTarget::Embedded, Some(&upstream()), None, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ro user"), "{err}");
     }
 

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use hook_sdk::{
     Hook, HookConfig, HookInput, KubernetesBinding, NamespaceSelector, ScheduleBinding,
 };
@@ -21,10 +21,7 @@ use serde_json::json;
 use crate::model::duration::GoDuration;
 use crate::model::node_status::NodeStatus;
 use crate::model::settings::{Mode, ProxySettings};
-use crate::model::switch::{
-    CheckRecord, CheckStatus, ClusterTarget, ProxyTarget, Recheck, RegistryTarget, State,
-    SwitchValues,
-};
+use crate::model::switch::{CheckRecord, CheckStatus, ClusterTarget, Recheck, State, SwitchValues};
 use crate::model::values::Master;
 use crate::module::MODULE_KEY;
 use crate::module::{
@@ -33,7 +30,7 @@ use crate::module::{
 use crate::secrets::{self, SECRET_FILTER};
 use crate::switch::check::MirrorInputs;
 use crate::switch::pull_secret::{self, Action, Embedded};
-use crate::switch::{self, CheckNeeded, Desired, NodeReport};
+use crate::switch::{self, desired, CheckNeeded, NodeReport};
 use crate::upstream::{self, Checker, Image};
 
 /// Metric group of this hook.
@@ -148,26 +145,6 @@ fn deckhouse_restored(
                 && d.updated_replicas >= d.replicas
                 && d.available_replicas >= d.replicas
         }))
-}
-
-/// The hash of the nodes' mirror configuration: the pull address, the listed masters
-/// (name and address, in order) and the CA, under a format version. No secret goes in.
-pub fn node_config_hash(address: &str, mirrors: &[Master], ca: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let text = json!([
-        "embedded-registry mirror configuration v2",
-        address,
-        mirrors
-            .iter()
-            .map(|m| [m.name.as_str(), m.internal_ip.as_str()])
-            .collect::<Vec<_>>(),
-        ca.trim(),
-    ])
-    .to_string();
-    Sha256::digest(text.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The hook.
@@ -287,7 +264,7 @@ fn handle_with(input: &mut HookInput, checker: &dyn Checker) -> anyhow::Result<(
     let key: Option<String> = input
         .values
         .get_as(&format!("{MODULE_KEY}.internal.pki.httpSecret"))?;
-    let desired = desired(
+    let desired = desired::desired(
         mode,
         proxy.as_ref(),
         &masters,
@@ -355,14 +332,16 @@ fn handle_with(input: &mut HookInput, checker: &dyn Checker) -> anyhow::Result<(
         deckhouse_restored: deckhouse_restored(input, &secrets)?,
         config_hash: {
             let (address, ca, listed) = (address.clone(), ca.clone(), listed.clone());
-            Box::new(move |names: &[String]| node_config_hash(&address, &listed(names), &ca))
+            Box::new(move |names: &[String]| {
+                desired::node_config_hash(&address, &listed(names), &ca)
+            })
         },
     };
     let next = switch::step(state.clone(), &desired, &reports, check, &fleet, now);
     set_node_metrics(input, &fleet, &next, now);
     // Decided before anything is written: a pull Secret that cannot follow leaves
     // the state, the Secrets and the values as they are.
-    let pull = pull_secret_actions(input, &next, &secrets, &reports).map_err(anyhow::Error::msg)?;
+    let pull = pull_secret_actions(input, &next, &secrets, &reports)?;
     if next != loaded {
         let text = serde_json::to_string_pretty(&next)? + "\n";
         let data = BTreeMap::from([("state.json".to_string(), text)]);
@@ -570,8 +549,7 @@ fn restore_on_disable(input: &mut HookInput) -> anyhow::Result<()> {
         secrets.get(PULL_SECRET),
         secrets.get(SAVED_PULL_SECRET),
         None,
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     for action in actions {
         if let Action::Write(data) = action {
             input.log.info(
@@ -590,13 +568,12 @@ fn pull_secret_actions(
     next: &State,
     secrets: &BTreeMap<String, BTreeMap<String, String>>,
     reports: &[NodeReport],
-) -> Result<Vec<Action>, String> {
+) -> anyhow::Result<Vec<Action>> {
     let current = secrets.get(PULL_SECRET);
     let saved = secrets.get(SAVED_PULL_SECRET);
     let ca: Option<String> = input
         .values
-        .get_as(&format!("{MODULE_KEY}.internal.pki.caBundle"))
-        .map_err(|e| format!("{e:#}"))?;
+        .get_as(&format!("{MODULE_KEY}.internal.pki.caBundle"))?;
     let ro = secrets.get(&user_secret(Role::Ro));
     let serving = next
         .registry
@@ -647,7 +624,12 @@ fn pull_secret_actions(
         }),
         _ => None,
     };
-    pull_secret::plan(next.cluster, current, saved, embedded.as_ref())
+    Ok(pull_secret::plan(
+        next.cluster,
+        current,
+        saved,
+        embedded.as_ref(),
+    )?)
 }
 
 /// Writes `wanted` into the pull Secret as a merge patch of its data only: Deckhouse
@@ -667,63 +649,6 @@ fn write_pull_secret(
         "",
         false,
     );
-}
-
-/// The registry the settings ask for: Proxy on every master with HA, else on the first.
-fn desired(
-    mode: Mode,
-    proxy: Option<&ProxySettings>,
-    masters: &[Master],
-    ha: bool,
-    current: Option<&RegistryTarget>,
-    key: Option<&str>,
-) -> anyhow::Result<Desired> {
-    // One registry stays on the master it runs on while that is a master: moving it
-    // would leave a Detached mirror's content behind, and nodes with no master to
-    // pull from in between.
-    let staying = current
-        .and_then(|r| r.nodes.first())
-        .filter(|n| masters.iter().any(|m| &&m.name == n));
-    let nodes: Vec<String> = match mode {
-        Mode::Direct => {
-            return Ok(Desired {
-                mode,
-                registry: None,
-            })
-        }
-        Mode::Proxy if ha => masters.iter().map(|m| m.name.clone()).collect(),
-        _ => match staying {
-            Some(n) => vec![n.clone()],
-            None => masters.iter().take(1).map(|m| m.name.clone()).collect(),
-        },
-    };
-    if nodes.is_empty() {
-        bail!("mode {mode} needs at least one master node with an InternalIP; none found");
-    }
-    let proxy = match mode {
-        Mode::Proxy => {
-            let p = proxy.context("spec.settings.proxy is required in mode Proxy")?;
-            Some(ProxyTarget {
-                scheme: p.scheme.clone(),
-                host: p.host.clone(),
-                path: p.path.clone().unwrap_or_default(),
-                user: p.user.clone(),
-                password: p.password.clone(),
-                ca: p.ca.clone(),
-                ttl: p.ttl.clone(),
-            })
-        }
-        _ => None,
-    };
-    // The generation's key: the registries' shared secret, computed by the pki hook
-    // before this one.
-    let key = key.context(
-        "internal.pki.httpSecret is not set: the pki hook must run before registry-switch",
-    )?;
-    Ok(Desired {
-        mode,
-        registry: Some(RegistryTarget::new(mode, proxy, nodes, key.as_bytes())),
-    })
 }
 
 /// The release image the cluster runs, when `global.deckhouseVersion` is a release tag.
@@ -937,7 +862,7 @@ mod tests {
             name: n.into(),
             internal_ip: "10.0.0.1".into(),
         };
-        let before = super::desired(
+        let before = crate::switch::desired::desired(
             crate::model::settings::Mode::Detached,
             None,
             &[m("m2")],
@@ -949,7 +874,7 @@ mod tests {
         .registry
         .unwrap();
         let masters = [m("m1"), m("m2")];
-        let after = super::desired(
+        let after = crate::switch::desired::desired(
             crate::model::settings::Mode::Detached,
             None,
             &masters,
@@ -965,7 +890,7 @@ mod tests {
             vec!["m2".to_string()],
             "the mirror's content is on m2"
         );
-        let gone = super::desired(
+        let gone = crate::switch::desired::desired(
             crate::model::settings::Mode::Detached,
             None,
             &masters[..1],
@@ -1106,7 +1031,7 @@ mod tests {
             name: "m1".into(),
             internal_ip: "127.0.0.11".into(),
         };
-        let hash = super::node_config_hash(
+        let hash = crate::switch::desired::node_config_hash(
             "embedded-registry.d8-system.svc:5001",
             std::slice::from_ref(&m1),
             "CA\n",
