@@ -112,13 +112,53 @@ pub struct CheckRecord {
     pub since: i64,
 }
 
+/// A condition's type, in the order conditions are listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ConditionType {
+    /// The mode asked for is in place.
+    Ready,
+    /// The upstream or mirror check passed.
+    ChecksPassed,
+    /// Every listed master runs the registry and it answers.
+    NodeServicesReady,
+    /// Every node's containerd reads `registry.d`.
+    NodesPreflight,
+    /// Every Ready node acknowledged the mirror configuration.
+    NodesAcknowledged,
+    /// The pull Secret names where the mode says nodes pull from.
+    ClusterSwitched,
+    /// What the previous mode left is removed.
+    CleanupDone,
+}
+
+impl ConditionType {
+    /// The name, as in the state Secret.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionType::Ready => "Ready",
+            ConditionType::ChecksPassed => "ChecksPassed",
+            ConditionType::NodeServicesReady => "NodeServicesReady",
+            ConditionType::NodesPreflight => "NodesPreflight",
+            ConditionType::NodesAcknowledged => "NodesAcknowledged",
+            ConditionType::ClusterSwitched => "ClusterSwitched",
+            ConditionType::CleanupDone => "CleanupDone",
+        }
+    }
+}
+
+impl PartialEq<&str> for ConditionType {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A status condition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     /// `Ready`, `ChecksPassed`, `NodeServicesReady`, `ClusterSwitched`, `CleanupDone`.
     #[serde(rename = "type")]
-    pub type_: String,
+    pub type_: ConditionType,
     /// `True` or `False`.
     pub status: String,
     /// CamelCase reason.

@@ -25,7 +25,8 @@ pub use fleet::{
 use crate::model::node_status::{NodeStatus, RegistryHealth, StaticPod};
 use crate::model::settings::Mode;
 use crate::model::switch::{
-    CheckRecord, ClusterTarget, Condition, NodeConfig, Recheck, RegistryTarget, State,
+    CheckRecord, ClusterTarget, Condition, ConditionType, NodeConfig, Recheck, RegistryTarget,
+    State,
 };
 use crate::module::EXCLUDE_LABEL;
 
@@ -189,8 +190,8 @@ pub fn step(
     let overdue = !acks.laggards.is_empty() && waited >= fleet.timeout_secs;
     // The full count only while a step waits on the nodes: otherwise nodes coming and
     // going (autoscaling) would rewrite the state on every run.
-    let waiting = conds.reason_of("ClusterSwitched") == Some("NodesConfiguring")
-        || conds.reason_of("CleanupDone") == Some("NodesConfiguring");
+    let waiting = conds.reason_of(ConditionType::ClusterSwitched) == Some("NodesConfiguring")
+        || conds.reason_of(ConditionType::CleanupDone) == Some("NodesConfiguring");
     let message = if waiting {
         acks.describe(waited, overdue)
     } else if acks.laggards.is_empty() {
@@ -207,7 +208,7 @@ pub fn step(
         )
     };
     conds.set(
-        "NodesAcknowledged",
+        ConditionType::NodesAcknowledged,
         acks.laggards.is_empty(),
         if acks.laggards.is_empty() {
             "Acknowledged"
@@ -220,14 +221,14 @@ pub fn step(
     );
     if acks.preflight.is_empty() {
         conds.set(
-            "NodesPreflight",
+            ConditionType::NodesPreflight,
             true,
             "Passed",
             "no node reports a containerd that does not read registry.d",
         );
     } else {
         conds.set(
-            "NodesPreflight",
+            ConditionType::NodesPreflight,
             false,
             "ContainerdNotReadingRegistryD",
             &format!(
@@ -253,7 +254,7 @@ fn note_config(s: &mut State, fleet: &Fleet, now: i64) -> NodeConfig {
 
 fn to_direct(s: &mut State, c: &mut Conds, fleet: &Fleet, now: i64) {
     c.set(
-        "ChecksPassed",
+        ConditionType::ChecksPassed,
         true,
         "NotNeeded",
         "mode Direct needs no check",
@@ -263,7 +264,7 @@ fn to_direct(s: &mut State, c: &mut Conds, fleet: &Fleet, now: i64) {
         s.switched_to_upstream_at = Some(now);
     }
     c.set(
-        "ClusterSwitched",
+        ConditionType::ClusterSwitched,
         true,
         "Upstream",
         "nodes pull straight from the upstream registry",
@@ -293,15 +294,15 @@ fn to_direct(s: &mut State, c: &mut Conds, fleet: &Fleet, now: i64) {
             })
         };
         if let Some((reason, message)) = wait {
-            c.set("CleanupDone", false, reason, &message);
+            c.set(ConditionType::CleanupDone, false, reason, &message);
             c.set(
-                "NodeServicesReady",
+                ConditionType::NodeServicesReady,
                 true,
                 "NotNeeded",
                 "mode Direct runs no registry",
             );
             c.set(
-                "Ready",
+                ConditionType::Ready,
                 false,
                 "CleaningUp",
                 "switched to Direct; the masters' registries go once no node needs them",
@@ -314,18 +315,18 @@ fn to_direct(s: &mut State, c: &mut Conds, fleet: &Fleet, now: i64) {
         s.mirrors_since = None;
     }
     c.set(
-        "CleanupDone",
+        ConditionType::CleanupDone,
         true,
         "Removed",
         "no registry runs on the masters",
     );
     c.set(
-        "NodeServicesReady",
+        ConditionType::NodeServicesReady,
         true,
         "NotNeeded",
         "mode Direct runs no registry",
     );
-    c.set("Ready", true, "Direct", "mode Direct");
+    c.set(ConditionType::Ready, true, "Direct", "mode Direct");
 }
 
 fn to_registry(
@@ -342,7 +343,12 @@ fn to_registry(
         .filter(|k| k.generation == target.generation)
         .map(|k| (k.ok, k.kind.clone(), k.message.clone()));
     let current = s.registry.clone();
-    c.set("CleanupDone", true, "NotNeeded", "nothing to remove");
+    c.set(
+        ConditionType::CleanupDone,
+        true,
+        "NotNeeded",
+        "nothing to remove",
+    );
 
     // Detached over a Proxy cache the cluster uses would serve a partial mirror: the
     // safe way is through Direct, where the mirror is filled and checked first.
@@ -350,7 +356,7 @@ fn to_registry(
         && s.cluster == ClusterTarget::Embedded
         && current.as_ref().is_some_and(|r| r.mode == Mode::Proxy)
     {
-        c.set("Ready", false, "TransitionRefused", "Proxy to Detached directly is refused: the cache is not a full mirror; switch to Direct, push the mirror, then to Detached");
+        c.set(ConditionType::Ready, false, "TransitionRefused", "Proxy to Detached directly is refused: the cache is not a full mirror; switch to Direct, push the mirror, then to Detached");
         return;
     }
 
@@ -371,9 +377,9 @@ fn to_registry(
             match &passed {
                 Some((true, _, _)) => {}
                 Some((false, kind, message)) => {
-                    c.set("ChecksPassed", false, &reason(kind), message);
+                    c.set(ConditionType::ChecksPassed, false, &reason(kind), message);
                     c.set(
-                        "Ready",
+                        ConditionType::Ready,
                         false,
                         "UpstreamCheckFailed",
                         &format!("the cluster stays on its current registry: {message}"),
@@ -382,13 +388,13 @@ fn to_registry(
                 }
                 None => {
                     c.set(
-                        "ChecksPassed",
+                        ConditionType::ChecksPassed,
                         false,
                         "Pending",
                         "the upstream check has not run yet",
                     );
                     c.set(
-                        "Ready",
+                        ConditionType::Ready,
                         false,
                         "UpstreamCheckPending",
                         "waiting for the upstream check",
@@ -406,14 +412,14 @@ fn to_registry(
     let ready = all_ready(target, nodes);
     if !ready {
         c.set(
-            "NodeServicesReady",
+            ConditionType::NodeServicesReady,
             false,
             "Rollout",
             &format!("waiting for the masters: {}", waiting_for(target, nodes)),
         );
     } else {
         c.set(
-            "NodeServicesReady",
+            ConditionType::NodeServicesReady,
             true,
             "AllServing",
             &format!("every master runs generation {}", target.generation),
@@ -421,7 +427,7 @@ fn to_registry(
     }
     match target.mode {
         Mode::Proxy => c.set(
-            "ChecksPassed",
+            ConditionType::ChecksPassed,
             true,
             "UpstreamUsable",
             passed
@@ -430,16 +436,16 @@ fn to_registry(
                 .unwrap_or("the upstream check passed"),
         ),
         _ => match &passed {
-            Some((true, _, m)) => c.set("ChecksPassed", true, "MirrorComplete", m),
-            Some((false, kind, m)) => c.set("ChecksPassed", false, &reason(kind), m),
+            Some((true, _, m)) => c.set(ConditionType::ChecksPassed, true, "MirrorComplete", m),
+            Some((false, kind, m)) => c.set(ConditionType::ChecksPassed, false, &reason(kind), m),
             None if s.cluster == ClusterTarget::Embedded => c.set(
-                "ChecksPassed",
+                ConditionType::ChecksPassed,
                 true,
                 "MirrorInUse",
                 "the cluster already pulls from the mirror",
             ),
             None => c.set(
-                "ChecksPassed",
+                ConditionType::ChecksPassed,
                 false,
                 "Pending",
                 "the mirror is checked once every master serves it",
@@ -452,13 +458,13 @@ fn to_registry(
             ClusterTarget::Upstream => "nodes keep pulling from the upstream",
         };
         c.set(
-            "ClusterSwitched",
+            ConditionType::ClusterSwitched,
             s.cluster == ClusterTarget::Embedded,
             "Waiting",
             stays,
         );
         c.set(
-            "Ready",
+            ConditionType::Ready,
             false,
             "Rollout",
             "the masters are applying the new registry",
@@ -470,13 +476,13 @@ fn to_registry(
         || matches!(passed, Some((true, _, _)));
     if !mirror_ok {
         c.set(
-            "ClusterSwitched",
+            ConditionType::ClusterSwitched,
             false,
             "Waiting",
             "nodes keep pulling from the upstream until the mirror holds the running release",
         );
         c.set(
-            "Ready",
+            ConditionType::Ready,
             false,
             "MirrorIncomplete",
             "push the release into the mirror (d8 mirror push); the check repeats on every run",
@@ -489,13 +495,13 @@ fn to_registry(
         let pre = fleet.summary("");
         if !pre.preflight.is_empty() {
             c.set(
-                "ClusterSwitched",
+                ConditionType::ClusterSwitched,
                 false,
                 "NodesPreflight",
                 "nodes keep pulling from the upstream: some nodes' containerd does not read registry.d (see NodesPreflight)",
             );
             c.set(
-                "Ready",
+                ConditionType::Ready,
                 false,
                 "NodesPreflightFailed",
                 "fix the listed nodes' containerd configuration, or exclude them",
@@ -513,7 +519,7 @@ fn to_registry(
         if !acks.proven() {
             let waited = now - config.since;
             c.set(
-                "ClusterSwitched",
+                ConditionType::ClusterSwitched,
                 false,
                 "NodesConfiguring",
                 &format!(
@@ -523,7 +529,7 @@ fn to_registry(
                 ),
             );
             c.set(
-                "Ready",
+                ConditionType::Ready,
                 false,
                 "NodesConfiguring",
                 "every master serves; waiting for the nodes to acknowledge the mirror configuration",
@@ -533,13 +539,13 @@ fn to_registry(
     }
     s.cluster = ClusterTarget::Embedded;
     c.set(
-        "ClusterSwitched",
+        ConditionType::ClusterSwitched,
         true,
         "Embedded",
         &format!("nodes pull through {}", target.nodes.join(", ")),
     );
     c.set(
-        "Ready",
+        ConditionType::Ready,
         true,
         &format!("{:?}", target.mode),
         &format!(
@@ -577,7 +583,7 @@ impl Conds {
         }
     }
 
-    fn set(&mut self, type_: &str, ok: bool, reason: &str, message: &str) {
+    fn set(&mut self, type_: ConditionType, ok: bool, reason: &str, message: &str) {
         let status = if ok { "True" } else { "False" }.to_string();
         self.new.retain(|c| c.type_ != type_);
         let since = self
@@ -587,7 +593,7 @@ impl Conds {
             .map(|c| c.last_transition_time)
             .unwrap_or(self.now);
         self.new.push(Condition {
-            type_: type_.into(),
+            type_,
             status,
             reason: reason.into(),
             message: message.into(),
@@ -595,7 +601,7 @@ impl Conds {
         });
     }
 
-    fn reason_of(&self, type_: &str) -> Option<&str> {
+    fn reason_of(&self, type_: ConditionType) -> Option<&str> {
         self.new
             .iter()
             .find(|c| c.type_ == type_)
@@ -603,21 +609,7 @@ impl Conds {
     }
 
     fn done(mut self) -> Vec<Condition> {
-        const ORDER: [&str; 7] = [
-            "Ready",
-            "ChecksPassed",
-            "NodeServicesReady",
-            "NodesPreflight",
-            "NodesAcknowledged",
-            "ClusterSwitched",
-            "CleanupDone",
-        ];
-        self.new.sort_by_key(|c| {
-            ORDER
-                .iter()
-                .position(|o| *o == c.type_)
-                .unwrap_or(ORDER.len())
-        });
+        self.new.sort_by_key(|c| c.type_);
         self.new
     }
 }
