@@ -1,4 +1,4 @@
-{{- /* The rotation of old releases (Detached mode only; docs/rotation.md). Source: the
+{{- /* The rotation of old releases (Detached mode only; docs/internal/rotation.md). Source: the
        `rotate` node hook (shell-operator in the manager on the mirror master),
        `d8_embedded_registry_rotation_failed{node}`. */ -}}
 {{- if eq (.Values.embeddedRegistry.internal.mode | default "Direct") "Detached" }}

@@ -10,70 +10,14 @@
 //! that a flapping upstream does not restart the registry in a loop. Pure: the node hook
 //! probes, calls [`decide`] and records the result in its status ConfigMap.
 
-use std::collections::BTreeMap;
+pub use crate::model::node_status::UpstreamState;
 
 /// The Secret key of the cache-only variant of `config.distribution.yaml`.
 pub const CACHE_ONLY_KEY: &str = "config.distribution-cache-only.yaml";
 /// The Secret key the registry's configuration is installed from.
 pub const CONFIG_KEY: &str = "config.distribution.yaml";
-/// The Secret annotation with the hysteresis (a Go duration).
-pub const HYSTERESIS_ANNOTATION: &str = "embedded-registry.deckhouse.io/upstream-hysteresis";
-/// The pod annotation that marks a cache-only registry: it also makes the manifest
-/// differ, so kubelet restarts the pod with the other configuration.
-pub const POD_ANNOTATION: &str = "embedded-registry.deckhouse.io/cache-only";
 /// The hysteresis when the Secret names none.
 pub const DEFAULT_HYSTERESIS_SECS: i64 = 60;
-
-/// What a master knows of its upstream, carried from run to run in its status
-/// ConfigMap.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct UpstreamState {
-    /// The last probe's outcome: the upstream answered `/v2/`.
-    pub answers: bool,
-    /// Since when (unix seconds) the probes have had this outcome.
-    pub since: i64,
-    /// The registry runs the cache-only variant.
-    pub cache_only: bool,
-    /// Since when (unix seconds) it does, or last did not.
-    pub cache_only_since: i64,
-}
-
-/// Status ConfigMap keys.
-const ANSWERS: &str = "upstream";
-const SINCE: &str = "upstreamSince";
-const CACHE_ONLY: &str = "cacheOnly";
-const CACHE_ONLY_SINCE: &str = "cacheOnlySince";
-
-impl UpstreamState {
-    /// Reads the state a previous run wrote; `None` when there is none (a first run, or
-    /// a registry that was not a Proxy).
-    pub fn from_status(status: &BTreeMap<String, String>) -> Option<Self> {
-        let int = |k: &str| status.get(k).and_then(|v| v.parse::<i64>().ok());
-        Some(UpstreamState {
-            answers: match status.get(ANSWERS)?.as_str() {
-                "answers" => true,
-                "unreachable" => false,
-                _ => return None,
-            },
-            since: int(SINCE)?,
-            cache_only: status.get(CACHE_ONLY)? == "true",
-            cache_only_since: int(CACHE_ONLY_SINCE)?,
-        })
-    }
-
-    /// Writes the state into a status ConfigMap's data.
-    pub fn to_status(self, status: &mut BTreeMap<String, String>) {
-        let answers = if self.answers {
-            "answers"
-        } else {
-            "unreachable"
-        };
-        status.insert(ANSWERS.into(), answers.into());
-        status.insert(SINCE.into(), self.since.to_string());
-        status.insert(CACHE_ONLY.into(), self.cache_only.to_string());
-        status.insert(CACHE_ONLY_SINCE.into(), self.cache_only_since.to_string());
-    }
-}
 
 /// One probe's inputs.
 #[derive(Clone, Copy, Debug)]
@@ -177,12 +121,15 @@ mod tests {
     #[test]
     fn status_round_trip_and_a_second_run_changes_nothing() {
         let s = decide(None, seen(false, false, 7));
-        let mut status = BTreeMap::new();
-        s.to_status(&mut status);
-        assert_eq!(UpstreamState::from_status(&status), Some(s));
-        let again = decide(UpstreamState::from_status(&status), seen(false, true, 8));
+        let mut status = crate::model::node_status::NodeStatus {
+            upstream: Some(s),
+            ..Default::default()
+        }
+        .to_data();
+        assert_eq!(UpstreamState::from_data(&status), Some(s));
+        let again = decide(UpstreamState::from_data(&status), seen(false, true, 8));
         assert_eq!(again, s, "same outcome, same state");
         status.insert("upstream".into(), "maybe".into());
-        assert_eq!(UpstreamState::from_status(&status), None);
+        assert_eq!(UpstreamState::from_data(&status), None);
     }
 }

@@ -9,22 +9,20 @@ pub mod cli;
 pub mod clock;
 pub mod converge;
 pub mod distribution;
-pub mod duration;
 pub mod health;
 pub mod hooks;
-pub mod internal;
+pub mod model;
+pub mod module;
 pub mod pki;
-pub mod pull_secret;
 pub mod rotation;
 pub mod secrets;
-pub mod settings;
 pub mod switch;
 pub mod untrusted;
 pub mod upstream;
 
 /// The batch registry of module hooks, as addon-operator sees it.
 pub fn module_registry() -> hook_sdk::runtime::Registry {
-    hook_sdk::runtime::Registry::new("embedded-registry", hooks::module_hooks())
+    hook_sdk::runtime::Registry::new(module::MODULE_NAME, hooks::module_hooks())
 }
 
 /// Every hook that can run under the classic protocol, with its runner kind.

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use embedded_registry::converge::{self, Failure, Options};
+use embedded_registry::module::MODULE_NAME;
 use hook_sdk::runtime::{error_line, Registry};
 
 #[derive(Parser)]
@@ -35,9 +36,9 @@ enum Cmd {
         config: bool,
     },
     /// Check that an upstream registry is usable for Proxy mode (exit 0: usable, 1: not).
-    CheckUpstream(embedded_registry::upstream::cli::Args),
+    CheckUpstream(embedded_registry::cli::check_upstream::Args),
     /// Rotate old releases in a mirror: plan (--dry-run) or delete (--apply).
-    Rotate(embedded_registry::rotation::cli::Args),
+    Rotate(embedded_registry::cli::rotate::Args),
     /// Play the module lifecycle against a file-backed cluster and render the chart.
     Converge {
         /// The ModuleConfig (YAML or JSON).
@@ -94,7 +95,7 @@ fn classic(name: &str, config: bool) -> ExitCode {
         );
         return ExitCode::from(1);
     };
-    let registry = Registry::new("embedded-registry", vec![hook]);
+    let registry = Registry::new(MODULE_NAME, vec![hook]);
     if config {
         return match registry.classic_config(name, kind) {
             Ok(v) => print_json(&v),
@@ -137,7 +138,7 @@ fn main() -> ExitCode {
                 HookAction::Config => match registry.batch_config() {
                     Ok(v) => print_json(&v),
                     Err(e) => {
-                        eprintln!("{}", error_line("embedded-registry", &e));
+                        eprintln!("{}", error_line(MODULE_NAME, &e));
                         ExitCode::from(1)
                     }
                 },
@@ -145,8 +146,10 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Classic { name, config } => classic(&name, config),
-        Cmd::CheckUpstream(args) => ExitCode::from(embedded_registry::upstream::cli::run(&args)),
-        Cmd::Rotate(args) => ExitCode::from(embedded_registry::rotation::cli::run(&args)),
+        Cmd::CheckUpstream(args) => {
+            ExitCode::from(embedded_registry::cli::check_upstream::run(&args))
+        }
+        Cmd::Rotate(args) => ExitCode::from(embedded_registry::cli::rotate::run(&args)),
         Cmd::Converge {
             module_config,
             state,

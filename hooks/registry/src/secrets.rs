@@ -7,10 +7,7 @@ use base64::prelude::{Engine, BASE64_STANDARD};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// Namespace of every object the module owns.
-pub const NAMESPACE: &str = "d8-system";
-/// Label that marks a Secret the hooks manage, with its role as the value.
-pub const ROLE_LABEL: &str = "embedded-registry.deckhouse.io/role";
+use crate::module::{MODULE_NAME, NAMESPACE, ROLE_LABEL};
 
 /// jqFilter for Secret bindings: name and (base64) data only.
 pub const SECRET_FILTER: &str = r#"{"name": .metadata.name, "data": (.data // {})}"#;
@@ -71,8 +68,7 @@ pub fn secret(
     data: &BTreeMap<String, String>,
     extra_labels: &[(&str, &str)],
 ) -> Value {
-    let mut labels =
-        json!({"heritage": "deckhouse", "module": "embedded-registry", ROLE_LABEL: role});
+    let mut labels = json!({"heritage": "deckhouse", "module": MODULE_NAME, ROLE_LABEL: role});
     for (k, v) in extra_labels {
         labels[*k] = json!(v);
     }

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use embedded_registry::converge::schema::ModuleSchemas;
-use embedded_registry::settings::{self, FieldError};
+use embedded_registry::model::settings::{self, FieldError};
 use hook_sdk::testing::HookTest;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};

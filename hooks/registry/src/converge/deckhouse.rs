@@ -9,8 +9,8 @@ use base64::prelude::{Engine, BASE64_STANDARD};
 use serde_json::{json, Value};
 
 use super::store::{ObjKey, Store};
-use crate::pull_secret::{normalize_path, PULL_SECRET, PULL_SECRET_TYPE};
-use crate::secrets::NAMESPACE;
+use crate::module::{NAMESPACE, PULL_SECRET, PULL_SECRET_TYPE};
+use crate::switch::pull_secret::normalize_path;
 
 fn key() -> ObjKey {
     ObjKey {

@@ -50,7 +50,7 @@ pub fn render(
     let request = json!({
         "chart": module_dir,
         "values": values,
-        "release": "embedded-registry",
+        "release": crate::module::MODULE_NAME,
         "namespace": namespace,
         "kubeVersion": kube_version,
     })

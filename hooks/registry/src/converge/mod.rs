@@ -28,17 +28,11 @@ use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::hooks::discover_masters::MASTER_LABELS;
-use crate::hooks::MODULE_KEY;
-use crate::internal::Master;
-use crate::settings::{self, FieldError};
+use crate::model::settings::{self, FieldError};
+use crate::model::values::Master;
+use crate::module::{MASTER_LABELS, MODULE_KEY, MODULE_NAME, NAMESPACE};
 use schema::{deep_merge, ModuleSchemas};
 use store::{Changes, Store};
-
-/// The module's name (ModuleConfig `metadata.name`).
-pub const MODULE_NAME: &str = "embedded-registry";
-/// The namespace the module's objects live in.
-pub const NAMESPACE: &str = "d8-system";
 
 /// Converge options.
 #[derive(Clone, Debug)]

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use serde_json::{Map, Value};
 
-use crate::settings::FieldError;
+use crate::model::settings::FieldError;
 
 /// A compiled schema plus the JSON tree it came from (for defaults).
 pub struct Schema {
@@ -183,7 +183,7 @@ impl ModuleSchemas {
         Ok(ModuleSchemas {
             config: Schema::compile(to_json_schema(&config), "spec.settings")
                 .context("openapi/config-values.yaml")?,
-            values: Schema::compile(to_json_schema(&values), crate::hooks::MODULE_KEY)
+            values: Schema::compile(to_json_schema(&values), crate::module::MODULE_KEY)
                 .context("openapi/values.yaml")?,
         })
     }

@@ -711,7 +711,7 @@ mod tests {
     #[test]
     fn a_deadline_past_the_clock_does_not_panic() {
         let now = Instant::now();
-        assert!(deadline(now, crate::duration::MAX) > now);
+        assert!(deadline(now, crate::model::duration::MAX) > now);
         assert!(deadline(now, Duration::MAX) >= now);
         assert_eq!(
             deadline(now, Duration::from_secs(5)),

@@ -1,22 +1,20 @@
-//! The module's hooks: one file per hook, each a config and a handler.
+//! The module's hooks: one file per hook, each a config and a handler; `module/` for
+//! addon-operator, `node/` for shell-operator on the masters. The top layer: only
+//! `lib.rs`, `converge` and `cli` import it.
 
-pub mod discover_masters;
-pub mod node_files;
-pub mod pki;
-pub mod registry_switch;
-pub mod resolve_mode;
-pub mod rotate;
-pub mod users;
+pub mod module;
+pub mod node;
+
+// Every hook also by its short name (`hooks::discover_masters`), as `hook list` names it.
+pub use module::{discover_masters, pki, registry_switch, resolve_mode, users};
+pub use node::{node_files, rotate};
 
 use std::collections::BTreeMap;
 
 use hook_sdk::{Hook, KubernetesBinding, NamespaceSelector};
 use serde::Deserialize;
 
-use crate::secrets::NAMESPACE;
-
-/// The module's key in values (`embedded-registry` in lowerCamel).
-pub const MODULE_KEY: &str = "embeddedRegistry";
+use crate::module::NAMESPACE;
 
 /// Hooks run by addon-operator (listed by `hook list`, run by `hook run N`).
 /// Order matters: indexes are the batch protocol's hook ids.

@@ -4,7 +4,7 @@
 //! fast), small, and accepted by rustls, Go's crypto/tls (distribution, docker_auth,
 //! containerd) and by distribution's token verification (ES256).
 
-pub mod rotation;
+pub mod renewal;
 
 use std::collections::BTreeSet;
 
@@ -13,28 +13,11 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
 };
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use x509_parser::extensions::GeneralName;
 use x509_parser::pem::parse_x509_pem;
 
-/// A certificate and its private key, both PEM. `Debug` never shows the key.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Pair {
-    /// PEM certificate.
-    pub cert: String,
-    /// PEM PKCS#8 private key.
-    pub key: String,
-}
-
-impl std::fmt::Debug for Pair {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pair")
-            .field("cert", &self.cert)
-            .field("key", &"(hidden)")
-            .finish()
-    }
-}
+pub use crate::model::values::Pair;
 
 /// Renew anything with less than this left (seconds): 30 days, the same horizon as the
 /// expiry alert.

@@ -12,11 +12,11 @@
 //! - [`apply`]: deletes by digest, leaves first, release manifests last;
 //! - [`cli`]: the `embedded-registry rotate` command.
 //!
-//! Design and limits: `docs/rotation.md`.
+//! Design and limits: `docs/internal/rotation.md`.
 
 pub mod apply;
-pub mod cli;
 pub mod layer;
 pub mod model;
 pub mod plan;
+pub mod run;
 pub mod scan;

@@ -147,7 +147,7 @@ impl<'a> Scanner<'a> {
                     Kind::NotARegistry,
                     format!(
                         "{repo}: the tag list holds {}, which is not a tag (at most {MAX_TAG_LEN} of A-Z, a-z, 0-9, '_', '.', '-'); check the registry address",
-                        crate::duration::quoted(bad)
+                        crate::model::duration::quoted(bad)
                     ),
                 ));
             }
@@ -604,7 +604,7 @@ impl Pages {
         if self.seen.contains(tail) {
             return Err(self.bad(format!(
                 "links back to a page already read ({})",
-                crate::duration::quoted(tail)
+                crate::model::duration::quoted(tail)
             )));
         }
         if self.last_page_empty {
@@ -624,7 +624,7 @@ impl Pages {
             if !self.lasts.insert(last.clone()) {
                 return Err(self.bad(format!(
                     "does not advance: it asks for the tags after {} again",
-                    crate::duration::quoted(&last)
+                    crate::model::duration::quoted(&last)
                 )));
             }
         }

@@ -11,7 +11,6 @@ use reqwest::Method;
 use serde::Serialize;
 
 use crate::distribution::client::{read_body, Body, MANIFEST_ACCEPT};
-pub mod cli;
 
 use crate::distribution::{Auth, Client, Credentials, Endpoint, Failure, Kind};
 
@@ -189,6 +188,23 @@ pub fn kind_name(kind: Kind) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+/// What runs a check: the network in production and end-to-end tests ([`Network`]), a
+/// fake in unit tests, so that a hook handler does no I/O of its own.
+pub trait Checker {
+    /// The check of `spec`.
+    fn check(&self, spec: &Spec) -> Report;
+}
+
+/// The real check, over the network ([`check`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Network;
+
+impl Checker for Network {
+    fn check(&self, spec: &Spec) -> Report {
+        check(spec)
+    }
 }
 
 /// Runs the check; never longer than `spec.budget` (plus one request's connect).

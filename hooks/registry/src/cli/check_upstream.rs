@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{check, Image, Spec};
+use crate::upstream::{check, Image, Spec};
 
 /// Environment variable holding the upstream password (instead of `--password-file`).
 pub const PASSWORD_ENV: &str = "EMBEDDED_REGISTRY_UPSTREAM_PASSWORD";
@@ -53,8 +53,8 @@ pub struct Args {
 
 /// `--flag`'s Go duration, which must be positive here (no time at all is no check).
 fn parse_duration(flag: &str, s: &str) -> Result<Duration, String> {
-    let shown = crate::duration::quoted(s);
-    match crate::duration::parse(s) {
+    let shown = crate::model::duration::quoted(s);
+    match crate::model::duration::parse(s) {
         Ok(d) if d.is_zero() => Err(format!(
             "{flag} {shown} is zero: give a positive Go duration such as 30s or 2m"
         )),

@@ -8,27 +8,16 @@
 //! While the cluster pulls through the masters, the Secret names the embedded registry
 //! (the Service name, which nodes map to the masters in their containerd mirror
 //! configuration) with the `ro` user and the module CA. The Secret it had before is
-//! kept verbatim in [`SAVED_SECRET`] and put back when the cluster returns to the
+//! kept verbatim in [`SAVED_PULL_SECRET`] and put back when the cluster returns to the
 //! upstream. Pure: [`plan`] says what to write; the `registry-switch` hook writes it.
 
 use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::hooks::users::{auth_entry, docker_config, REGISTRY_PORT};
-use crate::secrets::NAMESPACE;
-use crate::switch::ClusterTarget;
-
-/// The Secret Deckhouse reads the cluster's registry from.
-pub const PULL_SECRET: &str = "deckhouse-registry";
-/// The pull Secret's data as it was before it named the embedded registry.
-pub const SAVED_SECRET: &str = "registry-upstream-pull";
-/// The pull Secret's type.
-pub const PULL_SECRET_TYPE: &str = "kubernetes.io/dockerconfigjson";
-
-/// Annotation of a master's config Secret: which `ro` password its registry accepts,
-/// as [`ro_user_version`] of the password's hash. The node hook reports it back.
-pub const RO_USER_ANNOTATION: &str = "embedded-registry.deckhouse.io/ro-user";
+use crate::model::switch::ClusterTarget;
+use crate::model::values::Master;
+use crate::module::{service_address, NAMESPACE, PULL_SECRET, REGISTRY_PORT, SAVED_PULL_SECRET};
 
 /// The first 16 hex digits of SHA-256 of the `ro` password hash (the chart computes the
 /// same with `sha256sum | trunc 16`).
@@ -40,18 +29,43 @@ pub fn ro_user_version(password_hash: &str) -> String {
         .collect()
 }
 
+/// One `.dockerconfigjson` entry: user, password and their `auth` (base64 `user:password`).
+pub fn auth_entry(user: &str, password: &str) -> serde_json::Value {
+    let auth = crate::secrets::b64(&format!("{user}:{password}"));
+    json!({"username": user, "password": password, "auth": auth})
+}
+
+/// The `.dockerconfigjson` for `user` on every master's endpoint and the Service name.
+pub fn docker_config(masters: &[Master], user: &str, password: &str) -> String {
+    let entry = auth_entry(user, password);
+    let mut auths = serde_json::Map::new();
+    for m in masters {
+        auths.insert(format!("{}:{REGISTRY_PORT}", m.internal_ip), entry.clone());
+    }
+    auths.insert(service_address(), entry);
+    json!({"auths": auths}).to_string()
+}
+
+/// Why the pull Secret cannot follow the cluster target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PullSecretError {
+    /// The pull Secret is gone.
+    #[error("Secret {NAMESPACE}/{PULL_SECRET} is missing: Deckhouse keeps the cluster's registry in it; restore it (its address, path and credentials) before switching to the embedded registry")]
+    Missing,
+    /// The module CA or the `ro` user is not there yet.
+    #[error("the pull Secret cannot name the embedded registry yet: the module CA or the ro user is missing")]
+    NotReady,
+    /// The pull Secret names the embedded registry and the upstream's copy is gone.
+    #[error("Secret {NAMESPACE}/{PULL_SECRET} names the embedded registry, but its saved upstream copy {NAMESPACE}/{SAVED_PULL_SECRET} is missing: write the upstream's address, path, scheme, ca and .dockerconfigjson back into {PULL_SECRET}; the registry stays until then")]
+    SavedCopyMissing,
+}
+
 /// A Secret's decoded data.
 pub type Data = BTreeMap<String, String>;
 
-/// The embedded registry's pull address: its Service name, a SAN of every registry
-/// certificate, resolved by cluster DNS for pods and mapped to the masters on nodes.
-pub fn address() -> String {
-    format!("embedded-registry.{NAMESPACE}.svc:{REGISTRY_PORT}")
-}
-
 /// Whether a pull Secret names the embedded registry.
 pub fn names_embedded(data: &Data) -> bool {
-    data.get("address") == Some(&address())
+    data.get("address") == Some(&service_address())
 }
 
 /// `/a/b` from `a/b/`, `/a/b` or `a/b`; empty stays empty.
@@ -84,7 +98,7 @@ impl Embedded {
     /// The pull Secret's data: the keys it has (Deckhouse may keep more than the
     /// registry in it), with the registry's replaced.
     pub fn data(&self, current: &Data) -> Data {
-        let address = address();
+        let address = service_address();
         let path = normalize_path(&self.path);
         let docker_config = match &self.previous {
             // kubelet tries every entry that matches an image, the most specific first:
@@ -117,7 +131,7 @@ impl Embedded {
 /// bare address (user, password).
 pub fn ro_credentials(data: &Data) -> Option<(String, String)> {
     let auths: serde_json::Value = serde_json::from_str(data.get(".dockerconfigjson")?).ok()?;
-    let entry = &auths["auths"][address()];
+    let entry = &auths["auths"][service_address()];
     Some((
         entry["username"].as_str()?.to_string(),
         entry["password"].as_str()?.to_string(),
@@ -127,11 +141,11 @@ pub fn ro_credentials(data: &Data) -> Option<(String, String)> {
 /// One write the hook makes, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Keep this upstream pull Secret data in [`SAVED_SECRET`] (before it is replaced).
+    /// Keep this upstream pull Secret data in [`SAVED_PULL_SECRET`] (before it is replaced).
     Save(Data),
     /// Write this data into the pull Secret.
     Write(Data),
-    /// Delete [`SAVED_SECRET`]: the pull Secret is the upstream's again.
+    /// Delete [`SAVED_PULL_SECRET`]: the pull Secret is the upstream's again.
     DropSaved,
 }
 
@@ -147,16 +161,12 @@ pub fn plan(
     current: Option<&Data>,
     saved: Option<&Data>,
     embedded: Option<&Embedded>,
-) -> Result<Vec<Action>, String> {
+) -> Result<Vec<Action>, PullSecretError> {
     let mut actions = Vec::new();
     match cluster {
         ClusterTarget::Embedded => {
-            let current = current.ok_or_else(|| {
-                format!("Secret {NAMESPACE}/{PULL_SECRET} is missing: Deckhouse keeps the cluster's registry in it; restore it (its address, path and credentials) before switching to the embedded registry")
-            })?;
-            let embedded = embedded.ok_or_else(|| {
-                "the pull Secret cannot name the embedded registry yet: the module CA or the ro user is missing".to_string()
-            })?;
+            let current = current.ok_or(PullSecretError::Missing)?;
+            let embedded = embedded.ok_or(PullSecretError::NotReady)?;
             if !names_embedded(current) && saved != Some(current) {
                 actions.push(Action::Save(current.clone()));
             }
@@ -168,7 +178,7 @@ pub fn plan(
         ClusterTarget::Upstream => match (current, saved) {
             (Some(c), Some(s)) if names_embedded(c) => actions.push(Action::Write(s.clone())),
             (Some(c), None) if names_embedded(c) => {
-                return Err(format!("Secret {NAMESPACE}/{PULL_SECRET} names the embedded registry, but its saved upstream copy {NAMESPACE}/{SAVED_SECRET} is missing: write the upstream's address, path, scheme, ca and .dockerconfigjson back into {PULL_SECRET}; the registry stays until then"));
+                return Err(PullSecretError::SavedCopyMissing);
             }
             (_, Some(_)) => actions.push(Action::DropSaved),
             _ => {}
@@ -312,12 +322,18 @@ mod tests {
     fn nothing_is_written_when_the_upstream_copy_or_the_secret_is_missing() {
         let e = embedded();
         let ours = e.data(&upstream());
-        let err = plan(ClusterTarget::Upstream, Some(&ours), None, None).unwrap_err();
+        let err = plan(ClusterTarget::Upstream, Some(&ours), None, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("registry-upstream-pull is missing"), "{err}");
         assert!(!err.contains("secret-pw"));
-        let err = plan(ClusterTarget::Embedded, None, None, Some(&e)).unwrap_err();
+        let err = plan(ClusterTarget::Embedded, None, None, Some(&e))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("deckhouse-registry is missing"), "{err}");
-        let err = plan(ClusterTarget::Embedded, Some(&upstream()), None, None).unwrap_err();
+        let err = plan(ClusterTarget::Embedded, Some(&upstream()), None, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ro user"), "{err}");
     }
 
@@ -351,7 +367,7 @@ mod tests {
         };
         let both = rotating.data(&old);
         let auths: serde_json::Value = serde_json::from_str(&both[".dockerconfigjson"]).unwrap();
-        let a = address();
+        let a = service_address();
         assert_eq!(
             auths["auths"][format!("{a}/deckhouse/ee")]["password"],
             "new-pw"

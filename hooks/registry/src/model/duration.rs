@@ -12,6 +12,35 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+/// A Go duration as the settings and values hold it (`proxy.ttl`,
+/// `proxy.upstreamHysteresis`, `detached.rotation.minAge`,
+/// `nodeAcknowledgementTimeout`): the text as written, which the chart renders as is,
+/// parsed by [`GoDuration::get`]. The settings rules check it first
+/// (`settings::check`), so a bad value is refused there with the field's name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct GoDuration(pub String);
+
+impl GoDuration {
+    /// The text as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The duration it names.
+    pub fn get(&self) -> Result<Duration, DurationError> {
+        parse(&self.0)
+    }
+}
+
+impl From<&str> for GoDuration {
+    fn from(text: &str) -> Self {
+        GoDuration(text.to_string())
+    }
+}
+
 /// The largest Go duration: `i64::MAX` nanoseconds.
 pub const MAX: Duration = Duration::new(9_223_372_036, 854_775_807);
 

@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::duration::GoDuration;
+
 /// Where nodes pull platform images from.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
@@ -54,11 +56,11 @@ pub struct ProxySettings {
     pub ca: Option<String>,
     /// Go duration; `0` = never expire.
     #[serde(default = "default_ttl")]
-    pub ttl: String,
+    pub ttl: GoDuration,
     /// Go duration: how long the upstream must answer (or fail) before a master
     /// switches between pulling through and serving its cache alone.
     #[serde(default = "default_upstream_hysteresis")]
-    pub upstream_hysteresis: String,
+    pub upstream_hysteresis: GoDuration,
     /// `Fs`.
     #[serde(default = "fs")]
     pub storage_mode: String,
@@ -67,10 +69,10 @@ pub struct ProxySettings {
 fn https() -> String {
     "https".into()
 }
-fn default_ttl() -> String {
+fn default_ttl() -> GoDuration {
     "168h".into()
 }
-fn default_upstream_hysteresis() -> String {
+fn default_upstream_hysteresis() -> GoDuration {
     "1m".into()
 }
 fn fs() -> String {
@@ -89,7 +91,7 @@ pub struct DetachedSettings {
     pub rotation: Rotation,
 }
 
-/// `detached.rotation`: removal of old releases from the mirror (see `docs/rotation.md`).
+/// `detached.rotation`: removal of old releases from the mirror (see `docs/internal/rotation.md`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rotation {
@@ -101,14 +103,14 @@ pub struct Rotation {
     pub keep_releases: u32,
     /// Go duration: releases built less recently than this are never dropped.
     #[serde(default = "default_min_age")]
-    pub min_age: String,
+    pub min_age: GoDuration,
 }
 
 fn three() -> u32 {
     3
 }
 
-fn default_min_age() -> String {
+fn default_min_age() -> GoDuration {
     "24h".into()
 }
 
@@ -141,7 +143,7 @@ pub struct Settings {
     /// How long a Ready node may take to acknowledge a mirror configuration before it
     /// is reported overdue (a Go duration; default `15m`). The switch waits either way.
     #[serde(default)]
-    pub node_acknowledgement_timeout: Option<String>,
+    pub node_acknowledgement_timeout: Option<GoDuration>,
 }
 
 /// A settings error that names the field and the fix.
@@ -275,7 +277,7 @@ pub fn check(settings: &Value) -> Result<(), FieldError> {
     }
     for (pointer, field, example) in DURATIONS {
         if let Some(text) = settings.pointer(pointer).and_then(Value::as_str) {
-            if let Err(e) = crate::duration::parse(text) {
+            if let Err(e) = crate::model::duration::parse(text) {
                 return Err(err(field, &format!("{text:?} {e}; e.g. {example}")));
             }
         }

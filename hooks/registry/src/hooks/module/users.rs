@@ -9,26 +9,17 @@
 use std::collections::BTreeMap;
 
 use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, NamespaceSelector};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::MODULE_KEY;
-use crate::internal::{Master, UserValues, Users};
-use crate::secrets::{self, NAMESPACE, SECRET_FILTER};
+use crate::model::values::{Master, UserValues, Users};
+use crate::module::{user_secret, Role, MODULE_KEY, NAMESPACE, PULL_SECRET_TYPE, RO_PULL_SECRET};
+use crate::secrets::{self, SECRET_FILTER};
+use crate::switch::pull_secret::docker_config;
 
 /// bcrypt cost: docker_auth checks a password on every token request.
 pub const BCRYPT_COST: u32 = 10;
 /// Generated password length (alphanumeric: about 143 bits).
 pub const PASSWORD_LEN: usize = 24;
-/// The pull Secret for the `ro` user.
-pub const PULL_SECRET: &str = "registry-ro-pull";
-/// Registry port on every master.
-pub const REGISTRY_PORT: u16 = 5001;
-
-/// Name of a user's Secret.
-pub fn user_secret(role: &str) -> String {
-    format!("registry-user-{role}")
-}
 
 /// The hook.
 pub fn hook() -> Hook {
@@ -39,7 +30,11 @@ pub fn hook() -> Hook {
             kubernetes: vec![KubernetesBinding {
                 namespace: Some(NamespaceSelector::names(&[NAMESPACE])),
                 name_selector: Some(hook_sdk::config::NameSelector {
-                    match_names: vec![user_secret("ro"), user_secret("rw"), PULL_SECRET.into()],
+                    match_names: vec![
+                        user_secret(Role::Ro),
+                        user_secret(Role::Rw),
+                        RO_PULL_SECRET.into(),
+                    ],
                 }),
                 jq_filter: Some(SECRET_FILTER.into()),
                 keep_full_objects_in_memory: Some(false),
@@ -122,26 +117,6 @@ fn reconcile_user(
     ]))
 }
 
-/// One `.dockerconfigjson` entry: user, password and their `auth` (base64 `user:password`).
-pub fn auth_entry(user: &str, password: &str) -> serde_json::Value {
-    let auth = secrets::b64(&format!("{user}:{password}"));
-    json!({"username": user, "password": password, "auth": auth})
-}
-
-/// The `.dockerconfigjson` for `user` on every master's endpoint and the Service name.
-pub fn docker_config(masters: &[Master], user: &str, password: &str) -> String {
-    let entry = auth_entry(user, password);
-    let mut auths = serde_json::Map::new();
-    for m in masters {
-        auths.insert(format!("{}:{REGISTRY_PORT}", m.internal_ip), entry.clone());
-    }
-    auths.insert(
-        format!("embedded-registry.{NAMESPACE}.svc:{REGISTRY_PORT}"),
-        entry,
-    );
-    json!({"auths": auths}).to_string()
-}
-
 fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let existing = secrets::by_name(input, "user_secrets")?;
     let masters: Vec<Master> = input
@@ -149,8 +124,9 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         .get_as(&format!("{MODULE_KEY}.internal.masters"))?
         .unwrap_or_default();
     let mut users = BTreeMap::new();
-    for role in ["ro", "rw"] {
+    for role in [Role::Ro, Role::Rw] {
         let name = user_secret(role);
+        let role = role.as_str();
         let data = reconcile_user(role, existing.get(&name), &input.log)?;
         if Some(&data) != existing.get(&name) {
             input
@@ -164,11 +140,11 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         ".dockerconfigjson".to_string(),
         docker_config(&masters, &ro["name"], &ro["password"]),
     )]);
-    if Some(&pull) != existing.get(PULL_SECRET) {
+    if Some(&pull) != existing.get(RO_PULL_SECRET) {
         input.objects.create_or_update(secrets::secret(
-            PULL_SECRET,
+            RO_PULL_SECRET,
             "pull",
-            "kubernetes.io/dockerconfigjson",
+            PULL_SECRET_TYPE,
             &pull,
             &[],
         ));
@@ -191,6 +167,7 @@ mod tests {
     use super::*;
     use hook_sdk::objects::ObjectOperation;
     use hook_sdk::testing::{filtered, HookTest};
+    use serde_json::json;
 
     fn run(secrets: Vec<serde_json::Value>) -> hook_sdk::testing::TestOutput {
         HookTest::new()

@@ -4,9 +4,9 @@
 use anyhow::bail;
 use hook_sdk::{Hook, HookConfig, HookInput};
 
-use super::MODULE_KEY;
-use crate::internal::Master;
-use crate::settings::{Mode, Settings};
+use crate::model::settings::{Mode, Settings};
+use crate::model::values::Master;
+use crate::module::MODULE_KEY;
 
 /// The hook.
 pub fn hook() -> Hook {

@@ -3,7 +3,7 @@
 //! releases and, when `detached.rotation.enabled`, applies it through the local
 //! registry with the `rw` user. After it deleted anything it restarts the registry's
 //! static pod, whose `garbage-collect` init container then frees the blobs with the
-//! registry stopped (see [`restart_for_gc`] and `docs/rotation.md`).
+//! registry stopped (see [`restart_for_gc`] and `docs/internal/rotation.md`).
 //!
 //! Inputs, all from the module namespace:
 //! - ConfigMap `registry-rotation` (rendered by the chart in Detached mode): `enabled`,
@@ -26,11 +26,12 @@ use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, ScheduleBinding};
 use hook_sdk::fsutil::{Dir, Kind};
 
 use super::node_files::{registry_addr, HOST_ROOT_VAR, MANIFEST_DIR, MANIFEST_FILE};
-use super::{named_binding, node_name};
 use crate::distribution::{Credentials, Endpoint};
 use crate::health;
-use crate::rotation::cli::{execute, Job};
+use crate::hooks::{named_binding, node_name};
+use crate::module::{node_config_secret, user_secret, Role};
 use crate::rotation::plan::Policy;
+use crate::rotation::run::{execute, Job};
 use crate::secrets;
 
 /// The ConfigMap with the rotation settings.
@@ -54,12 +55,8 @@ pub fn hook() -> Hook {
             name: "rotate".into(),
             kubernetes: vec![
                 named("rotation_config", "ConfigMap", CONFIG_MAP.into()),
-                named(
-                    "node_config",
-                    "Secret",
-                    format!("registry-node-{node}-config"),
-                ),
-                named("user_rw", "Secret", "registry-user-rw".into()),
+                named("node_config", "Secret", node_config_secret(&node)),
+                named("user_rw", "Secret", user_secret(Role::Rw)),
             ],
             schedule: vec![ScheduleBinding {
                 include_snapshots_from: vec![
@@ -98,7 +95,7 @@ pub fn settings(data: &BTreeMap<String, String>) -> anyhow::Result<Settings> {
         .ok()
         .filter(|k| *k >= 1)
         .with_context(|| format!("{CONFIG_MAP}: keepReleases must be a number of at least 1"))?;
-    let min_age = crate::duration::parse(get("minAge"))
+    let min_age = crate::model::duration::parse(get("minAge"))
         .map_err(|e| anyhow::anyhow!("{CONFIG_MAP}: minAge {:?} {e}", get("minAge")))?;
     let path = get("path").trim_matches('/').to_string();
     if path.is_empty() {
@@ -123,7 +120,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let first = |input: &HookInput, b: &str| -> anyhow::Result<Option<BTreeMap<String, String>>> {
         Ok(input
             .snapshots
-            .get::<super::DataSnap>(b)?
+            .get::<crate::hooks::DataSnap>(b)?
             .into_iter()
             .next()
             .map(|o| o.data))
@@ -155,7 +152,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             .cloned()
             .context("the node's Secret has no pki.ca.crt")?;
         let (Some(name), Some(password)) = (user.get("name"), user.get("password")) else {
-            anyhow::bail!("Secret registry-user-rw has no name or password");
+            anyhow::bail!("Secret {} has no name or password", user_secret(Role::Rw));
         };
         Ok(Job {
             endpoint: Endpoint {
@@ -180,6 +177,10 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             timeout: Duration::from_secs(1800),
         })
     })();
+    // The contract of a failed rotation: the hook run succeeds (exit 0) and reports it
+    // through `d8_embedded_registry_rotation_failed` and an error line. An error exit
+    // would lose the metric (the runtime writes no output of a failed run) and make
+    // shell-operator retry the hook, holding up node-files in the same queue.
     let job = match job {
         Ok(j) => j,
         Err(e) => {

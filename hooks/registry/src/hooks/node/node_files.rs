@@ -24,9 +24,15 @@ use hook_sdk::fsutil::{Dir, Kind};
 use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, ScheduleBinding};
 use serde::Deserialize;
 
-use super::{named_binding, node_name};
 use crate::cache_only;
-use crate::secrets::{self, NAMESPACE};
+use crate::hooks::{named_binding, node_name};
+use crate::model::node_status::{NodeStatus, RegistryHealth, StaticPod, UpstreamState};
+use crate::module::{
+    node_config_secret, node_status_config_map, CACHE_ONLY_ANNOTATION, CONFIG_HASH_ANNOTATION,
+    GENERATION_ANNOTATION, HYSTERESIS_ANNOTATION, MODULE_NAME, NAMESPACE, NODE_LABEL, ROLE_LABEL,
+    RO_USER_ANNOTATION,
+};
+use crate::secrets;
 
 /// Host root variable.
 pub const HOST_ROOT_VAR: &str = "EMBEDDED_REGISTRY_HOST_ROOT";
@@ -42,10 +48,6 @@ pub const PKI_DIR: &str = "etc/kubernetes/registry/pki";
 pub const MANIFEST_DIR: &str = "etc/kubernetes/manifests";
 /// Registry data, relative to the host root.
 pub const DATA_DIR: &str = "opt/deckhouse/registry/data";
-/// The status ConfigMap of a node.
-pub fn status_name(node: &str) -> String {
-    format!("registry-node-{node}-status")
-}
 
 /// The hook; its bindings name this node's objects, so it reads `NODE_NAME`.
 pub fn hook() -> Hook {
@@ -54,15 +56,11 @@ pub fn hook() -> Hook {
         HookConfig {
             name: "node-files".into(),
             kubernetes: vec![
-                named_binding(
-                    "node_config",
-                    "Secret",
-                    format!("registry-node-{node}-config"),
-                ),
+                named_binding("node_config", "Secret", node_config_secret(&node)),
                 KubernetesBinding {
                     execute_hook_on_event: Some(vec![]),
                     execute_hook_on_synchronization: Some(false),
-                    ..named_binding("node_status", "ConfigMap", status_name(&node))
+                    ..named_binding("node_status", "ConfigMap", node_status_config_map(&node))
                 },
             ],
             schedule: vec![ScheduleBinding {
@@ -388,13 +386,16 @@ pub(crate) fn registry_addr(files: &BTreeMap<String, String>) -> Option<String> 
 
 /// Whether this node's registry answers, from the files it was given: its address from
 /// the distribution config, trust from the CA bundle.
-fn registry_health(files: &BTreeMap<String, String>) -> (String, String) {
+fn registry_health(files: &BTreeMap<String, String>) -> (RegistryHealth, String) {
     let (Some(addr), Some(ca)) = (registry_addr(files), files.get("pki.ca.crt")) else {
-        return ("unknown".into(), "no http.addr or CA in the Secret".into());
+        return (
+            RegistryHealth::Unknown,
+            "no http.addr or CA in the Secret".into(),
+        );
     };
     match crate::health::check_registry(&addr, ca, std::time::Duration::from_secs(3)) {
-        Ok(()) => ("ready".into(), format!("https://{addr}/v2/ answers")),
-        Err(e) => ("not-ready".into(), e),
+        Ok(()) => (RegistryHealth::Ready, format!("https://{addr}/v2/ answers")),
+        Err(e) => (RegistryHealth::NotReady, e),
     }
 }
 
@@ -431,17 +432,12 @@ fn upstream_state(
     files: &BTreeMap<String, String>,
     previous: &BTreeMap<String, String>,
     hysteresis: &str,
-) -> anyhow::Result<cache_only::UpstreamState> {
+) -> anyhow::Result<UpstreamState> {
     let hysteresis = match hysteresis {
         "" => cache_only::DEFAULT_HYSTERESIS_SECS,
-        h => crate::duration::parse(h)
+        h => crate::model::duration::parse(h)
             .map(|d| d.as_secs() as i64)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "annotation {}: {h:?} {e}",
-                    cache_only::HYSTERESIS_ANNOTATION
-                )
-            })?,
+            .map_err(|e| anyhow::anyhow!("annotation {}: {h:?} {e}", HYSTERESIS_ANNOTATION))?,
     };
     let (scheme, host) = upstream_of(files)?;
     let answers = crate::health::upstream_answers(
@@ -450,10 +446,11 @@ fn upstream_state(
         files.get("pki.upstream-ca.crt").map(String::as_str),
         std::time::Duration::from_secs(5),
     );
-    let prev = cache_only::UpstreamState::from_status(previous);
+    let prev = UpstreamState::from_data(previous);
     // Whether the registry serves matters only while it proxies and the upstream fails.
-    let serving =
-        answers || prev.is_some_and(|p| p.cache_only) || registry_health(files).0 == "ready";
+    let serving = answers
+        || prev.is_some_and(|p| p.cache_only)
+        || registry_health(files).0 == RegistryHealth::Ready;
     Ok(cache_only::decide(
         prev,
         cache_only::Seen {
@@ -479,7 +476,7 @@ fn install_cache_only(files: &mut BTreeMap<String, String>, variant: String) -> 
         .pointer_mut("/metadata/annotations")
         .and_then(serde_json::Value::as_object_mut)
         .with_context(|| format!("{key} has no metadata.annotations"))?;
-    annotations.insert(cache_only::POD_ANNOTATION.into(), "true".into());
+    annotations.insert(CACHE_ONLY_ANNOTATION.into(), "true".into());
     files.insert(key, serde_yaml_ng::to_string(&pod)?);
     Ok(())
 }
@@ -500,12 +497,15 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             }
             .decoded();
             if decoded.len() != s.data.len() {
-                bail!("registry-node-{node}-config: a value is not base64 of UTF-8 text");
+                bail!(
+                    "{}: a value is not base64 of UTF-8 text",
+                    node_config_secret(&node)
+                );
             }
             let hash = s
                 .metadata
                 .annotations
-                .get("embedded-registry.deckhouse.io/config-hash")
+                .get(CONFIG_HASH_ANNOTATION)
                 .cloned()
                 .unwrap_or_default();
             (Some(decoded), hash)
@@ -520,17 +520,17 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             .and_then(|s| s.metadata.annotations.get(key).cloned())
             .unwrap_or_default()
     };
-    let generation = annotation("embedded-registry.deckhouse.io/generation");
+    let generation = annotation(GENERATION_ANNOTATION);
     // Which ro password the registry accepts (a hash of its hash): the pull Secret keeps
     // the previous one beside it until every master runs the new one.
-    let ro_user = annotation(crate::pull_secret::RO_USER_ANNOTATION);
+    let ro_user = annotation(RO_USER_ANNOTATION);
     let current: Vec<ConfigMapObject> = input.snapshots.get("node_status")?;
     let previous = current.first().map(|c| c.data.clone()).unwrap_or_default();
     let mut upstream = None;
     let files = match files {
         Some(mut f) => {
             if let Some(variant) = f.remove(cache_only::CACHE_ONLY_KEY) {
-                let hysteresis = annotation(cache_only::HYSTERESIS_ANNOTATION);
+                let hysteresis = annotation(HYSTERESIS_ANNOTATION);
                 let state = upstream_state(&f, &previous, &hysteresis)?;
                 if state.cache_only {
                     install_cache_only(&mut f, variant)?;
@@ -550,24 +550,29 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     }
     let health = match &files {
         Some(f) => registry_health(f),
-        None => ("absent".to_string(), "no registry on this node".to_string()),
-    };
-    let mut status = BTreeMap::from([
-        ("node".to_string(), node.clone()),
-        ("appliedConfigHash".to_string(), applied.config_hash.clone()),
-        ("appliedGeneration".to_string(), generation),
-        ("appliedRoUser".to_string(), ro_user),
-        (
-            "staticPod".to_string(),
-            if files.is_some() { "present" } else { "absent" }.to_string(),
+        None => (
+            RegistryHealth::Absent,
+            "no registry on this node".to_string(),
         ),
-        ("registry".to_string(), health.0),
-        ("message".to_string(), health.1),
-    ]);
+    };
+    let status = NodeStatus {
+        node: node.clone(),
+        applied_config_hash: applied.config_hash.clone(),
+        applied_generation: generation,
+        applied_ro_user: ro_user,
+        static_pod: if files.is_some() {
+            StaticPod::Present
+        } else {
+            StaticPod::Absent
+        },
+        registry: health.0,
+        message: health.1,
+        upstream,
+    }
+    .to_data();
     input.metrics.expire("cache_only");
     if let Some(state) = upstream {
-        state.to_status(&mut status);
-        if Some(state) != cache_only::UpstreamState::from_status(&previous) {
+        if Some(state) != UpstreamState::from_data(&previous) {
             input.log.info(
                 "upstream",
                 &[
@@ -595,10 +600,10 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
-                "name": status_name(&node),
+                "name": node_status_config_map(&node),
                 "namespace": NAMESPACE,
-                "labels": {"heritage": "deckhouse", "module": "embedded-registry", secrets::ROLE_LABEL: "node-status",
-                           "embedded-registry.deckhouse.io/node": node},
+                "labels": {"heritage": "deckhouse", "module": MODULE_NAME, ROLE_LABEL: "node-status",
+                           NODE_LABEL: node},
             },
             "data": status,
         }));

@@ -10,15 +10,9 @@ use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, LabelSelector};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::MODULE_KEY;
-use crate::internal::Master;
+use crate::model::values::Master;
+use crate::module::{MASTER_LABELS, MODULE_KEY};
 use crate::untrusted::{self, Invalid};
-
-/// Labels that mark a master node.
-pub const MASTER_LABELS: [(&str, &str); 2] = [
-    ("masters", "node-role.kubernetes.io/control-plane"),
-    ("legacy_masters", "node-role.kubernetes.io/master"),
-];
 
 /// Keeps only what the hook needs, so the runner holds small snapshots.
 pub const NODE_FILTER: &str = r#"{"name": .metadata.name, "internalIP": ([.status.addresses[]? | select(.type == "InternalIP") | .address] | first)}"#;

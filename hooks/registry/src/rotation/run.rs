@@ -1,7 +1,6 @@
-//! `embedded-registry rotate`: plan (and apply) the rotation of old releases in a
-//! mirror. Exit 0 on success, 1 when it stopped on an error, 2 on bad arguments.
+//! One rotation run of release cleanup in a mirror: scan, plan, and (when asked) apply,
+//! within a time budget, into a [`Report`]. Used by the `rotate` command and the node hook.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -10,56 +9,6 @@ use super::apply::{self, Applied};
 use super::plan::{self, Plan, Policy};
 use super::scan::{Scanner, Stats};
 use crate::distribution::{Client, Endpoint, Failure, Kind};
-
-/// Environment variable holding the password (instead of `--password-file`).
-pub const PASSWORD_ENV: &str = "EMBEDDED_REGISTRY_ROTATE_PASSWORD";
-
-/// Arguments of `rotate`.
-#[derive(clap::Args, Debug)]
-#[command(group = clap::ArgGroup::new("action").required(true).args(["dry_run", "apply"]))]
-pub struct Args {
-    /// The mirror: `https://HOST:PORT` (or `http://`).
-    #[arg(long)]
-    pub registry: String,
-    /// The root repository of releases, e.g. `/deckhouse/ee`.
-    #[arg(long)]
-    pub path: String,
-    /// How many latest releases (by semver) to keep.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub keep: u32,
-    /// A release that must stay (the running release). Repeatable.
-    #[arg(long = "keep-release", value_name = "vX.Y.Z")]
-    pub keep_releases: Vec<String>,
-    /// User with the delete right.
-    #[arg(long)]
-    pub user: Option<String>,
-    /// File holding the password (else the EMBEDDED_REGISTRY_ROTATE_PASSWORD variable).
-    #[arg(long, requires = "user")]
-    pub password_file: Option<PathBuf>,
-    /// CA bundle (PEM) of the registry; only it is trusted when given.
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
-    /// Releases built less than this long ago stay (Go duration: 24h, 30m; 0 = none).
-    #[arg(long, default_value = "24h")]
-    pub min_age: String,
-    /// Print the plan, delete nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Delete what the plan says.
-    #[arg(long)]
-    pub apply: bool,
-    /// Time budget for the whole run (Go duration).
-    #[arg(long, default_value = "10m")]
-    pub timeout: String,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `--flag`'s Go duration; 0 is allowed here (`--min-age 0`: no age guard).
-fn parse_duration(flag: &str, s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s).map_err(|e| format!("{flag} {} {e}", crate::duration::quoted(s)))
-}
 
 /// What to do, checked.
 #[derive(Debug, Clone)]
@@ -74,75 +23,6 @@ pub struct Job {
     pub apply: bool,
     /// Time budget.
     pub timeout: Duration,
-}
-
-/// Builds the job from arguments; `Err` is a usage error (exit 2).
-pub fn job(args: &Args) -> Result<Job, String> {
-    let (scheme, rest) = args
-        .registry
-        .split_once("://")
-        .filter(|(s, _)| *s == "https" || *s == "http")
-        .ok_or_else(|| {
-            format!(
-                "--registry {:?} must be https://HOST:PORT or http://HOST:PORT",
-                args.registry
-            )
-        })?;
-    let host = rest.trim_end_matches('/');
-    if host.is_empty() || host.contains('/') {
-        return Err(format!(
-            "--registry {:?} must be scheme://HOST[:PORT] without a path: put the path into --path",
-            args.registry
-        ));
-    }
-    let path = args.path.trim_matches('/').to_string();
-    let valid = !path.is_empty()
-        && path.split('/').all(|c| {
-            !c.is_empty()
-                && c.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-        });
-    if !valid {
-        return Err(format!(
-            "--path {:?} must be a repository path such as /deckhouse/ee",
-            args.path
-        ));
-    }
-    let credentials = crate::cli::credentials(
-        args.user.as_ref(),
-        args.password_file.as_ref(),
-        PASSWORD_ENV,
-    )?;
-    let ca_pem = crate::cli::ca_file(args.ca_file.as_ref())?;
-    for r in &args.keep_releases {
-        if super::model::release_version(r).is_none() {
-            return Err(format!(
-                "--keep-release {r:?} is not a release version such as v1.66.3"
-            ));
-        }
-    }
-    let min_age = parse_duration("--min-age", &args.min_age)?;
-    let timeout = parse_duration("--timeout", &args.timeout)?;
-    let now = crate::clock::now().map_err(|e| format!("clock: {e}"))?;
-    Ok(Job {
-        endpoint: Endpoint {
-            scheme: scheme.to_string(),
-            host: host.to_string(),
-            credentials,
-            ca_only: ca_pem.is_some(),
-            ca_pem,
-            resolve: crate::distribution::client::resolve_overrides(),
-        },
-        path,
-        policy: Policy {
-            keep: args.keep as usize,
-            keep_releases: args.keep_releases.clone(),
-            min_age_secs: min_age.as_secs() as i64,
-            now,
-        },
-        apply: args.apply,
-        timeout,
-    })
 }
 
 /// The report of a run (JSON with `--json`).
@@ -314,17 +194,4 @@ impl Report {
         }
         s
     }
-}
-
-/// Runs the command; returns the exit code.
-pub fn run(args: &Args) -> u8 {
-    let job = match job(args) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("rotate: {e}");
-            return 2;
-        }
-    };
-    let report = execute(&job);
-    crate::cli::finish(&report, || report.human(), report.ok, args.json)
 }

@@ -7,32 +7,32 @@
 //! acknowledgement annotations and the labels the switch needs) and the Deckhouse
 //! Deployment; runs the upstream check (Proxy) or the mirror check (Detached) when a
 //! step needs it; writes `internal.switch` (what the chart renders), the state Secret,
-//! the pull Secret ([`crate::pull_secret`]) and metrics.
+//! the pull Secret ([`crate::switch::pull_secret`]) and metrics.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use hook_sdk::{
     Hook, HookConfig, HookInput, KubernetesBinding, NamespaceSelector, ScheduleBinding,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
-use super::MODULE_KEY;
-use crate::distribution::Credentials;
-use crate::internal::Master;
-use crate::pull_secret::{self, Action, Embedded, PULL_SECRET, SAVED_SECRET};
-use crate::secrets::{self, NAMESPACE, ROLE_LABEL, SECRET_FILTER};
-use crate::settings::{Mode, ProxySettings};
-use crate::switch::{
-    self, CheckNeeded, CheckRecord, ClusterTarget, Desired, NodeReport, ProxyTarget,
-    RegistryTarget, State,
+use crate::model::duration::GoDuration;
+use crate::model::node_status::NodeStatus;
+use crate::model::settings::{Mode, ProxySettings};
+use crate::model::switch::{CheckRecord, CheckStatus, ClusterTarget, Recheck, State, SwitchValues};
+use crate::model::values::Master;
+use crate::module::MODULE_KEY;
+use crate::module::{
+    user_secret, Role, NAMESPACE, PULL_SECRET, ROLE_LABEL, SAVED_PULL_SECRET, STATE_SECRET,
 };
-use crate::upstream::{self, Image, Spec};
+use crate::secrets::{self, SECRET_FILTER};
+use crate::switch::check::MirrorInputs;
+use crate::switch::pull_secret::{self, Action, Embedded};
+use crate::switch::{self, desired, CheckNeeded, NodeReport};
+use crate::upstream::{self, Checker, Image};
 
-/// The state Secret.
-pub const STATE_SECRET: &str = "registry-state";
 /// Metric group of this hook.
 const METRICS_GROUP: &str = "registry_switch";
 /// Metric group of the nodes' acknowledgements.
@@ -134,7 +134,7 @@ fn deckhouse_restored(
     {
         return Ok(false);
     }
-    let prefix = format!("{}/", pull_secret::address());
+    let prefix = format!("{}/", crate::module::service_address());
     Ok(input
         .snapshots
         .get::<DeckhouseSnap>("deckhouse")?
@@ -145,105 +145,6 @@ fn deckhouse_restored(
                 && d.updated_replicas >= d.replicas
                 && d.available_replicas >= d.replicas
         }))
-}
-
-/// The hash of the nodes' mirror configuration: the pull address, the listed masters
-/// (name and address, in order) and the CA, under a format version. No secret goes in.
-pub fn node_config_hash(address: &str, mirrors: &[Master], ca: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let text = json!([
-        "embedded-registry mirror configuration v2",
-        address,
-        mirrors
-            .iter()
-            .map(|m| [m.name.as_str(), m.internal_ip.as_str()])
-            .collect::<Vec<_>>(),
-        ca.trim(),
-    ])
-    .to_string();
-    Sha256::digest(text.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// `internal.switch`: what the chart renders.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SwitchValues {
-    /// What the masters run (absent: no static pods).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub registry: Option<RegistryTarget>,
-    /// Where nodes pull from.
-    pub cluster: ClusterTarget,
-    /// Masters in the nodes' mirror configuration, in order.
-    pub mirrors: Vec<Master>,
-    /// The registry name the mirror configuration is for (the pull Secret's address
-    /// while the cluster pulls through the masters).
-    #[serde(default)]
-    pub pull_address: String,
-    /// The manager DaemonSet runs (a registry runs, or a master still has its static pod).
-    pub manager: bool,
-    /// The hash of the nodes' mirror configuration, which each node's script sets as
-    /// its acknowledgement ([`switch::ACK_ANNOTATION`]).
-    #[serde(default)]
-    pub node_config_hash: String,
-    /// The last check's outcome (no password in it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<CheckStatus>,
-    /// The last scheduled recheck of the upstream in use (no password in it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recheck: Option<Recheck>,
-}
-
-/// A scheduled recheck's outcome, as `internal.switch.recheck`: written by the
-/// schedule (which has no snapshots) only when it changes, taken in by the next
-/// `beforeHelm`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Recheck {
-    /// The registry generation checked.
-    pub generation: String,
-    /// Passed.
-    pub ok: bool,
-    /// Failure kind; empty when it passed.
-    pub kind: String,
-    /// What was found.
-    pub message: String,
-}
-
-impl Recheck {
-    /// The outcome as a check record, when it is about the registry `state` runs and
-    /// says something the state does not know yet.
-    fn news(&self, state: &State, now: i64) -> Option<CheckRecord> {
-        let generation = &state.registry.as_ref()?.generation;
-        let known = state.check.as_ref().is_some_and(|c| {
-            (&c.generation, c.ok, &c.kind, &c.message)
-                == (&self.generation, self.ok, &self.kind, &self.message)
-        });
-        (&self.generation == generation && !known).then(|| CheckRecord {
-            what: "upstream".into(),
-            generation: self.generation.clone(),
-            ok: self.ok,
-            kind: self.kind.clone(),
-            message: self.message.clone(),
-            since: now,
-        })
-    }
-}
-
-/// The last upstream or mirror check, as `internal.switch.check`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct CheckStatus {
-    /// `upstream` or `mirror`.
-    pub what: String,
-    /// Passed.
-    pub ok: bool,
-    /// Failure kind; empty when it passed.
-    pub kind: String,
-    /// What was found.
-    pub message: String,
 }
 
 /// The hook.
@@ -261,9 +162,9 @@ pub fn hook() -> Hook {
                     name_selector: Some(hook_sdk::config::NameSelector {
                         match_names: vec![
                             STATE_SECRET.into(),
-                            crate::hooks::users::user_secret("ro"),
+                            user_secret(Role::Ro),
                             PULL_SECRET.into(),
-                            SAVED_SECRET.into(),
+                            SAVED_PULL_SECRET.into(),
                         ],
                     }),
                     jq_filter: Some(SECRET_FILTER.into()),
@@ -311,6 +212,12 @@ pub fn hook() -> Hook {
 }
 
 fn handle(input: &mut HookInput) -> anyhow::Result<()> {
+    handle_with(input, &upstream::Network)
+}
+
+/// The handler with its upstream/mirror check injected: every I/O it does goes through
+/// `checker` (and the SDK's collectors).
+fn handle_with(input: &mut HookInput, checker: &dyn Checker) -> anyhow::Result<()> {
     // A run without the state (a schedule or an event whose context carries no
     // snapshots) must not start over from Direct, nor block the queue by failing:
     // the next beforeHelm run carries every snapshot.
@@ -322,7 +229,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         // upstream in use from the values and hands a changed outcome to the next
         // beforeHelm through them.
         if input.bindings().any(|b| b == "recheck") {
-            return recheck_from_values(input);
+            return recheck_from_values(input, checker);
         }
         input
             .log
@@ -357,7 +264,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let key: Option<String> = input
         .values
         .get_as(&format!("{MODULE_KEY}.internal.pki.httpSecret"))?;
-    let desired = desired(
+    let desired = desired::desired(
         mode,
         proxy.as_ref(),
         &masters,
@@ -368,16 +275,9 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
 
     let reports: Vec<NodeReport> = input
         .snapshots
-        .get::<super::DataSnap>("node_status")?
+        .get::<crate::hooks::DataSnap>("node_status")?
         .into_iter()
-        .map(|c| NodeReport {
-            node: c.data.get("node").cloned().unwrap_or_default(),
-            static_pod: c.data.get("staticPod").map(String::as_str) == Some("present"),
-            generation: c.data.get("appliedGeneration").cloned().unwrap_or_default(),
-            ready: c.data.get("registry").map(String::as_str) == Some("ready"),
-            ro_user: c.data.get("appliedRoUser").cloned().unwrap_or_default(),
-            message: c.data.get("message").cloned().unwrap_or_default(),
-        })
+        .map(|c| NodeReport::from(NodeStatus::from_data(&c.data)))
         .collect();
 
     let scheduled = input.bindings().any(|b| b == "recheck");
@@ -385,12 +285,15 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         .values
         .get_as(&format!("{MODULE_KEY}.internal.switch.recheck"))?;
     let check = match switch::check_needed(&state, &desired, &reports, scheduled) {
-        None => recheck.as_ref().and_then(|r| r.news(&state, now)),
+        None => recheck
+            .as_ref()
+            .and_then(|r| switch::recheck_news(r, &state, now)),
         Some(need) => Some(run_check(
             input,
+            checker,
             need,
             &masters,
-            secrets.get(&crate::hooks::users::user_secret("ro")),
+            secrets.get(&user_secret(Role::Ro)),
             now,
         )?),
     };
@@ -401,7 +304,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         .values
         .get_as::<String>(&format!("{MODULE_KEY}.internal.pki.caBundle"))?
         .unwrap_or_default();
-    let address = pull_secret::address();
+    let address = crate::module::service_address();
     let listed = {
         let masters = masters.clone();
         move |names: &[String]| -> Vec<Master> {
@@ -411,19 +314,17 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
                 .collect()
         }
     };
-    let timeout: Option<String> = input
+    let timeout: Option<GoDuration> = input
         .values
         .get_as(&format!("{MODULE_KEY}.nodeAcknowledgementTimeout"))?;
     let timeout_secs = match timeout {
         None => switch::DEFAULT_ACK_TIMEOUT_SECS,
-        Some(t) => crate::duration::parse(&t)
-            .map(|d| d.as_secs() as i64)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "spec.settings.nodeAcknowledgementTimeout: {} {e}; write it as 15m or 1h",
-                    crate::untrusted::shown(&t)
-                )
-            })?,
+        Some(t) => t.get().map(|d| d.as_secs() as i64).map_err(|e| {
+            anyhow::anyhow!(
+                "spec.settings.nodeAcknowledgementTimeout: {} {e}; write it as 15m or 1h",
+                crate::untrusted::shown(t.as_str())
+            )
+        })?,
     };
     let fleet = switch::Fleet {
         nodes: node_acks(input)?,
@@ -431,14 +332,16 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         deckhouse_restored: deckhouse_restored(input, &secrets)?,
         config_hash: {
             let (address, ca, listed) = (address.clone(), ca.clone(), listed.clone());
-            Box::new(move |names: &[String]| node_config_hash(&address, &listed(names), &ca))
+            Box::new(move |names: &[String]| {
+                desired::node_config_hash(&address, &listed(names), &ca)
+            })
         },
     };
     let next = switch::step(state.clone(), &desired, &reports, check, &fleet, now);
     set_node_metrics(input, &fleet, &next, now);
     // Decided before anything is written: a pull Secret that cannot follow leaves
     // the state, the Secrets and the values as they are.
-    let pull = pull_secret_actions(input, &next, &secrets, &reports).map_err(anyhow::Error::msg)?;
+    let pull = pull_secret_actions(input, &next, &secrets, &reports)?;
     if next != loaded {
         let text = serde_json::to_string_pretty(&next)? + "\n";
         let data = BTreeMap::from([("state.json".to_string(), text)]);
@@ -466,7 +369,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     for action in pull {
         match action {
             Action::Save(data) => input.objects.create_or_update(secrets::secret(
-                SAVED_SECRET,
+                SAVED_PULL_SECRET,
                 "upstream-pull",
                 "Opaque",
                 &data,
@@ -485,7 +388,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             }
             Action::DropSaved => input
                 .objects
-                .delete("v1", "Secret", NAMESPACE, SAVED_SECRET),
+                .delete("v1", "Secret", NAMESPACE, SAVED_PULL_SECRET),
         }
     }
     let ready = next
@@ -515,7 +418,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         }),
         registry: next.registry,
         cluster: next.cluster,
-        pull_address: pull_secret::address(),
+        pull_address: crate::module::service_address(),
         recheck,
     };
     input
@@ -534,11 +437,11 @@ fn pull_secret_seen(
     let upstream = secrets
         .get(PULL_SECRET)
         .is_some_and(|c| !pull_secret::names_embedded(c));
-    if state.cluster == switch::ClusterTarget::Embedded
+    if state.cluster == ClusterTarget::Embedded
         && upstream
-        && !secrets.contains_key(SAVED_SECRET)
+        && !secrets.contains_key(SAVED_PULL_SECRET)
     {
-        state.cluster = switch::ClusterTarget::Upstream;
+        state.cluster = ClusterTarget::Upstream;
         state.mirrors_since = None;
     }
     state
@@ -547,7 +450,7 @@ fn pull_secret_seen(
 /// The schedule's run (no snapshots): checks the upstream the masters proxy now, sets
 /// the check metric, and records a changed outcome in `internal.switch.recheck`, which
 /// makes the runner run the module.
-fn recheck_from_values(input: &mut HookInput) -> anyhow::Result<()> {
+fn recheck_from_values(input: &mut HookInput, checker: &dyn Checker) -> anyhow::Result<()> {
     let key = format!("{MODULE_KEY}.internal.switch");
     let Some(current) = input.values.get_as::<SwitchValues>(&key)? else {
         return Ok(());
@@ -556,7 +459,14 @@ fn recheck_from_values(input: &mut HookInput) -> anyhow::Result<()> {
         return Ok(());
     };
     let now = crate::clock::now()?;
-    let c = run_check(input, CheckNeeded::Upstream(target), &[], None, now)?;
+    let c = run_check(
+        input,
+        checker,
+        CheckNeeded::Upstream(target),
+        &[],
+        None,
+        now,
+    )?;
     set_check_metric(input, &c);
     let outcome = Recheck {
         generation: c.generation,
@@ -635,12 +545,11 @@ fn set_check_metric(input: &mut HookInput, c: &CheckRecord) {
 fn restore_on_disable(input: &mut HookInput) -> anyhow::Result<()> {
     let secrets = secrets::by_name(input, "secrets")?;
     let actions = pull_secret::plan(
-        crate::switch::ClusterTarget::Upstream,
+        crate::model::switch::ClusterTarget::Upstream,
         secrets.get(PULL_SECRET),
-        secrets.get(SAVED_SECRET),
+        secrets.get(SAVED_PULL_SECRET),
         None,
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     for action in actions {
         if let Action::Write(data) = action {
             input.log.info(
@@ -659,14 +568,13 @@ fn pull_secret_actions(
     next: &State,
     secrets: &BTreeMap<String, BTreeMap<String, String>>,
     reports: &[NodeReport],
-) -> Result<Vec<Action>, String> {
+) -> anyhow::Result<Vec<Action>> {
     let current = secrets.get(PULL_SECRET);
-    let saved = secrets.get(SAVED_SECRET);
+    let saved = secrets.get(SAVED_PULL_SECRET);
     let ca: Option<String> = input
         .values
-        .get_as(&format!("{MODULE_KEY}.internal.pki.caBundle"))
-        .map_err(|e| format!("{e:#}"))?;
-    let ro = secrets.get(&crate::hooks::users::user_secret("ro"));
+        .get_as(&format!("{MODULE_KEY}.internal.pki.caBundle"))?;
+    let ro = secrets.get(&user_secret(Role::Ro));
     let serving = next
         .registry
         .as_ref()
@@ -682,12 +590,12 @@ fn pull_secret_actions(
         (Some(p), _) => pull_secret::normalize_path(&p.path),
         (None, _) => pull_secret::upstream_path(current, saved),
     };
-    if next.cluster == switch::ClusterTarget::Embedded
+    if next.cluster == ClusterTarget::Embedded
         && current.is_some_and(pull_secret::names_embedded)
         && saved.is_none()
     {
         input.log.warn(
-            &format!("Secret {NAMESPACE}/{SAVED_SECRET} is missing: going back to the upstream will need {PULL_SECRET} restored by hand"),
+            &format!("Secret {NAMESPACE}/{SAVED_PULL_SECRET} is missing: going back to the upstream will need {PULL_SECRET} restored by hand"),
             &[],
         );
     }
@@ -716,7 +624,12 @@ fn pull_secret_actions(
         }),
         _ => None,
     };
-    pull_secret::plan(next.cluster, current, saved, embedded.as_ref())
+    Ok(pull_secret::plan(
+        next.cluster,
+        current,
+        saved,
+        embedded.as_ref(),
+    )?)
 }
 
 /// Writes `wanted` into the pull Secret as a merge patch of its data only: Deckhouse
@@ -738,63 +651,6 @@ fn write_pull_secret(
     );
 }
 
-/// The registry the settings ask for: Proxy on every master with HA, else on the first.
-fn desired(
-    mode: Mode,
-    proxy: Option<&ProxySettings>,
-    masters: &[Master],
-    ha: bool,
-    current: Option<&RegistryTarget>,
-    key: Option<&str>,
-) -> anyhow::Result<Desired> {
-    // One registry stays on the master it runs on while that is a master: moving it
-    // would leave a Detached mirror's content behind, and nodes with no master to
-    // pull from in between.
-    let staying = current
-        .and_then(|r| r.nodes.first())
-        .filter(|n| masters.iter().any(|m| &&m.name == n));
-    let nodes: Vec<String> = match mode {
-        Mode::Direct => {
-            return Ok(Desired {
-                mode,
-                registry: None,
-            })
-        }
-        Mode::Proxy if ha => masters.iter().map(|m| m.name.clone()).collect(),
-        _ => match staying {
-            Some(n) => vec![n.clone()],
-            None => masters.iter().take(1).map(|m| m.name.clone()).collect(),
-        },
-    };
-    if nodes.is_empty() {
-        bail!("mode {mode} needs at least one master node with an InternalIP; none found");
-    }
-    let proxy = match mode {
-        Mode::Proxy => {
-            let p = proxy.context("spec.settings.proxy is required in mode Proxy")?;
-            Some(ProxyTarget {
-                scheme: p.scheme.clone(),
-                host: p.host.clone(),
-                path: p.path.clone().unwrap_or_default(),
-                user: p.user.clone(),
-                password: p.password.clone(),
-                ca: p.ca.clone(),
-                ttl: p.ttl.clone(),
-            })
-        }
-        _ => None,
-    };
-    // The generation's key: the registries' shared secret, computed by the pki hook
-    // before this one.
-    let key = key.context(
-        "internal.pki.httpSecret is not set: the pki hook must run before registry-switch",
-    )?;
-    Ok(Desired {
-        mode,
-        registry: Some(RegistryTarget::new(mode, proxy, nodes, key.as_bytes())),
-    })
-}
-
 /// The release image the cluster runs, when `global.deckhouseVersion` is a release tag.
 fn release_images(input: &HookInput) -> anyhow::Result<Vec<Image>> {
     let version: Option<String> = input.values.get_as("global.deckhouseVersion")?;
@@ -813,102 +669,32 @@ fn release_images(input: &HookInput) -> anyhow::Result<Vec<Image>> {
         .unwrap_or_default())
 }
 
+/// Runs the check `need` asks for through `checker`, with what it needs from the
+/// values (read only for a mirror check).
 fn run_check(
     input: &HookInput,
+    checker: &dyn Checker,
     need: CheckNeeded,
     masters: &[Master],
     ro: Option<&BTreeMap<String, String>>,
     now: i64,
 ) -> anyhow::Result<CheckRecord> {
     let images = release_images(input)?;
-    let (what, generation, spec) = match need {
-        CheckNeeded::Upstream(t) => {
-            let p = t
-                .proxy
-                .clone()
-                .context("a Proxy target without proxy settings")?;
-            let mut spec = Spec::new(&p.scheme, &p.host, &p.path);
-            spec.credentials = p
-                .user
-                .clone()
-                .zip(p.password.clone())
-                .map(|(user, password)| Credentials { user, password });
-            spec.ca_pem = p.ca.clone();
-            spec.images = images;
-            ("upstream", t.generation, spec)
-        }
-        CheckNeeded::Mirror(t) => {
-            let first = t
-                .nodes
-                .first()
-                .and_then(|n| masters.iter().find(|m| &m.name == n));
-            let ca: Option<String> = input
+    let mirror = match need {
+        CheckNeeded::Upstream(_) => MirrorInputs::default(),
+        CheckNeeded::Mirror(_) => MirrorInputs {
+            masters,
+            ro,
+            ca: input
                 .values
-                .get_as(&format!("{MODULE_KEY}.internal.pki.caBundle"))?;
-            let base: String = input
+                .get_as(&format!("{MODULE_KEY}.internal.pki.caBundle"))?,
+            base: input
                 .values
                 .get_as("global.modulesImages.registry.base")?
-                .unwrap_or_default();
-            let path = base
-                .split_once('/')
-                .map(|(_, p)| p.to_string())
-                .unwrap_or_default();
-            let (Some(first), Some(ca), Some(ro)) = (first, ca, ro) else {
-                return Ok(CheckRecord {
-                    what: "mirror".into(),
-                    generation: t.generation,
-                    ok: false,
-                    kind: "pending".into(),
-                    message:
-                        "the mirror check waits for the master's address, the CA and the ro user"
-                            .into(),
-                    since: now,
-                });
-            };
-            let mut spec = Spec::new(
-                "https",
-                &format!(
-                    "{}:{}",
-                    first.internal_ip,
-                    crate::hooks::users::REGISTRY_PORT
-                ),
-                &path,
-            );
-            spec.credentials = ro
-                .get("name")
-                .cloned()
-                .zip(ro.get("password").cloned())
-                .map(|(user, password)| Credentials { user, password });
-            spec.ca_pem = Some(ca);
-            spec.ca_only = true;
-            spec.images = images;
-            ("mirror", t.generation, spec)
-        }
+                .unwrap_or_default(),
+        },
     };
-    let mut spec = spec;
-    spec.budget = Duration::from_secs(20);
-    spec.request_timeout = Duration::from_secs(5);
-    let report = upstream::check(&spec);
-    let (kind, message) = match &report.failure {
-        Some(f) => (upstream::kind_name(f.kind), f.message.clone()),
-        None => (
-            String::new(),
-            format!(
-                "{} is usable ({} auth, {} image(s) found)",
-                report.registry,
-                report.auth,
-                report.images.len()
-            ),
-        ),
-    };
-    Ok(CheckRecord {
-        what: what.into(),
-        generation,
-        ok: report.ok,
-        kind,
-        message,
-        since: now,
-    })
+    Ok(switch::check::run(checker, need, images, mirror, now)?)
 }
 
 #[cfg(test)]
@@ -926,6 +712,56 @@ mod tests {
         filtered(json!({"name": name, "data": data}))
     }
 
+    /// The checker of these tests: no I/O, every registry refuses connections (as an
+    /// address nothing listens on does). The real one is proven end to end.
+    struct Offline;
+
+    impl crate::upstream::Checker for Offline {
+        fn check(&self, spec: &crate::upstream::Spec) -> crate::upstream::Report {
+            use crate::distribution::{Failure, Kind};
+            crate::upstream::Report {
+                ok: false,
+                registry: format!("{}://{}", spec.scheme, spec.host),
+                auth: String::new(),
+                failure: Some(Failure::new(
+                    Kind::Connect,
+                    format!("{}://{}/v2/: cannot connect (fake)", spec.scheme, spec.host),
+                )),
+                images: vec![],
+                requests: 0,
+                token_requests: 0,
+                elapsed_ms: 0,
+            }
+        }
+    }
+
+    fn handle_offline(input: &mut hook_sdk::HookInput) -> anyhow::Result<()> {
+        super::handle_with(input, &Offline)
+    }
+
+    /// The hook with the [`Offline`] checker.
+    fn offline_hook() -> hook_sdk::Hook {
+        hook_sdk::Hook::new(super::hook().config, handle_offline)
+    }
+
+    /// The jqFilter is a literal jq program: it must name the module's own labels and
+    /// annotations, not a stale spelling of them.
+    #[test]
+    fn node_filter_names_the_modules_labels_and_annotations() {
+        use crate::module::*;
+        for name in [
+            ACK_ANNOTATION,
+            CONTAINERD_ANNOTATION,
+            CUSTOM_REGISTRY_LABEL,
+            EXCLUDE_LABEL,
+        ] {
+            assert!(
+                super::NODE_FILTER.contains(&format!("[\"{name}\"]")),
+                "{name}"
+            );
+        }
+    }
+
     /// Direct mode, with the pull Secret as `pull` and the saved copy as `saved`.
     fn direct(
         pull: &[(&str, &str)],
@@ -940,7 +776,7 @@ mod tests {
             .group_snapshot("nodes", vec![])
             .group_snapshot("deckhouse", vec![])
             .lifecycle("beforeHelm")
-            .run(&super::hook())
+            .run(&offline_hook())
     }
 
     const OURS: &[(&str, &str)] = &[
@@ -1001,7 +837,7 @@ mod tests {
                 .group_snapshot("nodes", vec![])
                 .group_snapshot("deckhouse", vec![])
                 .lifecycle("afterDeleteHelm")
-                .run(&super::hook())
+                .run(&offline_hook())
                 .unwrap()
         };
         let out = run(OURS);
@@ -1021,13 +857,13 @@ mod tests {
 
     #[test]
     fn one_registry_stays_on_its_master_when_a_master_sorting_first_joins() {
-        use crate::internal::Master;
+        use crate::model::values::Master;
         let m = |n: &str| Master {
             name: n.into(),
             internal_ip: "10.0.0.1".into(),
         };
-        let before = super::desired(
-            crate::settings::Mode::Detached,
+        let before = crate::switch::desired::desired(
+            crate::model::settings::Mode::Detached,
             None,
             &[m("m2")],
             false,
@@ -1038,8 +874,8 @@ mod tests {
         .registry
         .unwrap();
         let masters = [m("m1"), m("m2")];
-        let after = super::desired(
-            crate::settings::Mode::Detached,
+        let after = crate::switch::desired::desired(
+            crate::model::settings::Mode::Detached,
             None,
             &masters,
             false,
@@ -1054,8 +890,8 @@ mod tests {
             vec!["m2".to_string()],
             "the mirror's content is on m2"
         );
-        let gone = super::desired(
-            crate::settings::Mode::Detached,
+        let gone = crate::switch::desired::desired(
+            crate::model::settings::Mode::Detached,
             None,
             &masters[..1],
             false,
@@ -1070,8 +906,8 @@ mod tests {
 
     #[test]
     fn a_state_written_before_the_pull_secret_was_managed_waits_for_the_nodes_again() {
-        let state = crate::switch::State {
-            cluster: crate::switch::ClusterTarget::Embedded,
+        let state = crate::model::switch::State {
+            cluster: crate::model::switch::ClusterTarget::Embedded,
             mirrors: vec!["m1".into()],
             ..Default::default()
         };
@@ -1083,21 +919,17 @@ mod tests {
                 .collect(),
         )]);
         let seen = super::pull_secret_seen(state.clone(), &secrets);
-        assert_eq!(seen.cluster, crate::switch::ClusterTarget::Upstream);
+        assert_eq!(seen.cluster, crate::model::switch::ClusterTarget::Upstream);
         assert_eq!(seen.mirrors, state.mirrors, "the masters stay listed");
     }
 
     #[test]
     fn the_recheck_reports_a_changed_upstream_outcome_through_the_values() {
-        // An upstream on a loopback port nothing listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let target = crate::switch::RegistryTarget::new(
-            crate::settings::Mode::Proxy,
-            Some(crate::switch::ProxyTarget {
+        // An upstream nothing listens on (the fake checker answers so for every host).
+        let port = 9;
+        let target = crate::model::switch::RegistryTarget::new(
+            crate::model::settings::Mode::Proxy,
+            Some(crate::model::switch::ProxyTarget {
                 scheme: "http".into(),
                 host: format!("127.0.0.1:{port}"),
                 path: "/p".into(),
@@ -1121,7 +953,7 @@ mod tests {
             HookTest::new()
                 .values(v)
                 .schedule("recheck")
-                .run(&super::hook())
+                .run(&offline_hook())
                 .unwrap()
         };
         let out = run(values(None));
@@ -1147,17 +979,17 @@ mod tests {
 
         // The next beforeHelm takes the outcome in once.
         let r: super::Recheck = serde_json::from_value(recheck).unwrap();
-        let state = crate::switch::State {
+        let state = crate::model::switch::State {
             registry: Some(target.clone()),
             ..Default::default()
         };
-        let news = r.news(&state, 7).unwrap();
+        let news = crate::switch::recheck_news(&r, &state, 7).unwrap();
         assert_eq!((news.ok, news.since), (false, 7));
-        let known = crate::switch::State {
+        let known = crate::model::switch::State {
             check: Some(news),
             ..state
         };
-        assert!(r.news(&known, 8).is_none());
+        assert!(crate::switch::recheck_news(&r, &known, 8).is_none());
     }
 
     #[test]
@@ -1171,8 +1003,8 @@ mod tests {
     fn node_object(i: usize, ready: bool, ack: Option<&str>) -> serde_json::Value {
         let mut annotations = json!({"node.alpha.kubernetes.io/ttl": "0"});
         if let Some(h) = ack {
-            annotations[crate::switch::ACK_ANNOTATION] = json!(h);
-            annotations[crate::switch::CONTAINERD_ANNOTATION] = json!("registry.d");
+            annotations[crate::module::ACK_ANNOTATION] = json!(h);
+            annotations[crate::module::CONTAINERD_ANNOTATION] = json!("registry.d");
         }
         json!({"apiVersion": "v1", "kind": "Node",
                "metadata": {"name": format!("n{i:02}"), "annotations": annotations,
@@ -1188,9 +1020,9 @@ mod tests {
     /// check passed: the pull Secret moves only when every Ready node acknowledged.
     #[test]
     fn fifty_nodes_the_pull_secret_moves_only_when_every_ready_node_acknowledged() {
-        use crate::internal::Master;
-        let target = crate::switch::RegistryTarget::new(
-            crate::settings::Mode::Detached,
+        use crate::model::values::Master;
+        let target = crate::model::switch::RegistryTarget::new(
+            crate::model::settings::Mode::Detached,
             None,
             vec!["m1".into()],
             b"k",
@@ -1199,15 +1031,15 @@ mod tests {
             name: "m1".into(),
             internal_ip: "127.0.0.11".into(),
         };
-        let hash = super::node_config_hash(
+        let hash = crate::switch::desired::node_config_hash(
             "embedded-registry.d8-system.svc:5001",
             std::slice::from_ref(&m1),
             "CA\n",
         );
-        let state = crate::switch::State {
+        let state = crate::model::switch::State {
             registry: Some(target.clone()),
             mirrors: vec!["m1".into()],
-            check: Some(crate::switch::CheckRecord {
+            check: Some(crate::model::switch::CheckRecord {
                 what: "mirror".into(),
                 generation: target.generation.clone(),
                 ok: true,
@@ -1215,7 +1047,7 @@ mod tests {
                 message: "complete".into(),
                 since: 1,
             }),
-            node_config: Some(crate::switch::NodeConfig {
+            node_config: Some(crate::model::switch::NodeConfig {
                 hash: hash.clone(),
                 since: 1000,
             }),
@@ -1259,7 +1091,7 @@ mod tests {
                     )
                     .group_snapshot("deckhouse", vec![])
                     .lifecycle("beforeHelm")
-                    .run(&super::hook())
+                    .run(&offline_hook())
                     .unwrap()
             })
         };
@@ -1336,10 +1168,10 @@ mod tests {
     #[test]
     fn hostile_node_data_counts_as_no_acknowledgement() {
         let nodes = vec![
-            json!({"metadata": {"name": "Bad Name\n", "annotations": {crate::switch::ACK_ANNOTATION: "x"}}}),
+            json!({"metadata": {"name": "Bad Name\n", "annotations": {crate::module::ACK_ANNOTATION: "x"}}}),
             json!({"metadata": {"name": "n1", "annotations": {
-                crate::switch::ACK_ANNOTATION: "$(reboot)",
-                crate::switch::CONTAINERD_ANNOTATION: "ok; rm -rf /"}},
+                crate::module::ACK_ANNOTATION: "$(reboot)",
+                crate::module::CONTAINERD_ANNOTATION: "ok; rm -rf /"}},
                 "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
         ];
         let filtered = crate::converge::jq::map_filter(super::NODE_FILTER, &nodes).unwrap();
@@ -1356,7 +1188,7 @@ mod tests {
             )
             .group_snapshot("deckhouse", vec![])
             .lifecycle("beforeHelm")
-            .run(&super::hook())
+            .run(&offline_hook())
             .unwrap();
         let state = out
             .objects
@@ -1385,7 +1217,7 @@ mod tests {
         let out = HookTest::new()
             .values(json!({"global": {}, "embeddedRegistry": {"mode": "Proxy", "proxy": {"host": "h"}, "internal": {}}}))
             .schedule("recheck")
-            .run(&super::hook())
+            .run(&offline_hook())
             .unwrap();
         assert_eq!(out.values["embeddedRegistry"]["internal"], json!({}));
         assert!(out.objects.is_empty());

@@ -1,4 +1,4 @@
-//! Rotation without downtime of a signing pair (the CA, the token signer).
+//! Rollover without downtime of a signing pair (the CA, the token signer).
 //!
 //! A pair has up to three generations: `active` signs; `pending` is trusted but does not
 //! sign yet; `previous` (a certificate only) is still trusted but signs nothing. Every
@@ -13,7 +13,7 @@
 //!                        ◄──overlap── Switched
 //! ```
 //!
-//! A broken or expired active pair cannot be rotated gently: it is replaced at once.
+//! A broken or expired active pair cannot be rolled over gently: it is replaced at once.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +23,7 @@ use super::{inspect, key_matches, Pair};
 
 /// The generations of a rotating pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rotating {
+pub struct Rollover {
     /// Signs now.
     pub active: Pair,
     /// Trusted, signs after the next transition.
@@ -38,7 +38,7 @@ pub struct Rotating {
 pub struct Spec {
     /// Lifetime of a new pair, seconds.
     pub validity: i64,
-    /// Start a rotation when less than this percentage of the lifetime is left.
+    /// Start a rollover when less than this percentage of the lifetime is left.
     pub renew_percent: u32,
     /// Minimum time between transitions, seconds.
     pub overlap: i64,
@@ -58,7 +58,7 @@ fn defect(pair: &Pair, now: i64, ca: bool) -> Option<String> {
     }
 }
 
-impl Rotating {
+impl Rollover {
     /// Every certificate to trust, active first.
     pub fn bundle(&self) -> String {
         let mut out = self.active.cert.trim_end().to_string() + "\n";
@@ -87,7 +87,7 @@ impl Rotating {
                 key: get(k)?,
             })
         };
-        Some(Rotating {
+        Some(Rollover {
             active: pair(".crt", ".key")?,
             pending: pair("-pending.crt", "-pending.key"),
             previous: get("-previous.crt"),
@@ -110,16 +110,16 @@ impl Rotating {
     }
 }
 
-/// One step of the rotation; returns the new state and what happened (if anything).
+/// One step of the rollover; returns the new state and what happened (if anything).
 pub fn step(
-    current: Option<Rotating>,
+    current: Option<Rollover>,
     now: i64,
     spec: &Spec,
-) -> Result<(Rotating, Option<String>)> {
-    let fresh = |reason: String| -> Result<(Rotating, Option<String>)> {
+) -> Result<(Rollover, Option<String>)> {
+    let fresh = |reason: String| -> Result<(Rollover, Option<String>)> {
         let active = (spec.issue)(now, spec.validity)?;
         Ok((
-            Rotating {
+            Rollover {
                 active,
                 pending: None,
                 previous: None,
@@ -233,7 +233,7 @@ mod tests {
         let (r, _) = step(Some(r), T0 + 61 * DAY, &s).unwrap();
         let mut data = BTreeMap::new();
         r.to_data("ca", &mut data);
-        assert_eq!(Rotating::from_data(&data, "ca"), Some(r));
-        assert_eq!(Rotating::from_data(&BTreeMap::new(), "ca"), None);
+        assert_eq!(Rollover::from_data(&data, "ca"), Some(r));
+        assert_eq!(Rollover::from_data(&BTreeMap::new(), "ca"), None);
     }
 }

@@ -6,8 +6,25 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pki::Pair;
-use crate::settings::Mode;
+use crate::model::settings::Mode;
+
+/// A certificate and its private key, both PEM. `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Pair {
+    /// PEM certificate.
+    pub cert: String,
+    /// PEM PKCS#8 private key.
+    pub key: String,
+}
+
+impl std::fmt::Debug for Pair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pair")
+            .field("cert", &self.cert)
+            .field("key", &"(hidden)")
+            .finish()
+    }
+}
 
 /// A master node that runs the registry.
 #[derive(
@@ -92,7 +109,7 @@ pub struct Internal {
     pub users: Option<Users>,
     /// What the chart renders for the registry and the nodes' pull target.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub switch: Option<crate::hooks::registry_switch::SwitchValues>,
+    pub switch: Option<super::switch::SwitchValues>,
 }
 
 #[cfg(test)]

@@ -9,341 +9,26 @@
 //! registry and its checks passed; the cluster follows once every Ready node
 //! acknowledged it (see [`Fleet`]), and moves away before the registry is removed,
 //! which happens once the nodes acknowledged a configuration without the masters.
-//! See `docs/mode-switching.md` for the transitions.
+//! See `docs/internal/mode-switching.md` for the transitions.
 
-use hmac::{Hmac, KeyInit, Mac};
-use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+pub mod check;
+pub mod desired;
+pub mod fleet;
+pub mod pull_secret;
 
-use crate::settings::Mode;
+use fleet::first;
+pub use fleet::{
+    AckSummary, ConfigHash, Fleet, NodeAck, DEFAULT_ACK_TIMEOUT_SECS, NAMES_SHOWN, PREFLIGHT_OK,
+    PREFLIGHT_VERDICTS,
+};
 
-/// The annotation a node's mirror script sets on its own Node once its files are
-/// written and checked: the hash of the mirror configuration it applied.
-pub const ACK_ANNOTATION: &str = "embedded-registry.deckhouse.io/mirror-config";
-
-/// The annotation the same script sets with what it found in the node's containerd
-/// configuration (see [`PREFLIGHT_OK`]).
-pub const CONTAINERD_ANNOTATION: &str = "embedded-registry.deckhouse.io/containerd";
-
-/// The verdict of a node whose containerd reads `hosts.toml` from `registry.d`.
-pub const PREFLIGHT_OK: &str = "registry.d";
-
-/// The verdicts a node's script may report: [`PREFLIGHT_OK`], no `config.toml`, no
-/// `config_path` naming `registry.d`, containerd v1 `mirrors` in `config.toml`,
-/// containerd v2 pulling through the transfer service (which may skip `hosts.toml`).
-pub const PREFLIGHT_VERDICTS: [&str; 5] = [
-    PREFLIGHT_OK,
-    "no-config",
-    "no-config-path",
-    "v1-mirrors",
-    "v2-transfer",
-];
-
-/// Deckhouse's label for nodes whose containerd carries custom registry settings.
-pub const CUSTOM_REGISTRY_LABEL: &str = "node.deckhouse.io/containerd-config-registry";
-
-/// The label (value `true`) with which an administrator excludes a node from the
-/// switch: it is neither waited for nor checked.
-pub const EXCLUDE_LABEL: &str = "embedded-registry.deckhouse.io/exclude";
-
-/// Default seconds a Ready node may take to acknowledge a configuration before it is
-/// reported overdue (the switch keeps waiting either way).
-pub const DEFAULT_ACK_TIMEOUT_SECS: i64 = 900;
-
-/// Node names shown in a condition's message, per list.
-pub const NAMES_SHOWN: usize = 5;
-
-/// What one node said about its mirror configuration (its annotations, labels and
-/// Ready condition), already checked by the hook.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeAck {
-    /// Node name.
-    pub name: String,
-    /// Its Ready condition is `True`.
-    pub ready: bool,
-    /// The configuration hash it acknowledged (empty: none).
-    pub hash: String,
-    /// Its containerd verdict (one of [`PREFLIGHT_VERDICTS`], `invalid`, or empty).
-    pub containerd: String,
-    /// Deckhouse labelled its containerd registry configuration `custom`.
-    pub custom_registry: bool,
-    /// The administrator excluded it ([`EXCLUDE_LABEL`]).
-    pub excluded: bool,
-}
-
-/// The hash of the nodes' mirror configuration listing the given masters.
-pub type ConfigHash = Box<dyn Fn(&[String]) -> String>;
-
-/// The nodes as the switch sees them, and what it needs to judge them.
-pub struct Fleet {
-    /// Every node.
-    pub nodes: Vec<NodeAck>,
-    /// Seconds after which a Ready node that has not acknowledged is overdue.
-    pub timeout_secs: i64,
-    /// The pull Secret is seen restored and the Deckhouse Deployment (when there is
-    /// one) runs with references that do not name the embedded registry.
-    pub deckhouse_restored: bool,
-    /// The hash of the nodes' mirror configuration listing these masters.
-    pub config_hash: ConfigHash,
-}
-
-impl Fleet {
-    /// How the nodes stand with configuration `hash`.
-    pub fn summary(&self, hash: &str) -> AckSummary {
-        let mut out = AckSummary {
-            hash: hash.to_string(),
-            total: self.nodes.len(),
-            ..Default::default()
-        };
-        for n in &self.nodes {
-            if n.excluded {
-                out.excluded.push(n.name.clone());
-                continue;
-            }
-            let verdict = if n.custom_registry {
-                "custom-registry-label"
-            } else {
-                n.containerd.as_str()
-            };
-            if !verdict.is_empty() && verdict != PREFLIGHT_OK {
-                out.preflight.push(format!("{} ({verdict})", n.name));
-            }
-            if !n.ready {
-                out.not_ready.push(n.name.clone());
-                continue;
-            }
-            out.ready += 1;
-            if n.hash == hash {
-                out.acked += 1;
-            } else {
-                out.laggards.push(n.name.clone());
-            }
-        }
-        for l in [
-            &mut out.excluded,
-            &mut out.preflight,
-            &mut out.not_ready,
-            &mut out.laggards,
-        ] {
-            l.sort();
-        }
-        out
-    }
-}
-
-/// How the nodes stand with one configuration hash.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AckSummary {
-    /// The configuration.
-    pub hash: String,
-    /// Nodes in the cluster.
-    pub total: usize,
-    /// Ready nodes not excluded.
-    pub ready: usize,
-    /// Ready nodes not excluded that acknowledged `hash`.
-    pub acked: usize,
-    /// Ready nodes not excluded that did not, sorted.
-    pub laggards: Vec<String>,
-    /// NotReady nodes (not waited for), sorted.
-    pub not_ready: Vec<String>,
-    /// Excluded nodes, sorted.
-    pub excluded: Vec<String>,
-    /// Nodes whose containerd does not read `registry.d`, with the verdict, sorted.
-    pub preflight: Vec<String>,
-}
-
-impl AckSummary {
-    /// Every Ready node acknowledged, and at least one did.
-    pub fn proven(&self) -> bool {
-        self.laggards.is_empty() && self.acked > 0
-    }
-
-    /// The message of the `NodesAcknowledged` condition.
-    pub fn describe(&self, waited: i64, overdue: bool) -> String {
-        let mut out = format!(
-            "{} of {} Ready nodes acknowledged configuration {} ({} nodes in total)",
-            self.acked, self.ready, self.hash, self.total
-        );
-        if !self.laggards.is_empty() {
-            out += &format!(
-                "; {} {}: {}; waited {waited}s",
-                if overdue { "overdue" } else { "waiting for" },
-                self.laggards.len(),
-                first(&self.laggards)
-            );
-        }
-        if !self.not_ready.is_empty() {
-            out += &format!("; NotReady, not waited for: {}", first(&self.not_ready));
-        }
-        if !self.excluded.is_empty() {
-            out += &format!("; excluded: {}", first(&self.excluded));
-        }
-        out
-    }
-}
-
-fn first(names: &[String]) -> String {
-    let mut out = names
-        .iter()
-        .take(NAMES_SHOWN)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if names.len() > NAMES_SHOWN {
-        out += &format!(" and {} more", names.len() - NAMES_SHOWN);
-    }
-    out
-}
-
-/// The nodes' mirror configuration the switch renders, and since when.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeConfig {
-    /// Its hash (what nodes acknowledge).
-    pub hash: String,
-    /// When it was first rendered (unix seconds).
-    pub since: i64,
-}
-
-/// The upstream a Proxy registry pulls through.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ProxyTarget {
-    /// `https` or `http`.
-    pub scheme: String,
-    /// `host[:port]`.
-    pub host: String,
-    /// Repository path.
-    pub path: String,
-    /// Upstream user.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// Upstream password.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-    /// Upstream CA bundle.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca: Option<String>,
-    /// Cache TTL.
-    pub ttl: String,
-}
-
-/// What the masters' static pods run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RegistryTarget {
-    /// `Proxy` or `Detached`.
-    pub mode: Mode,
-    /// The upstream (Proxy only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<ProxyTarget>,
-    /// Masters that run a registry, in mirror order.
-    pub nodes: Vec<String>,
-    /// Hash of everything above: masters report which generation they run.
-    pub generation: String,
-}
-
-impl RegistryTarget {
-    /// A target with its generation computed. `key` is a secret of the module (the
-    /// registries' shared `http.secret`): the generation covers the upstream password,
-    /// so that a new password restarts the registries, and it is printed and stored in
-    /// ConfigMaps, so it must not let anyone test guesses of that password offline. An
-    /// HMAC under a key only the cluster's Secrets hold does both.
-    pub fn new(mode: Mode, proxy: Option<ProxyTarget>, nodes: Vec<String>, key: &[u8]) -> Self {
-        let mut t = RegistryTarget {
-            mode,
-            proxy,
-            nodes,
-            generation: String::new(),
-        };
-        let text = serde_json::to_string(&t).expect("serialisable");
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-        mac.update(text.as_bytes());
-        t.generation = mac.finalize().into_bytes()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        t
-    }
-}
-
-/// Where nodes pull from.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
-pub enum ClusterTarget {
-    /// Straight from the upstream registry (no mirror configuration on nodes).
-    #[default]
-    Upstream,
-    /// Through the masters' registries (containerd mirror configuration).
-    Embedded,
-}
-
-/// A check's outcome for one registry generation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CheckRecord {
-    /// `upstream` (Proxy) or `mirror` (Detached).
-    pub what: String,
-    /// The generation checked.
-    pub generation: String,
-    /// Passed.
-    pub ok: bool,
-    /// Failure kind, empty when ok.
-    #[serde(default)]
-    pub kind: String,
-    /// What was found.
-    pub message: String,
-    /// When this outcome was first seen (unix seconds).
-    pub since: i64,
-}
-
-/// A status condition.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Condition {
-    /// `Ready`, `ChecksPassed`, `NodeServicesReady`, `ClusterSwitched`, `CleanupDone`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// `True` or `False`.
-    pub status: String,
-    /// CamelCase reason.
-    pub reason: String,
-    /// For humans.
-    pub message: String,
-    /// When `status` last changed (unix seconds).
-    pub last_transition_time: i64,
-}
-
-/// The switch's state, kept in the `registry-state` Secret.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct State {
-    /// What the masters run (`None`: no static pods).
-    #[serde(default)]
-    pub registry: Option<RegistryTarget>,
-    /// Where nodes pull from.
-    #[serde(default)]
-    pub cluster: ClusterTarget,
-    /// Masters listed in the nodes' mirror configuration, proven to serve.
-    #[serde(default)]
-    pub mirrors: Vec<String>,
-    /// When the mirror configuration was first rendered (unix seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirrors_since: Option<i64>,
-    /// When the cluster last moved back to the upstream (unix seconds).
-    #[serde(default)]
-    pub switched_to_upstream_at: Option<i64>,
-    /// The nodes' mirror configuration rendered now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_config: Option<NodeConfig>,
-    /// The last check.
-    #[serde(default)]
-    pub check: Option<CheckRecord>,
-    /// Conditions, by type.
-    #[serde(default)]
-    pub conditions: Vec<Condition>,
-}
+use crate::model::node_status::{NodeStatus, RegistryHealth, StaticPod};
+use crate::model::settings::Mode;
+use crate::model::switch::{
+    CheckRecord, ClusterTarget, Condition, ConditionType, NodeConfig, Recheck, RegistryTarget,
+    State,
+};
+use crate::module::EXCLUDE_LABEL;
 
 /// What one master reported (its status ConfigMap).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -362,6 +47,19 @@ pub struct NodeReport {
     pub message: String,
 }
 
+impl From<NodeStatus> for NodeReport {
+    fn from(s: NodeStatus) -> Self {
+        NodeReport {
+            node: s.node,
+            static_pod: s.static_pod == StaticPod::Present,
+            generation: s.applied_generation,
+            ready: s.registry == RegistryHealth::Ready,
+            ro_user: s.applied_ro_user,
+            message: s.message,
+        }
+    }
+}
+
 /// What the settings ask for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Desired {
@@ -378,6 +76,29 @@ pub enum CheckNeeded {
     Upstream(RegistryTarget),
     /// The local mirror of this target (before nodes pull from it).
     Mirror(RegistryTarget),
+}
+
+/// A recheck's outcome as a check record, when it is about the registry `state` runs and
+/// says something the state does not know yet.
+pub fn recheck_news(recheck: &Recheck, state: &State, now: i64) -> Option<CheckRecord> {
+    let generation = &state.registry.as_ref()?.generation;
+    let known = state.check.as_ref().is_some_and(|c| {
+        (&c.generation, c.ok, &c.kind, &c.message)
+            == (
+                &recheck.generation,
+                recheck.ok,
+                &recheck.kind,
+                &recheck.message,
+            )
+    });
+    (&recheck.generation == generation && !known).then(|| CheckRecord {
+        what: "upstream".into(),
+        generation: recheck.generation.clone(),
+        ok: recheck.ok,
+        kind: recheck.kind.clone(),
+        message: recheck.message.clone(),
+        since: now,
+    })
 }
 
 /// Which check the next [`step`] needs, if any. `scheduled`: also re-check an
@@ -469,8 +190,8 @@ pub fn step(
     let overdue = !acks.laggards.is_empty() && waited >= fleet.timeout_secs;
     // The full count only while a step waits on the nodes: otherwise nodes coming and
     // going (autoscaling) would rewrite the state on every run.
-    let waiting = conds.reason_of("ClusterSwitched") == Some("NodesConfiguring")
-        || conds.reason_of("CleanupDone") == Some("NodesConfiguring");
+    let waiting = conds.reason_of(ConditionType::ClusterSwitched) == Some("NodesConfiguring")
+        || conds.reason_of(ConditionType::CleanupDone) == Some("NodesConfiguring");
     let message = if waiting {
         acks.describe(waited, overdue)
     } else if acks.laggards.is_empty() {
@@ -487,7 +208,7 @@ pub fn step(
         )
     };
     conds.set(
-        "NodesAcknowledged",
+        ConditionType::NodesAcknowledged,
         acks.laggards.is_empty(),
         if acks.laggards.is_empty() {
             "Acknowledged"
@@ -500,14 +221,14 @@ pub fn step(
     );
     if acks.preflight.is_empty() {
         conds.set(
-            "NodesPreflight",
+            ConditionType::NodesPreflight,
             true,
             "Passed",
             "no node reports a containerd that does not read registry.d",
         );
     } else {
         conds.set(
-            "NodesPreflight",
+            ConditionType::NodesPreflight,
             false,
             "ContainerdNotReadingRegistryD",
             &format!(
@@ -533,7 +254,7 @@ fn note_config(s: &mut State, fleet: &Fleet, now: i64) -> NodeConfig {
 
 fn to_direct(s: &mut State, c: &mut Conds, fleet: &Fleet, now: i64) {
     c.set(
-        "ChecksPassed",
+        ConditionType::ChecksPassed,
         true,
         "NotNeeded",
         "mode Direct needs no check",
@@ -543,7 +264,7 @@ fn to_direct(s: &mut State, c: &mut Conds, fleet: &Fleet, now: i64) {
         s.switched_to_upstream_at = Some(now);
     }
     c.set(
-        "ClusterSwitched",
+        ConditionType::ClusterSwitched,
         true,
         "Upstream",
         "nodes pull straight from the upstream registry",
@@ -573,15 +294,15 @@ fn to_direct(s: &mut State, c: &mut Conds, fleet: &Fleet, now: i64) {
             })
         };
         if let Some((reason, message)) = wait {
-            c.set("CleanupDone", false, reason, &message);
+            c.set(ConditionType::CleanupDone, false, reason, &message);
             c.set(
-                "NodeServicesReady",
+                ConditionType::NodeServicesReady,
                 true,
                 "NotNeeded",
                 "mode Direct runs no registry",
             );
             c.set(
-                "Ready",
+                ConditionType::Ready,
                 false,
                 "CleaningUp",
                 "switched to Direct; the masters' registries go once no node needs them",
@@ -594,18 +315,18 @@ fn to_direct(s: &mut State, c: &mut Conds, fleet: &Fleet, now: i64) {
         s.mirrors_since = None;
     }
     c.set(
-        "CleanupDone",
+        ConditionType::CleanupDone,
         true,
         "Removed",
         "no registry runs on the masters",
     );
     c.set(
-        "NodeServicesReady",
+        ConditionType::NodeServicesReady,
         true,
         "NotNeeded",
         "mode Direct runs no registry",
     );
-    c.set("Ready", true, "Direct", "mode Direct");
+    c.set(ConditionType::Ready, true, "Direct", "mode Direct");
 }
 
 fn to_registry(
@@ -622,7 +343,12 @@ fn to_registry(
         .filter(|k| k.generation == target.generation)
         .map(|k| (k.ok, k.kind.clone(), k.message.clone()));
     let current = s.registry.clone();
-    c.set("CleanupDone", true, "NotNeeded", "nothing to remove");
+    c.set(
+        ConditionType::CleanupDone,
+        true,
+        "NotNeeded",
+        "nothing to remove",
+    );
 
     // Detached over a Proxy cache the cluster uses would serve a partial mirror: the
     // safe way is through Direct, where the mirror is filled and checked first.
@@ -630,7 +356,7 @@ fn to_registry(
         && s.cluster == ClusterTarget::Embedded
         && current.as_ref().is_some_and(|r| r.mode == Mode::Proxy)
     {
-        c.set("Ready", false, "TransitionRefused", "Proxy to Detached directly is refused: the cache is not a full mirror; switch to Direct, push the mirror, then to Detached");
+        c.set(ConditionType::Ready, false, "TransitionRefused", "Proxy to Detached directly is refused: the cache is not a full mirror; switch to Direct, push the mirror, then to Detached");
         return;
     }
 
@@ -651,9 +377,9 @@ fn to_registry(
             match &passed {
                 Some((true, _, _)) => {}
                 Some((false, kind, message)) => {
-                    c.set("ChecksPassed", false, &reason(kind), message);
+                    c.set(ConditionType::ChecksPassed, false, &reason(kind), message);
                     c.set(
-                        "Ready",
+                        ConditionType::Ready,
                         false,
                         "UpstreamCheckFailed",
                         &format!("the cluster stays on its current registry: {message}"),
@@ -662,13 +388,13 @@ fn to_registry(
                 }
                 None => {
                     c.set(
-                        "ChecksPassed",
+                        ConditionType::ChecksPassed,
                         false,
                         "Pending",
                         "the upstream check has not run yet",
                     );
                     c.set(
-                        "Ready",
+                        ConditionType::Ready,
                         false,
                         "UpstreamCheckPending",
                         "waiting for the upstream check",
@@ -686,14 +412,14 @@ fn to_registry(
     let ready = all_ready(target, nodes);
     if !ready {
         c.set(
-            "NodeServicesReady",
+            ConditionType::NodeServicesReady,
             false,
             "Rollout",
             &format!("waiting for the masters: {}", waiting_for(target, nodes)),
         );
     } else {
         c.set(
-            "NodeServicesReady",
+            ConditionType::NodeServicesReady,
             true,
             "AllServing",
             &format!("every master runs generation {}", target.generation),
@@ -701,7 +427,7 @@ fn to_registry(
     }
     match target.mode {
         Mode::Proxy => c.set(
-            "ChecksPassed",
+            ConditionType::ChecksPassed,
             true,
             "UpstreamUsable",
             passed
@@ -710,16 +436,16 @@ fn to_registry(
                 .unwrap_or("the upstream check passed"),
         ),
         _ => match &passed {
-            Some((true, _, m)) => c.set("ChecksPassed", true, "MirrorComplete", m),
-            Some((false, kind, m)) => c.set("ChecksPassed", false, &reason(kind), m),
+            Some((true, _, m)) => c.set(ConditionType::ChecksPassed, true, "MirrorComplete", m),
+            Some((false, kind, m)) => c.set(ConditionType::ChecksPassed, false, &reason(kind), m),
             None if s.cluster == ClusterTarget::Embedded => c.set(
-                "ChecksPassed",
+                ConditionType::ChecksPassed,
                 true,
                 "MirrorInUse",
                 "the cluster already pulls from the mirror",
             ),
             None => c.set(
-                "ChecksPassed",
+                ConditionType::ChecksPassed,
                 false,
                 "Pending",
                 "the mirror is checked once every master serves it",
@@ -732,13 +458,13 @@ fn to_registry(
             ClusterTarget::Upstream => "nodes keep pulling from the upstream",
         };
         c.set(
-            "ClusterSwitched",
+            ConditionType::ClusterSwitched,
             s.cluster == ClusterTarget::Embedded,
             "Waiting",
             stays,
         );
         c.set(
-            "Ready",
+            ConditionType::Ready,
             false,
             "Rollout",
             "the masters are applying the new registry",
@@ -750,13 +476,13 @@ fn to_registry(
         || matches!(passed, Some((true, _, _)));
     if !mirror_ok {
         c.set(
-            "ClusterSwitched",
+            ConditionType::ClusterSwitched,
             false,
             "Waiting",
             "nodes keep pulling from the upstream until the mirror holds the running release",
         );
         c.set(
-            "Ready",
+            ConditionType::Ready,
             false,
             "MirrorIncomplete",
             "push the release into the mirror (d8 mirror push); the check repeats on every run",
@@ -769,13 +495,13 @@ fn to_registry(
         let pre = fleet.summary("");
         if !pre.preflight.is_empty() {
             c.set(
-                "ClusterSwitched",
+                ConditionType::ClusterSwitched,
                 false,
                 "NodesPreflight",
                 "nodes keep pulling from the upstream: some nodes' containerd does not read registry.d (see NodesPreflight)",
             );
             c.set(
-                "Ready",
+                ConditionType::Ready,
                 false,
                 "NodesPreflightFailed",
                 "fix the listed nodes' containerd configuration, or exclude them",
@@ -793,7 +519,7 @@ fn to_registry(
         if !acks.proven() {
             let waited = now - config.since;
             c.set(
-                "ClusterSwitched",
+                ConditionType::ClusterSwitched,
                 false,
                 "NodesConfiguring",
                 &format!(
@@ -803,7 +529,7 @@ fn to_registry(
                 ),
             );
             c.set(
-                "Ready",
+                ConditionType::Ready,
                 false,
                 "NodesConfiguring",
                 "every master serves; waiting for the nodes to acknowledge the mirror configuration",
@@ -813,13 +539,13 @@ fn to_registry(
     }
     s.cluster = ClusterTarget::Embedded;
     c.set(
-        "ClusterSwitched",
+        ConditionType::ClusterSwitched,
         true,
         "Embedded",
         &format!("nodes pull through {}", target.nodes.join(", ")),
     );
     c.set(
-        "Ready",
+        ConditionType::Ready,
         true,
         &format!("{:?}", target.mode),
         &format!(
@@ -857,7 +583,7 @@ impl Conds {
         }
     }
 
-    fn set(&mut self, type_: &str, ok: bool, reason: &str, message: &str) {
+    fn set(&mut self, type_: ConditionType, ok: bool, reason: &str, message: &str) {
         let status = if ok { "True" } else { "False" }.to_string();
         self.new.retain(|c| c.type_ != type_);
         let since = self
@@ -867,7 +593,7 @@ impl Conds {
             .map(|c| c.last_transition_time)
             .unwrap_or(self.now);
         self.new.push(Condition {
-            type_: type_.into(),
+            type_,
             status,
             reason: reason.into(),
             message: message.into(),
@@ -875,7 +601,7 @@ impl Conds {
         });
     }
 
-    fn reason_of(&self, type_: &str) -> Option<&str> {
+    fn reason_of(&self, type_: ConditionType) -> Option<&str> {
         self.new
             .iter()
             .find(|c| c.type_ == type_)
@@ -883,21 +609,7 @@ impl Conds {
     }
 
     fn done(mut self) -> Vec<Condition> {
-        const ORDER: [&str; 7] = [
-            "Ready",
-            "ChecksPassed",
-            "NodeServicesReady",
-            "NodesPreflight",
-            "NodesAcknowledged",
-            "ClusterSwitched",
-            "CleanupDone",
-        ];
-        self.new.sort_by_key(|c| {
-            ORDER
-                .iter()
-                .position(|o| *o == c.type_)
-                .unwrap_or(ORDER.len())
-        });
+        self.new.sort_by_key(|c| c.type_);
         self.new
     }
 }
@@ -905,6 +617,7 @@ impl Conds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::switch::ProxyTarget;
 
     const KEY: &[u8] = b"a secret of the module";
 
@@ -941,7 +654,7 @@ mod tests {
             ..t
         })
         .unwrap();
-        use sha2::Digest;
+        use sha2::{Digest, Sha256};
         let unkeyed: String = Sha256::digest(plain.as_bytes())[..8]
             .iter()
             .map(|b| format!("{b:02x}"))

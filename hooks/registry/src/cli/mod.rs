@@ -1,6 +1,9 @@
 //! What the admin commands (`check-upstream`, `rotate`) share: how credentials and a
 //! CA file are read, how a report is printed and what the exit code says.
 
+pub mod check_upstream;
+pub mod rotate;
+
 use std::path::PathBuf;
 
 use serde::Serialize;

@@ -14,11 +14,12 @@ use hook_sdk::{
     ScheduleBinding,
 };
 
-use super::MODULE_KEY;
-use crate::internal::{Master, NodePki, PkiValues};
-use crate::pki::rotation::{self, Rotating, Spec};
+use crate::model::values::{Master, NodePki, PkiValues};
+use crate::module::MODULE_KEY;
+use crate::module::{node_pki_secret, NAMESPACE, NODE_LABEL, PKI_SECRET, ROLE_LABEL};
+use crate::pki::renewal::{self, Rollover, Spec};
 use crate::pki::{self, Pair};
-use crate::secrets::{self, NAMESPACE, ROLE_LABEL, SECRET_FILTER};
+use crate::secrets::{self, SECRET_FILTER};
 
 const DAY: i64 = 86_400;
 /// CA lifetime: ten years, as Deckhouse's internal CAs.
@@ -30,15 +31,8 @@ pub const LEAF_VALIDITY: i64 = 365 * DAY;
 pub const OVERLAP: i64 = DAY;
 /// Gauge: when each certificate expires (unix seconds), by `certificate` and `node`.
 pub const EXPIRY_METRIC: &str = "d8_embedded_registry_certificate_expiration_timestamp_seconds";
-/// Name of the cluster-wide PKI Secret.
-pub const PKI_SECRET: &str = "registry-pki";
 /// Common name of the token signer; docker_auth's `token.issuer` is a separate string.
 pub const TOKEN_CN: &str = "embedded-registry-auth-token";
-
-/// Name of a master's PKI Secret.
-pub fn node_secret(node: &str) -> String {
-    format!("registry-node-{node}-pki")
-}
 
 /// The hook.
 pub fn hook() -> Hook {
@@ -68,7 +62,7 @@ pub fn hook() -> Hook {
 
 /// Names every server certificate of `master` must cover.
 pub fn server_names(master: &Master, cluster_domain: &str) -> BTreeSet<String> {
-    let svc = "embedded-registry";
+    let svc = crate::module::SERVICE;
     [
         "127.0.0.1".to_string(),
         "localhost".to_string(),
@@ -125,9 +119,9 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let stored = existing.get(PKI_SECRET).cloned().unwrap_or_default();
     let mut events = Vec::new();
     let (ca, ev) =
-        rotation::step(Rotating::from_data(&stored, "ca"), now, &ca_spec).context("CA")?;
+        renewal::step(Rollover::from_data(&stored, "ca"), now, &ca_spec).context("CA")?;
     events.extend(ev.map(|e| format!("CA: {e}")));
-    let (token, ev) = rotation::step(Rotating::from_data(&stored, "token"), now, &token_spec)
+    let (token, ev) = renewal::step(Rollover::from_data(&stored, "token"), now, &token_spec)
         .context("token signer")?;
     events.extend(ev.map(|e| format!("token signer: {e}")));
     let http_secret = stored
@@ -164,7 +158,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
 
     let mut nodes = BTreeMap::new();
     for m in &masters {
-        let name = node_secret(&m.name);
+        let name = node_pki_secret(&m.name);
         let stored = existing.get(&name).cloned().unwrap_or_default();
         let sans = server_names(m, &domain);
         let mut data = BTreeMap::new();
@@ -204,7 +198,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
                 "pki",
                 "Opaque",
                 &data,
-                &[("embedded-registry.deckhouse.io/node", &m.name)],
+                &[(NODE_LABEL, &m.name)],
             ));
         }
         let auth = pairs.pop().expect("two pairs");
@@ -213,7 +207,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         expiry("auth", &m.name, &auth.cert)?;
         nodes.insert(m.name.clone(), NodePki { distribution, auth });
     }
-    let wanted: BTreeSet<String> = masters.iter().map(|m| node_secret(&m.name)).collect();
+    let wanted: BTreeSet<String> = masters.iter().map(|m| node_pki_secret(&m.name)).collect();
     for name in existing.keys() {
         if name != PKI_SECRET && !wanted.contains(name) {
             events.push(format!("{name}: deleted (no longer a master)"));
@@ -244,7 +238,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
 fn flag_due_renewal(input: &mut HookInput, now: i64, renew_percent: u32) -> anyhow::Result<()> {
     let Some(current) = input
         .values
-        .get_as::<crate::internal::PkiValues>(&format!("{MODULE_KEY}.internal.pki"))?
+        .get_as::<crate::model::values::PkiValues>(&format!("{MODULE_KEY}.internal.pki"))?
     else {
         return Ok(());
     };

@@ -1,0 +1,7 @@
+//! Module hooks: run by addon-operator (batch protocol), one file per hook.
+
+pub mod discover_masters;
+pub mod pki;
+pub mod registry_switch;
+pub mod resolve_mode;
+pub mod users;

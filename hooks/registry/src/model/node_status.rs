@@ -1,0 +1,238 @@
+//! The node-status protocol: what a master's node hook (`node-files`) reports in its
+//! ConfigMap `registry-node-<node>-status`, and what the module hook `registry-switch`
+//! reads back. One typed struct on both sides; the ConfigMap's keys are spelled here
+//! only.
+//!
+//! Reading is lenient, as a protocol between two versions of the module must be: a
+//! missing key reads as empty, an unknown value as [`StaticPod::Absent`] /
+//! [`RegistryHealth::Unknown`], and upstream state that is incomplete as none.
+
+use std::collections::BTreeMap;
+
+/// Whether the registry's static pod manifest is on the node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StaticPod {
+    /// The manifest is written.
+    Present,
+    /// No manifest (or an unknown value).
+    #[default]
+    Absent,
+}
+
+impl StaticPod {
+    /// The ConfigMap value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StaticPod::Present => "present",
+            StaticPod::Absent => "absent",
+        }
+    }
+}
+
+/// Whether the node's registry answers `GET /v2/`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RegistryHealth {
+    /// It answers (200 or 401).
+    Ready,
+    /// It does not answer.
+    NotReady,
+    /// The Secret names no address or CA to probe with (or an unknown value).
+    #[default]
+    Unknown,
+    /// No registry on this node.
+    Absent,
+}
+
+impl RegistryHealth {
+    /// The ConfigMap value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistryHealth::Ready => "ready",
+            RegistryHealth::NotReady => "not-ready",
+            RegistryHealth::Unknown => "unknown",
+            RegistryHealth::Absent => "absent",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        [Self::Ready, Self::NotReady, Self::Absent]
+            .into_iter()
+            .find(|h| h.as_str() == text)
+            .unwrap_or_default()
+    }
+}
+
+/// What a Proxy master knows of its upstream, carried from run to run in its status
+/// ConfigMap (`cache_only::decide` computes the next one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamState {
+    /// The last probe's outcome: the upstream answered `/v2/`.
+    pub answers: bool,
+    /// Since when (unix seconds) the probes have had this outcome.
+    pub since: i64,
+    /// The registry runs the cache-only variant.
+    pub cache_only: bool,
+    /// Since when (unix seconds) it does, or last did not.
+    pub cache_only_since: i64,
+}
+
+/// A master's status ConfigMap.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The master's name.
+    pub node: String,
+    /// The hash of the config Secret it applied (its `config-hash` annotation).
+    pub applied_config_hash: String,
+    /// The registry generation it applied (empty: none).
+    pub applied_generation: String,
+    /// Which `ro` password its registry accepts (empty: unknown).
+    pub applied_ro_user: String,
+    /// Its static pod manifest.
+    pub static_pod: StaticPod,
+    /// Its registry's answer.
+    pub registry: RegistryHealth,
+    /// For humans: what the probe found.
+    pub message: String,
+    /// What it knows of its upstream (a Proxy registry only).
+    pub upstream: Option<UpstreamState>,
+}
+
+// The ConfigMap's keys.
+const NODE: &str = "node";
+const APPLIED_CONFIG_HASH: &str = "appliedConfigHash";
+const APPLIED_GENERATION: &str = "appliedGeneration";
+const APPLIED_RO_USER: &str = "appliedRoUser";
+const STATIC_POD: &str = "staticPod";
+const REGISTRY: &str = "registry";
+const MESSAGE: &str = "message";
+const UPSTREAM: &str = "upstream";
+const UPSTREAM_SINCE: &str = "upstreamSince";
+const CACHE_ONLY: &str = "cacheOnly";
+const CACHE_ONLY_SINCE: &str = "cacheOnlySince";
+
+impl UpstreamState {
+    /// Reads the state a previous run wrote; `None` when there is none (a first run, or
+    /// a registry that was not a Proxy) or when it is incomplete.
+    pub fn from_data(data: &BTreeMap<String, String>) -> Option<Self> {
+        let int = |k: &str| data.get(k).and_then(|v| v.parse::<i64>().ok());
+        Some(UpstreamState {
+            answers: match data.get(UPSTREAM)?.as_str() {
+                "answers" => true,
+                "unreachable" => false,
+                _ => return None,
+            },
+            since: int(UPSTREAM_SINCE)?,
+            cache_only: data.get(CACHE_ONLY)? == "true",
+            cache_only_since: int(CACHE_ONLY_SINCE)?,
+        })
+    }
+
+    fn write(self, data: &mut BTreeMap<String, String>) {
+        let answers = if self.answers {
+            "answers"
+        } else {
+            "unreachable"
+        };
+        data.insert(UPSTREAM.into(), answers.into());
+        data.insert(UPSTREAM_SINCE.into(), self.since.to_string());
+        data.insert(CACHE_ONLY.into(), self.cache_only.to_string());
+        data.insert(CACHE_ONLY_SINCE.into(), self.cache_only_since.to_string());
+    }
+}
+
+impl NodeStatus {
+    /// Reads a status ConfigMap's data (leniently: see the module's text).
+    pub fn from_data(data: &BTreeMap<String, String>) -> Self {
+        let text = |k: &str| data.get(k).cloned().unwrap_or_default();
+        NodeStatus {
+            node: text(NODE),
+            applied_config_hash: text(APPLIED_CONFIG_HASH),
+            applied_generation: text(APPLIED_GENERATION),
+            applied_ro_user: text(APPLIED_RO_USER),
+            static_pod: if data.get(STATIC_POD).map(String::as_str) == Some("present") {
+                StaticPod::Present
+            } else {
+                StaticPod::Absent
+            },
+            registry: RegistryHealth::parse(&text(REGISTRY)),
+            message: text(MESSAGE),
+            upstream: UpstreamState::from_data(data),
+        }
+    }
+
+    /// The ConfigMap's data.
+    pub fn to_data(&self) -> BTreeMap<String, String> {
+        let mut data = BTreeMap::from([
+            (NODE.to_string(), self.node.clone()),
+            (
+                APPLIED_CONFIG_HASH.to_string(),
+                self.applied_config_hash.clone(),
+            ),
+            (
+                APPLIED_GENERATION.to_string(),
+                self.applied_generation.clone(),
+            ),
+            (APPLIED_RO_USER.to_string(), self.applied_ro_user.clone()),
+            (STATIC_POD.to_string(), self.static_pod.as_str().to_string()),
+            (REGISTRY.to_string(), self.registry.as_str().to_string()),
+            (MESSAGE.to_string(), self.message.clone()),
+        ]);
+        if let Some(u) = self.upstream {
+            u.write(&mut data);
+        }
+        data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(upstream: Option<UpstreamState>) -> NodeStatus {
+        NodeStatus {
+            node: "m1".into(),
+            applied_config_hash: "h".into(),
+            applied_generation: "g".into(),
+            applied_ro_user: "r".into(),
+            static_pod: StaticPod::Present,
+            registry: RegistryHealth::NotReady,
+            message: "m".into(),
+            upstream,
+        }
+    }
+
+    #[test]
+    fn round_trip_with_and_without_upstream_state() {
+        let up = UpstreamState {
+            answers: false,
+            since: 5,
+            cache_only: true,
+            cache_only_since: 6,
+        };
+        for s in [status(None), status(Some(up))] {
+            assert_eq!(NodeStatus::from_data(&s.to_data()), s);
+        }
+        let data = status(Some(up)).to_data();
+        assert_eq!(data["staticPod"], "present");
+        assert_eq!(data["registry"], "not-ready");
+        assert_eq!(data["upstream"], "unreachable");
+        assert_eq!(data["cacheOnly"], "true");
+    }
+
+    #[test]
+    fn unknown_or_missing_values_read_as_the_safe_default() {
+        let mut data = status(None).to_data();
+        data.insert("staticPod".into(), "maybe".into());
+        data.insert("registry".into(), "READY".into());
+        data.insert("upstream".into(), "maybe".into());
+        data.insert("upstreamSince".into(), "1".into());
+        data.insert("cacheOnly".into(), "true".into());
+        data.insert("cacheOnlySince".into(), "1".into());
+        data.remove("appliedGeneration");
+        let s = NodeStatus::from_data(&data);
+        assert_eq!(s.static_pod, StaticPod::Absent);
+        assert_eq!(s.registry, RegistryHealth::Unknown);
+        assert_eq!(s.upstream, None);
+        assert_eq!(s.applied_generation, "");
+    }
+}

@@ -1,0 +1,259 @@
+//! The mode switch's serde types: what the `registry-state` Secret keeps and what
+//! `internal.switch` holds for the chart.
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::duration::GoDuration;
+use super::settings::Mode;
+use super::values::Master;
+
+/// The nodes' mirror configuration the switch renders, and since when.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeConfig {
+    /// Its hash (what nodes acknowledge).
+    pub hash: String,
+    /// When it was first rendered (unix seconds).
+    pub since: i64,
+}
+
+/// The upstream a Proxy registry pulls through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyTarget {
+    /// `https` or `http`.
+    pub scheme: String,
+    /// `host[:port]`.
+    pub host: String,
+    /// Repository path.
+    pub path: String,
+    /// Upstream user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Upstream password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Upstream CA bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// Cache TTL.
+    pub ttl: GoDuration,
+}
+
+/// What the masters' static pods run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryTarget {
+    /// `Proxy` or `Detached`.
+    pub mode: Mode,
+    /// The upstream (Proxy only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyTarget>,
+    /// Masters that run a registry, in mirror order.
+    pub nodes: Vec<String>,
+    /// Hash of everything above: masters report which generation they run.
+    pub generation: String,
+}
+
+impl RegistryTarget {
+    /// A target with its generation computed. `key` is a secret of the module (the
+    /// registries' shared `http.secret`): the generation covers the upstream password,
+    /// so that a new password restarts the registries, and it is printed and stored in
+    /// ConfigMaps, so it must not let anyone test guesses of that password offline. An
+    /// HMAC under a key only the cluster's Secrets hold does both.
+    pub fn new(mode: Mode, proxy: Option<ProxyTarget>, nodes: Vec<String>, key: &[u8]) -> Self {
+        let mut t = RegistryTarget {
+            mode,
+            proxy,
+            nodes,
+            generation: String::new(),
+        };
+        let text = serde_json::to_string(&t).expect("serialisable");
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(text.as_bytes());
+        t.generation = mac.finalize().into_bytes()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        t
+    }
+}
+
+/// Where nodes pull from.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum ClusterTarget {
+    /// Straight from the upstream registry (no mirror configuration on nodes).
+    #[default]
+    Upstream,
+    /// Through the masters' registries (containerd mirror configuration).
+    Embedded,
+}
+
+/// A check's outcome for one registry generation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckRecord {
+    /// `upstream` (Proxy) or `mirror` (Detached).
+    pub what: String,
+    /// The generation checked.
+    pub generation: String,
+    /// Passed.
+    pub ok: bool,
+    /// Failure kind, empty when ok.
+    #[serde(default)]
+    pub kind: String,
+    /// What was found.
+    pub message: String,
+    /// When this outcome was first seen (unix seconds).
+    pub since: i64,
+}
+
+/// A condition's type, in the order conditions are listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ConditionType {
+    /// The mode asked for is in place.
+    Ready,
+    /// The upstream or mirror check passed.
+    ChecksPassed,
+    /// Every listed master runs the registry and it answers.
+    NodeServicesReady,
+    /// Every node's containerd reads `registry.d`.
+    NodesPreflight,
+    /// Every Ready node acknowledged the mirror configuration.
+    NodesAcknowledged,
+    /// The pull Secret names where the mode says nodes pull from.
+    ClusterSwitched,
+    /// What the previous mode left is removed.
+    CleanupDone,
+}
+
+impl ConditionType {
+    /// The name, as in the state Secret.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionType::Ready => "Ready",
+            ConditionType::ChecksPassed => "ChecksPassed",
+            ConditionType::NodeServicesReady => "NodeServicesReady",
+            ConditionType::NodesPreflight => "NodesPreflight",
+            ConditionType::NodesAcknowledged => "NodesAcknowledged",
+            ConditionType::ClusterSwitched => "ClusterSwitched",
+            ConditionType::CleanupDone => "CleanupDone",
+        }
+    }
+}
+
+impl PartialEq<&str> for ConditionType {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// A status condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Ready`, `ChecksPassed`, `NodeServicesReady`, `ClusterSwitched`, `CleanupDone`.
+    #[serde(rename = "type")]
+    pub type_: ConditionType,
+    /// `True` or `False`.
+    pub status: String,
+    /// CamelCase reason.
+    pub reason: String,
+    /// For humans.
+    pub message: String,
+    /// When `status` last changed (unix seconds).
+    pub last_transition_time: i64,
+}
+
+/// The switch's state, kept in the `registry-state` Secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    /// What the masters run (`None`: no static pods).
+    #[serde(default)]
+    pub registry: Option<RegistryTarget>,
+    /// Where nodes pull from.
+    #[serde(default)]
+    pub cluster: ClusterTarget,
+    /// Masters listed in the nodes' mirror configuration, proven to serve.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+    /// When the mirror configuration was first rendered (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrors_since: Option<i64>,
+    /// When the cluster last moved back to the upstream (unix seconds).
+    #[serde(default)]
+    pub switched_to_upstream_at: Option<i64>,
+    /// The nodes' mirror configuration rendered now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_config: Option<NodeConfig>,
+    /// The last check.
+    #[serde(default)]
+    pub check: Option<CheckRecord>,
+    /// Conditions, by type.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// `internal.switch`: what the chart renders.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchValues {
+    /// What the masters run (absent: no static pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryTarget>,
+    /// Where nodes pull from.
+    pub cluster: ClusterTarget,
+    /// Masters in the nodes' mirror configuration, in order.
+    pub mirrors: Vec<Master>,
+    /// The registry name the mirror configuration is for (the pull Secret's address
+    /// while the cluster pulls through the masters).
+    #[serde(default)]
+    pub pull_address: String,
+    /// The manager DaemonSet runs (a registry runs, or a master still has its static pod).
+    pub manager: bool,
+    /// The hash of the nodes' mirror configuration, which each node's script sets as
+    /// its acknowledgement ([`crate::module::ACK_ANNOTATION`]).
+    #[serde(default)]
+    pub node_config_hash: String,
+    /// The last check's outcome (no password in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckStatus>,
+    /// The last scheduled recheck of the upstream in use (no password in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recheck: Option<Recheck>,
+}
+
+/// A scheduled recheck's outcome, as `internal.switch.recheck`: written by the
+/// schedule (which has no snapshots) only when it changes, taken in by the next
+/// `beforeHelm`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Recheck {
+    /// The registry generation checked.
+    pub generation: String,
+    /// Passed.
+    pub ok: bool,
+    /// Failure kind; empty when it passed.
+    pub kind: String,
+    /// What was found.
+    pub message: String,
+}
+
+/// The last upstream or mirror check, as `internal.switch.check`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckStatus {
+    /// `upstream` or `mirror`.
+    pub what: String,
+    /// Passed.
+    pub ok: bool,
+    /// Failure kind; empty when it passed.
+    pub kind: String,
+    /// What was found.
+    pub message: String,
+}
