@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use serde::Serialize;
+use serde::{Deserialize as _, Serialize};
 use serde_json::{json, Map, Value};
 
 /// Which runner reads the classic configuration: it decides which lifecycle keys exist.
@@ -93,10 +93,11 @@ impl ScheduleBinding {
 }
 
 /// `matchNames` selector.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct NameSelector {
     /// Exact names.
+    #[serde(default)]
     pub match_names: Vec<String>,
 }
 
@@ -143,6 +144,7 @@ impl LabelSelector {
 #[serde(rename_all = "camelCase")]
 pub struct FieldSelector {
     /// Requirements, all of which must hold.
+    #[serde(default)]
     pub match_expressions: Vec<FieldSelectorRequirement>,
 }
 
@@ -158,14 +160,14 @@ pub struct FieldSelectorRequirement {
 }
 
 /// Which namespaces a binding watches.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceSelector {
     /// Namespaces by name.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_selector: Option<NameSelector>,
     /// Namespaces by label.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<LabelSelector>,
 }
 
@@ -181,57 +183,88 @@ impl NamespaceSelector {
     }
 }
 
+/// `executeHookOnEvent` in either serialisation: an event list (classic) or a bool
+/// (batch).
+fn events_or_bool<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Vec<WatchEvent>>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Events {
+        All(bool),
+        Some(Vec<WatchEvent>),
+    }
+    Ok(match Option::<Events>::deserialize(d)? {
+        None => None,
+        Some(Events::All(false)) => Some(vec![]),
+        Some(Events::All(true)) => Some(vec![
+            WatchEvent::Added,
+            WatchEvent::Modified,
+            WatchEvent::Deleted,
+        ]),
+        Some(Events::Some(events)) => Some(events),
+    })
+}
+
 /// A `kubernetes[]` binding.
-#[derive(Clone, Debug, Default, Serialize)]
+///
+/// It reads back from either serialisation: `executeHookOnEvent` as the classic event
+/// list or as the batch format's bool (`false` = no event, `true` = every event).
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct KubernetesBinding {
     /// Binding name; the key of its snapshot.
     pub name: String,
     /// e.g. `v1`, `apps/v1`.
+    #[serde(default)]
     pub api_version: String,
     /// e.g. `Node`.
     pub kind: String,
     /// Objects by name.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_selector: Option<NameSelector>,
     /// Objects by namespace.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<NamespaceSelector>,
     /// Objects by label.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<LabelSelector>,
     /// Objects by field.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field_selector: Option<FieldSelector>,
     /// jq program applied to each object; its result is the snapshot's `filterResult`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jq_filter: Option<String>,
     /// Which events run the hook; `Some(vec![])` = keep a snapshot only.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "events_or_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execute_hook_on_event: Option<Vec<WatchEvent>>,
     /// Run on the initial Synchronization (default true).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execute_hook_on_synchronization: Option<bool>,
     /// Block the module start until synchronised (default true).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_for_synchronization: Option<bool>,
     /// Keep full objects besides the filter result (default true).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_full_objects_in_memory: Option<bool>,
     /// A failure does not block the queue.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_failure: Option<bool>,
     /// Periodic full resync, a duration string.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resynchronization_period: Option<String>,
     /// Queue name.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
     /// Binding group (classic protocol only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// Other bindings' snapshots to include in this binding's contexts.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub include_snapshots_from: Vec<String>,
 }
 

@@ -40,9 +40,11 @@
 //! assert_eq!(out.values["myModule"]["internal"]["nodeNames"], serde_json::json!(["a", "b"]));
 //! ```
 
+pub mod bindings;
 pub mod config;
 pub mod context;
 pub mod fsutil;
+pub mod jq;
 pub mod log;
 pub mod metrics;
 pub mod objects;
