@@ -220,6 +220,24 @@ pub fn error_line(hook: &str, err: &anyhow::Error) -> String {
     crate::log::Logger::new(hook).line("error", &msg, &[])
 }
 
+/// The variable naming the file `hook dump` writes (module-sdk's name).
+pub const HOOK_CONFIG_PATH_VAR: &str = "HOOK_CONFIG_PATH";
+/// Where `hook dump` writes when [`HOOK_CONFIG_PATH_VAR`] is unset or empty: relative to
+/// the working directory, as module-sdk's batch binary does.
+pub const DEFAULT_HOOK_CONFIG_PATH: &str = "out/hook_config.json";
+/// The variable that lets `hook dump` create the missing directories of its file
+/// (module-sdk's `CREATE_FILES`, a Go bool: `1`, `t`, `true`, ... or `0`, `f`, `false`, ...).
+pub const CREATE_FILES_VAR: &str = "CREATE_FILES";
+
+/// Reads a Go `strconv.ParseBool` value.
+fn go_bool(var: &str, v: &str) -> Result<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => bail!("{var}={v:?} is not a bool: set it to true or false"),
+    }
+}
+
 /// A set of hooks served by one binary.
 pub struct Registry {
     prefix: String,
@@ -265,6 +283,54 @@ impl Registry {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(json!({"version": "v1", "hooks": hooks}))
+    }
+
+    /// Writes the [`Registry::batch_config`] document, one JSON line, to `path` (module-sdk's
+    /// `hook dump`): atomically (a reader sees the old file or the new one), mode 0644
+    /// (it holds no secret: the same text `hook config` prints). `create_dirs` creates the
+    /// missing parent directories; otherwise a missing one is an error naming it.
+    /// Writing twice the same hooks leaves the same file.
+    pub fn dump(&self, path: &Path, create_dirs: bool) -> Result<()> {
+        let config = self.batch_config()?;
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(dir) = parent {
+            if create_dirs {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+            } else if !dir.is_dir() {
+                bail!(
+                    "{HOOK_CONFIG_PATH_VAR}={}: the directory {} does not exist: create it or set {CREATE_FILES_VAR}=true",
+                    path.display(),
+                    dir.display()
+                );
+            }
+        }
+        let text = format!("{config}\n");
+        crate::fsutil::stage_with(path, text.as_bytes(), Some(0o644), true)
+            .and_then(|s| s.commit())
+            .with_context(|| format!("{HOOK_CONFIG_PATH_VAR}={}", path.display()))
+    }
+
+    /// `hook dump`: [`Registry::dump`] to `$HOOK_CONFIG_PATH` (default
+    /// [`DEFAULT_HOOK_CONFIG_PATH`]), creating directories when `$CREATE_FILES` is true;
+    /// prints `dump successfully` as module-sdk does. Returns the exit code (errors: one
+    /// JSON line on stderr, 1).
+    pub fn run_dump(&self) -> i32 {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let path = var(HOOK_CONFIG_PATH_VAR).unwrap_or_else(|| DEFAULT_HOOK_CONFIG_PATH.into());
+        let result = var(CREATE_FILES_VAR)
+            .map_or(Ok(false), |v| go_bool(CREATE_FILES_VAR, &v))
+            .and_then(|create| self.dump(Path::new(&path), create));
+        match result {
+            Ok(()) => {
+                println!("dump successfully");
+                0
+            }
+            Err(e) => {
+                eprintln!("{}", error_line(&self.prefix, &e));
+                1
+            }
+        }
     }
 
     /// The classic `--config` output of the hook named `name`.
@@ -464,5 +530,53 @@ mod tests {
         assert!(!l.contains('\n'));
         let v: Value = serde_json::from_str(&l).unwrap();
         assert_eq!(v["msg"], "ctx: a b");
+    }
+
+    #[test]
+    fn dump_writes_the_config_document_where_asked() {
+        let r = Registry::new("embedded-registry", vec![setting_hook()]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out/hook_config.json");
+        let e = format!("{:#}", r.dump(&path, false).unwrap_err());
+        assert!(
+            e.contains("does not exist") && e.contains("CREATE_FILES=true"),
+            "{e}"
+        );
+        assert!(
+            !dir.path().join("out").exists(),
+            "nothing created without CREATE_FILES"
+        );
+        r.dump(&path, true).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.ends_with('\n') && text.lines().count() == 1,
+            "{text:?}"
+        );
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            doc,
+            r.batch_config().unwrap(),
+            "the document `hook config` prints"
+        );
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        r.dump(&path, false).unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            text,
+            "a second dump changes nothing"
+        );
+        assert_eq!(
+            fs::read_dir(dir.path().join("out")).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+        assert!(go_bool("CREATE_FILES", "True").unwrap());
+        assert!(!go_bool("CREATE_FILES", "0").unwrap());
+        let e = go_bool("CREATE_FILES", "yes").unwrap_err().to_string();
+        assert!(e.contains("CREATE_FILES=\"yes\""), "{e}");
     }
 }
