@@ -8,9 +8,88 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Result};
 use serde::{Deserialize as _, Serialize};
 use serde_json::{json, Map, Value};
+
+/// A hook configuration neither runner would accept.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The hook has no name.
+    #[error("hook config: name is empty")]
+    NoName,
+    /// The hook has no binding at all.
+    #[error("hook {hook}: no binding: it would never run")]
+    NoTrigger {
+        /// The hook.
+        hook: String,
+    },
+    /// `onStartup` together with kubernetes bindings (module-sdk refuses it).
+    #[error("hook {hook}: onStartup cannot be combined with kubernetes bindings (an onStartup context has no snapshots)")]
+    StartupWithKubernetes {
+        /// The hook.
+        hook: String,
+    },
+    /// A kubernetes binding without name, apiVersion or kind.
+    #[error("hook {hook}: a kubernetes binding needs name, apiVersion and kind")]
+    IncompleteBinding {
+        /// The hook.
+        hook: String,
+    },
+    /// Two bindings with one name.
+    #[error("hook {hook}: duplicate binding name {binding}")]
+    DuplicateBinding {
+        /// The hook.
+        hook: String,
+        /// The name used twice.
+        binding: String,
+    },
+    /// A crontab with the wrong number of fields.
+    #[error("hook {hook}: crontab {crontab:?} must have 5 fields, or 6 with seconds first")]
+    Crontab {
+        /// The hook.
+        hook: String,
+        /// The crontab given.
+        crontab: String,
+    },
+    /// A Helm lifecycle binding asked of plain shell-operator.
+    #[error("hook {hook}: {key} exists only for addon-operator module hooks")]
+    ShellLifecycle {
+        /// The hook.
+        hook: String,
+        /// `beforeHelm`, `afterHelm`, `beforeDeleteHelm` or `afterDeleteHelm`.
+        key: &'static str,
+    },
+    /// `beforeDeleteHelm` in the batch format, which lacks it.
+    #[error("hook {hook}: the batch protocol has no beforeDeleteHelm; use afterDeleteHelm")]
+    BatchBeforeDeleteHelm {
+        /// The hook.
+        hook: String,
+    },
+    /// Per-schedule options in the batch format, which lacks them.
+    #[error("hook {hook}: schedule options (allowFailure, queue, group, includeSnapshotsFrom) are classic-only; set allowFailure on the hook")]
+    BatchScheduleOptions {
+        /// The hook.
+        hook: String,
+    },
+    /// A binding group in the batch format (every binding is in group `main`).
+    #[error("hook {hook}: binding {binding}: the batch runner puts every binding in group main; do not set group")]
+    BatchGroup {
+        /// The hook.
+        hook: String,
+        /// The binding.
+        binding: String,
+    },
+    /// A subset of events in the batch format (all or none there).
+    #[error("hook {hook}: binding {binding}: the batch protocol runs on all events or none")]
+    BatchEventSubset {
+        /// The hook.
+        hook: String,
+        /// The binding.
+        binding: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, ConfigError>;
 
 /// Which runner reads the classic configuration: it decides which lifecycle keys exist.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -324,8 +403,9 @@ impl HookConfig {
     /// cluster: a name, at least one trigger, unique binding names, crontab shape, and
     /// module-sdk's rule that `onStartup` and kubernetes bindings do not mix.
     pub fn validate(&self) -> Result<()> {
+        let hook = || self.name.clone();
         if self.name.is_empty() {
-            bail!("hook config: name is empty");
+            return Err(ConfigError::NoName);
         }
         let triggers = self.on_startup.is_some() as usize
             + self.before_helm.is_some() as usize
@@ -335,34 +415,30 @@ impl HookConfig {
             + self.schedule.len()
             + self.kubernetes.len();
         if triggers == 0 {
-            bail!("hook {}: no binding: it would never run", self.name);
+            return Err(ConfigError::NoTrigger { hook: hook() });
         }
         if self.on_startup.is_some() && !self.kubernetes.is_empty() {
-            bail!(
-                "hook {}: onStartup cannot be combined with kubernetes bindings (an onStartup context has no snapshots)",
-                self.name
-            );
+            return Err(ConfigError::StartupWithKubernetes { hook: hook() });
         }
         let mut seen = std::collections::BTreeSet::new();
         for k in &self.kubernetes {
             if k.name.is_empty() || k.kind.is_empty() || k.api_version.is_empty() {
-                bail!(
-                    "hook {}: a kubernetes binding needs name, apiVersion and kind",
-                    self.name
-                );
+                return Err(ConfigError::IncompleteBinding { hook: hook() });
             }
             if !seen.insert(k.name.as_str()) {
-                bail!("hook {}: duplicate binding name {}", self.name, k.name);
+                return Err(ConfigError::DuplicateBinding {
+                    hook: hook(),
+                    binding: k.name.clone(),
+                });
             }
         }
         for s in &self.schedule {
             let fields = s.crontab.split_whitespace().count();
             if fields != 5 && fields != 6 {
-                bail!(
-                    "hook {}: crontab {:?} must have 5 fields, or 6 with seconds first",
-                    self.name,
-                    s.crontab
-                );
+                return Err(ConfigError::Crontab {
+                    hook: hook(),
+                    crontab: s.crontab.clone(),
+                });
             }
         }
         Ok(())
@@ -385,10 +461,10 @@ impl HookConfig {
         for (key, order) in lifecycle {
             if let Some(o) = order {
                 if runner == RunnerKind::Shell {
-                    bail!(
-                        "hook {}: {key} exists only for addon-operator module hooks",
-                        self.name
-                    );
+                    return Err(ConfigError::ShellLifecycle {
+                        hook: self.name.clone(),
+                        key,
+                    });
                 }
                 root.insert(key.into(), json!(o));
             }
@@ -418,10 +494,9 @@ impl HookConfig {
     pub fn batch_json(&self, path: &str) -> Result<Value> {
         self.validate()?;
         if self.before_delete_helm.is_some() {
-            bail!(
-                "hook {}: the batch protocol has no beforeDeleteHelm; use afterDeleteHelm",
-                self.name
-            );
+            return Err(ConfigError::BatchBeforeDeleteHelm {
+                hook: self.name.clone(),
+            });
         }
         let mut root = Map::new();
         root.insert("configVersion".into(), json!("v1"));
@@ -434,10 +509,9 @@ impl HookConfig {
                     || s.group.is_some()
                     || !s.include_snapshots_from.is_empty()
                 {
-                    bail!(
-                        "hook {}: schedule options (allowFailure, queue, group, includeSnapshotsFrom) are classic-only; set allowFailure on the hook",
-                        self.name
-                    );
+                    return Err(ConfigError::BatchScheduleOptions {
+                        hook: self.name.clone(),
+                    });
                 }
                 let mut m = Map::new();
                 if let Some(n) = &s.name {
@@ -452,11 +526,10 @@ impl HookConfig {
             let mut items = Vec::new();
             for k in &self.kubernetes {
                 if k.group.is_some() {
-                    bail!(
-                        "hook {}: binding {}: the batch runner puts every binding in group main; do not set group",
-                        self.name,
-                        k.name
-                    );
+                    return Err(ConfigError::BatchGroup {
+                        hook: self.name.clone(),
+                        binding: k.name.clone(),
+                    });
                 }
                 let mut v = to_value(k);
                 let obj = v.as_object_mut().expect("binding serialises to an object");
@@ -468,11 +541,12 @@ impl HookConfig {
                     Some(events) if events.len() == 3 => {
                         obj.insert("executeHookOnEvent".into(), json!(true));
                     }
-                    Some(_) => bail!(
-                        "hook {}: binding {}: the batch protocol runs on all events or none",
-                        self.name,
-                        k.name
-                    ),
+                    Some(_) => {
+                        return Err(ConfigError::BatchEventSubset {
+                            hook: self.name.clone(),
+                            binding: k.name.clone(),
+                        })
+                    }
                 }
                 items.push(v);
             }
@@ -615,5 +689,24 @@ mod tests {
         };
         assert!(bdh.batch_json("p").is_err());
         assert!(bdh.classic_json(RunnerKind::Module).is_ok());
+    }
+
+    #[test]
+    fn refusals_are_typed() {
+        let mut dup = nodes_hook();
+        dup.kubernetes.push(dup.kubernetes[0].clone());
+        assert_eq!(
+            dup.validate(),
+            Err(ConfigError::DuplicateBinding {
+                hook: "nodes".into(),
+                binding: "masters".into()
+            })
+        );
+        let mut subset = nodes_hook();
+        subset.kubernetes[0].execute_hook_on_event = Some(vec![WatchEvent::Added]);
+        assert!(matches!(
+            subset.batch_json("p"),
+            Err(ConfigError::BatchEventSubset { .. })
+        ));
     }
 }

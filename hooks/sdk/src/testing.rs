@@ -4,15 +4,74 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
 
+use crate::bindings::BindingError;
 use crate::context::{BindingContext, ContextType, SnapshotItem};
-use crate::metrics::{parse_metric_operations, MetricOperation};
-use crate::objects::{parse_object_operations, ObjectOperation};
-use crate::runtime::{run_in_memory, HookOutputs};
-use crate::values::{apply_values_patch, parse_values_patch};
+use crate::metrics::{parse_metric_operations, MetricOperation, MetricsError};
+use crate::objects::{parse_object_operations, ObjectOperation, ObjectsError};
+use crate::runtime::{run_in_memory, HookOutputs, RunError};
+use crate::values::{apply_values_patch, parse_values_patch, PatchError};
 use crate::Hook;
+
+/// Why a test run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    /// The cluster state is not a list of objects.
+    #[error(transparent)]
+    ClusterState(#[from] ClusterStateError),
+    /// A binding could not build its snapshot (selector operator, jqFilter).
+    #[error(transparent)]
+    Binding(#[from] BindingError),
+    /// The run failed (the handler's error passes through unchanged).
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// The runner would refuse the hook's values or config values patch.
+    #[error("the runner would refuse the {which} patch: {error}")]
+    Patch {
+        /// `values` or `config values`.
+        which: &'static str,
+        /// What the runner would say.
+        error: PatchError,
+    },
+    /// An output file of a process run does not parse.
+    #[error("{file}: {message}")]
+    Output {
+        /// The output file.
+        file: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A process run needs the hook's bindings for its cluster state.
+    #[error("run_process cannot apply a cluster state (it has no hook's bindings): build the contexts with contexts_for(&hook) and pass them with context()")]
+    ClusterStateInProcess,
+    /// The process could not be started, or its files prepared.
+    #[error("{what}: {error}")]
+    Io {
+        /// What was attempted.
+        what: String,
+        /// What the system said.
+        error: std::io::Error,
+    },
+    /// The process failed.
+    #[error("hook failed ({status}): {stderr}")]
+    Failed {
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it printed on stderr (trimmed).
+        stderr: String,
+    },
+    /// The process failed and yet wrote output files (the runner would read them).
+    #[error("hook failed but wrote {written:?}: {stderr}")]
+    FailedWithOutput {
+        /// The output files it wrote.
+        written: Vec<&'static str>,
+        /// What it printed on stderr (trimmed).
+        stderr: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, TestError>;
 
 /// A snapshot item holding only a filter result.
 pub fn filtered(v: impl Into<Value>) -> SnapshotItem {
@@ -55,7 +114,7 @@ pub struct ClusterStateError {
 /// flattened, empty documents skipped) into objects sorted by namespace, kind and name,
 /// the order of the converge's cluster; a later object with the same identity replaces
 /// an earlier one, as a second apply would.
-pub fn parse_cluster_state(yaml: &str) -> Result<Vec<Value>, ClusterStateError> {
+pub fn parse_cluster_state(yaml: &str) -> std::result::Result<Vec<Value>, ClusterStateError> {
     use serde::Deserialize as _;
     let mut objects = std::collections::BTreeMap::new();
     for (document, doc) in serde_yaml_ng::Deserializer::from_str(yaml).enumerate() {
@@ -98,7 +157,7 @@ pub struct HookTest {
     contexts: Vec<BindingContext>,
     values: Value,
     config_values: Value,
-    cluster: Option<Result<Vec<Value>, ClusterStateError>>,
+    cluster: Option<std::result::Result<Vec<Value>, ClusterStateError>>,
 }
 
 impl HookTest {
@@ -164,7 +223,7 @@ impl HookTest {
 
     /// The contexts `hook` gets: the ones given, with the cluster state's snapshots
     /// added as [`HookTest::cluster_state`] describes.
-    pub fn contexts_for(&self, hook: &Hook) -> anyhow::Result<Vec<BindingContext>> {
+    pub fn contexts_for(&self, hook: &Hook) -> Result<Vec<BindingContext>> {
         let Some(cluster) = &self.cluster else {
             return Ok(self.contexts.clone());
         };
@@ -259,11 +318,17 @@ impl HookTest {
 
     fn finish(&self, out: HookOutputs, stderr: String) -> Result<TestOutput> {
         let mut values = self.values.clone();
-        apply_values_patch(&mut values, &out.values_patch)
-            .context("the runner would refuse the values patch")?;
+        apply_values_patch(&mut values, &out.values_patch).map_err(|error| TestError::Patch {
+            which: "values",
+            error,
+        })?;
         let mut config_values = self.config_values.clone();
-        apply_values_patch(&mut config_values, &out.config_values_patch)
-            .context("the runner would refuse the config values patch")?;
+        apply_values_patch(&mut config_values, &out.config_values_patch).map_err(|error| {
+            TestError::Patch {
+                which: "config values",
+                error,
+            }
+        })?;
         Ok(TestOutput {
             values,
             values_patch: out.values_patch,
@@ -287,17 +352,27 @@ impl HookTest {
 
     /// Runs `program args...` as the runner would (files in a temporary directory, paths
     /// in the environment, nothing else inherited) and reads its output files.
+    /// Runs `program args...` as the runner would (files in a temporary directory, paths
+    /// in the environment, nothing else inherited) and reads its output files.
+    ///
     /// The cluster state needs the hook's bindings: use [`HookTest::contexts_for`]
     /// and [`HookTest::context`] to pass its snapshots to a process.
     pub fn run_process(&self, program: &Path, args: &[&str]) -> Result<TestOutput> {
         if self.cluster.is_some() {
-            bail!("run_process cannot apply a cluster state (it has no hook's bindings): build the contexts with contexts_for(&hook) and pass them with context()");
+            return Err(TestError::ClusterStateInProcess);
         }
-        let dir = tempfile_dir()?;
-        let p = |n: &str| dir.join(n);
-        std::fs::write(p("bc.json"), self.contexts_json())?;
-        std::fs::write(p("values.json"), self.values.to_string())?;
-        std::fs::write(p("config-values.json"), self.config_values.to_string())?;
+        let io = |what: String| move |error| TestError::Io { what, error };
+        let dir = tempfile::Builder::new()
+            .prefix("hook-test-")
+            .tempdir()
+            .map_err(io("cannot create a temporary directory".into()))?;
+        let p = |n: &str| dir.path().join(n);
+        let write = |n: &str, text: String| {
+            std::fs::write(p(n), text).map_err(io(format!("cannot write {}", p(n).display())))
+        };
+        write("bc.json", self.contexts_json())?;
+        write("values.json", self.values.to_string())?;
+        write("config-values.json", self.config_values.to_string())?;
         let output = Command::new(program)
             .args(args)
             .env_clear()
@@ -312,58 +387,48 @@ impl HookTest {
             .env("KUBERNETES_PATCH_PATH", p("k8s.json"))
             .env("METRICS_PATH", p("metrics.json"))
             .output()
-            .with_context(|| format!("cannot run {}", program.display()))?;
+            .map_err(io(format!("cannot run {}", program.display())))?;
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         let read = |n: &str| std::fs::read_to_string(p(n)).unwrap_or_default();
-        let result = if output.status.success() {
-            let out = HookOutputs {
-                values_patch: parse_values_patch(&read("values-patch.json"))?,
-                config_values_patch: parse_values_patch(&read("config-values-patch.json"))?,
-                objects: parse_object_operations(&read("k8s.json"))?,
-                metrics: parse_metric_operations(&read("metrics.json"))?,
+        if output.status.success() {
+            let bad = |file: &'static str| {
+                move |e: &dyn std::fmt::Display| TestError::Output {
+                    file,
+                    message: e.to_string(),
+                }
             };
-            self.finish(out, stderr)
+            let out = HookOutputs {
+                values_patch: parse_values_patch(&read("values-patch.json"))
+                    .map_err(|e: PatchError| bad("values-patch.json")(&e))?,
+                config_values_patch: parse_values_patch(&read("config-values-patch.json"))
+                    .map_err(|e: PatchError| bad("config-values-patch.json")(&e))?,
+                objects: parse_object_operations(&read("k8s.json"))
+                    .map_err(|e: ObjectsError| bad("k8s.json")(&e))?,
+                metrics: parse_metric_operations(&read("metrics.json"))
+                    .map_err(|e: MetricsError| bad("metrics.json")(&e))?,
+            };
+            return self.finish(out, stderr);
+        }
+        let written: Vec<&'static str> = [
+            "values-patch.json",
+            "config-values-patch.json",
+            "k8s.json",
+            "metrics.json",
+        ]
+        .into_iter()
+        .filter(|n| p(n).exists())
+        .collect();
+        let stderr = stderr.trim().to_string();
+        if written.is_empty() {
+            Err(TestError::Failed {
+                status: output.status,
+                stderr,
+            })
         } else {
-            let written: Vec<_> = [
-                "values-patch.json",
-                "config-values-patch.json",
-                "k8s.json",
-                "metrics.json",
-            ]
-            .into_iter()
-            .filter(|n| p(n).exists())
-            .collect();
-            if written.is_empty() {
-                Err(anyhow::anyhow!(
-                    "hook failed ({}): {}",
-                    output.status,
-                    stderr.trim()
-                ))
-            } else {
-                Err(anyhow::anyhow!(
-                    "hook failed but wrote {written:?}: {}",
-                    stderr.trim()
-                ))
-            }
-        };
-        let _ = std::fs::remove_dir_all(&dir);
-        result
+            Err(TestError::FailedWithOutput { written, stderr })
+        }
+        // The directory is removed when `dir` drops.
     }
-}
-
-fn tempfile_dir() -> Result<std::path::PathBuf> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "hook-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    if dir.exists() {
-        bail!("{}: exists", dir.display());
-    }
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 #[cfg(test)]

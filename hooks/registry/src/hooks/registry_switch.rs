@@ -520,7 +520,8 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     };
     input
         .values
-        .set(&format!("{MODULE_KEY}.internal.switch"), &values)
+        .set(&format!("{MODULE_KEY}.internal.switch"), &values)?;
+    Ok(())
 }
 
 /// The state as the pull Secret shows it: a state that says the cluster pulls through
@@ -941,6 +942,7 @@ mod tests {
             .group_snapshot("deckhouse", vec![])
             .lifecycle("beforeHelm")
             .run(&super::hook())
+            .map_err(Into::into)
     }
 
     const OURS: &[(&str, &str)] = &[
