@@ -74,6 +74,9 @@ enum HookAction {
     List,
     /// The batch configuration document.
     Config,
+    /// Write the batch configuration document to $HOOK_CONFIG_PATH (default
+    /// out/hook_config.json; CREATE_FILES=true creates its directory).
+    Dump,
     /// Run hook number N with files from the environment.
     Run {
         /// Index from `hook list`.
@@ -142,6 +145,7 @@ fn main() -> ExitCode {
                         ExitCode::from(1)
                     }
                 },
+                HookAction::Dump => ExitCode::from(registry.run_dump() as u8),
                 HookAction::Run { index } => ExitCode::from(registry.run_batch(&index) as u8),
             }
         }

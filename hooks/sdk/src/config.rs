@@ -8,9 +8,88 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Result};
-use serde::Serialize;
+use serde::{Deserialize as _, Serialize};
 use serde_json::{json, Map, Value};
+
+/// A hook configuration neither runner would accept.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The hook has no name.
+    #[error("hook config: name is empty")]
+    NoName,
+    /// The hook has no binding at all.
+    #[error("hook {hook}: no binding: it would never run")]
+    NoTrigger {
+        /// The hook.
+        hook: String,
+    },
+    /// `onStartup` together with kubernetes bindings (module-sdk refuses it).
+    #[error("hook {hook}: onStartup cannot be combined with kubernetes bindings (an onStartup context has no snapshots)")]
+    StartupWithKubernetes {
+        /// The hook.
+        hook: String,
+    },
+    /// A kubernetes binding without name, apiVersion or kind.
+    #[error("hook {hook}: a kubernetes binding needs name, apiVersion and kind")]
+    IncompleteBinding {
+        /// The hook.
+        hook: String,
+    },
+    /// Two bindings with one name.
+    #[error("hook {hook}: duplicate binding name {binding}")]
+    DuplicateBinding {
+        /// The hook.
+        hook: String,
+        /// The name used twice.
+        binding: String,
+    },
+    /// A crontab with the wrong number of fields.
+    #[error("hook {hook}: crontab {crontab:?} must have 5 fields, or 6 with seconds first")]
+    Crontab {
+        /// The hook.
+        hook: String,
+        /// The crontab given.
+        crontab: String,
+    },
+    /// A Helm lifecycle binding asked of plain shell-operator.
+    #[error("hook {hook}: {key} exists only for addon-operator module hooks")]
+    ShellLifecycle {
+        /// The hook.
+        hook: String,
+        /// `beforeHelm`, `afterHelm`, `beforeDeleteHelm` or `afterDeleteHelm`.
+        key: &'static str,
+    },
+    /// `beforeDeleteHelm` in the batch format, which lacks it.
+    #[error("hook {hook}: the batch protocol has no beforeDeleteHelm; use afterDeleteHelm")]
+    BatchBeforeDeleteHelm {
+        /// The hook.
+        hook: String,
+    },
+    /// Per-schedule options in the batch format, which lacks them.
+    #[error("hook {hook}: schedule options (allowFailure, queue, group, includeSnapshotsFrom) are classic-only; set allowFailure on the hook")]
+    BatchScheduleOptions {
+        /// The hook.
+        hook: String,
+    },
+    /// A binding group in the batch format (every binding is in group `main`).
+    #[error("hook {hook}: binding {binding}: the batch runner puts every binding in group main; do not set group")]
+    BatchGroup {
+        /// The hook.
+        hook: String,
+        /// The binding.
+        binding: String,
+    },
+    /// A subset of events in the batch format (all or none there).
+    #[error("hook {hook}: binding {binding}: the batch protocol runs on all events or none")]
+    BatchEventSubset {
+        /// The hook.
+        hook: String,
+        /// The binding.
+        binding: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, ConfigError>;
 
 /// Which runner reads the classic configuration: it decides which lifecycle keys exist.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,10 +172,11 @@ impl ScheduleBinding {
 }
 
 /// `matchNames` selector.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct NameSelector {
     /// Exact names.
+    #[serde(default)]
     pub match_names: Vec<String>,
 }
 
@@ -143,6 +223,7 @@ impl LabelSelector {
 #[serde(rename_all = "camelCase")]
 pub struct FieldSelector {
     /// Requirements, all of which must hold.
+    #[serde(default)]
     pub match_expressions: Vec<FieldSelectorRequirement>,
 }
 
@@ -158,14 +239,14 @@ pub struct FieldSelectorRequirement {
 }
 
 /// Which namespaces a binding watches.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceSelector {
     /// Namespaces by name.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_selector: Option<NameSelector>,
     /// Namespaces by label.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<LabelSelector>,
 }
 
@@ -181,57 +262,88 @@ impl NamespaceSelector {
     }
 }
 
+/// `executeHookOnEvent` in either serialisation: an event list (classic) or a bool
+/// (batch).
+fn events_or_bool<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Vec<WatchEvent>>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Events {
+        All(bool),
+        Some(Vec<WatchEvent>),
+    }
+    Ok(match Option::<Events>::deserialize(d)? {
+        None => None,
+        Some(Events::All(false)) => Some(vec![]),
+        Some(Events::All(true)) => Some(vec![
+            WatchEvent::Added,
+            WatchEvent::Modified,
+            WatchEvent::Deleted,
+        ]),
+        Some(Events::Some(events)) => Some(events),
+    })
+}
+
 /// A `kubernetes[]` binding.
-#[derive(Clone, Debug, Default, Serialize)]
+///
+/// It reads back from either serialisation: `executeHookOnEvent` as the classic event
+/// list or as the batch format's bool (`false` = no event, `true` = every event).
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct KubernetesBinding {
     /// Binding name; the key of its snapshot.
     pub name: String,
     /// e.g. `v1`, `apps/v1`.
+    #[serde(default)]
     pub api_version: String,
     /// e.g. `Node`.
     pub kind: String,
     /// Objects by name.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_selector: Option<NameSelector>,
     /// Objects by namespace.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<NamespaceSelector>,
     /// Objects by label.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<LabelSelector>,
     /// Objects by field.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field_selector: Option<FieldSelector>,
     /// jq program applied to each object; its result is the snapshot's `filterResult`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jq_filter: Option<String>,
     /// Which events run the hook; `Some(vec![])` = keep a snapshot only.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "events_or_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execute_hook_on_event: Option<Vec<WatchEvent>>,
     /// Run on the initial Synchronization (default true).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execute_hook_on_synchronization: Option<bool>,
     /// Block the module start until synchronised (default true).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_for_synchronization: Option<bool>,
     /// Keep full objects besides the filter result (default true).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_full_objects_in_memory: Option<bool>,
     /// A failure does not block the queue.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_failure: Option<bool>,
     /// Periodic full resync, a duration string.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resynchronization_period: Option<String>,
     /// Queue name.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
     /// Binding group (classic protocol only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// Other bindings' snapshots to include in this binding's contexts.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub include_snapshots_from: Vec<String>,
 }
 
@@ -291,8 +403,9 @@ impl HookConfig {
     /// cluster: a name, at least one trigger, unique binding names, crontab shape, and
     /// module-sdk's rule that `onStartup` and kubernetes bindings do not mix.
     pub fn validate(&self) -> Result<()> {
+        let hook = || self.name.clone();
         if self.name.is_empty() {
-            bail!("hook config: name is empty");
+            return Err(ConfigError::NoName);
         }
         let triggers = self.on_startup.is_some() as usize
             + self.before_helm.is_some() as usize
@@ -302,34 +415,30 @@ impl HookConfig {
             + self.schedule.len()
             + self.kubernetes.len();
         if triggers == 0 {
-            bail!("hook {}: no binding: it would never run", self.name);
+            return Err(ConfigError::NoTrigger { hook: hook() });
         }
         if self.on_startup.is_some() && !self.kubernetes.is_empty() {
-            bail!(
-                "hook {}: onStartup cannot be combined with kubernetes bindings (an onStartup context has no snapshots)",
-                self.name
-            );
+            return Err(ConfigError::StartupWithKubernetes { hook: hook() });
         }
         let mut seen = std::collections::BTreeSet::new();
         for k in &self.kubernetes {
             if k.name.is_empty() || k.kind.is_empty() || k.api_version.is_empty() {
-                bail!(
-                    "hook {}: a kubernetes binding needs name, apiVersion and kind",
-                    self.name
-                );
+                return Err(ConfigError::IncompleteBinding { hook: hook() });
             }
             if !seen.insert(k.name.as_str()) {
-                bail!("hook {}: duplicate binding name {}", self.name, k.name);
+                return Err(ConfigError::DuplicateBinding {
+                    hook: hook(),
+                    binding: k.name.clone(),
+                });
             }
         }
         for s in &self.schedule {
             let fields = s.crontab.split_whitespace().count();
             if fields != 5 && fields != 6 {
-                bail!(
-                    "hook {}: crontab {:?} must have 5 fields, or 6 with seconds first",
-                    self.name,
-                    s.crontab
-                );
+                return Err(ConfigError::Crontab {
+                    hook: hook(),
+                    crontab: s.crontab.clone(),
+                });
             }
         }
         Ok(())
@@ -352,10 +461,10 @@ impl HookConfig {
         for (key, order) in lifecycle {
             if let Some(o) = order {
                 if runner == RunnerKind::Shell {
-                    bail!(
-                        "hook {}: {key} exists only for addon-operator module hooks",
-                        self.name
-                    );
+                    return Err(ConfigError::ShellLifecycle {
+                        hook: self.name.clone(),
+                        key,
+                    });
                 }
                 root.insert(key.into(), json!(o));
             }
@@ -385,10 +494,9 @@ impl HookConfig {
     pub fn batch_json(&self, path: &str) -> Result<Value> {
         self.validate()?;
         if self.before_delete_helm.is_some() {
-            bail!(
-                "hook {}: the batch protocol has no beforeDeleteHelm; use afterDeleteHelm",
-                self.name
-            );
+            return Err(ConfigError::BatchBeforeDeleteHelm {
+                hook: self.name.clone(),
+            });
         }
         let mut root = Map::new();
         root.insert("configVersion".into(), json!("v1"));
@@ -401,10 +509,9 @@ impl HookConfig {
                     || s.group.is_some()
                     || !s.include_snapshots_from.is_empty()
                 {
-                    bail!(
-                        "hook {}: schedule options (allowFailure, queue, group, includeSnapshotsFrom) are classic-only; set allowFailure on the hook",
-                        self.name
-                    );
+                    return Err(ConfigError::BatchScheduleOptions {
+                        hook: self.name.clone(),
+                    });
                 }
                 let mut m = Map::new();
                 if let Some(n) = &s.name {
@@ -419,11 +526,10 @@ impl HookConfig {
             let mut items = Vec::new();
             for k in &self.kubernetes {
                 if k.group.is_some() {
-                    bail!(
-                        "hook {}: binding {}: the batch runner puts every binding in group main; do not set group",
-                        self.name,
-                        k.name
-                    );
+                    return Err(ConfigError::BatchGroup {
+                        hook: self.name.clone(),
+                        binding: k.name.clone(),
+                    });
                 }
                 let mut v = to_value(k);
                 let obj = v.as_object_mut().expect("binding serialises to an object");
@@ -435,11 +541,12 @@ impl HookConfig {
                     Some(events) if events.len() == 3 => {
                         obj.insert("executeHookOnEvent".into(), json!(true));
                     }
-                    Some(_) => bail!(
-                        "hook {}: binding {}: the batch protocol runs on all events or none",
-                        self.name,
-                        k.name
-                    ),
+                    Some(_) => {
+                        return Err(ConfigError::BatchEventSubset {
+                            hook: self.name.clone(),
+                            binding: k.name.clone(),
+                        })
+                    }
                 }
                 items.push(v);
             }
@@ -582,5 +689,24 @@ mod tests {
         };
         assert!(bdh.batch_json("p").is_err());
         assert!(bdh.classic_json(RunnerKind::Module).is_ok());
+    }
+
+    #[test]
+    fn refusals_are_typed() {
+        let mut dup = nodes_hook();
+        dup.kubernetes.push(dup.kubernetes[0].clone());
+        assert_eq!(
+            dup.validate(),
+            Err(ConfigError::DuplicateBinding {
+                hook: "nodes".into(),
+                binding: "masters".into()
+            })
+        );
+        let mut subset = nodes_hook();
+        subset.kubernetes[0].execute_hook_on_event = Some(vec![WatchEvent::Added]);
+        assert!(matches!(
+            subset.batch_json("p"),
+            Err(ConfigError::BatchEventSubset { .. })
+        ));
     }
 }

@@ -2,13 +2,61 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context as _, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::config::WatchEvent;
+
+/// A binding context file, or a snapshot in it, that cannot be read as the runner
+/// writes it. Messages never quote the input's values (they may be secrets).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ContextError {
+    /// The file is empty.
+    #[error("empty file: expected a JSON array of binding contexts")]
+    Empty,
+    /// JSON nested deeper than the limit.
+    #[error("nested deeper than {max} levels (at byte {at}): the runner sends no such input")]
+    TooDeep {
+        /// The limit.
+        max: usize,
+        /// Where the limit was crossed.
+        at: usize,
+    },
+    /// Not a JSON array of binding contexts.
+    #[error("not a JSON array of binding contexts: {message}")]
+    Malformed {
+        /// The parser's message, quoted values redacted.
+        message: String,
+    },
+    /// A context without a binding name.
+    #[error("context {index}: binding is empty")]
+    NoBinding {
+        /// The context's position.
+        index: usize,
+    },
+    /// An `Event` context without `watchEvent`.
+    #[error("context {index} ({binding}): an Event context needs watchEvent")]
+    NoWatchEvent {
+        /// The context's position.
+        index: usize,
+        /// Its binding.
+        binding: String,
+    },
+    /// A snapshot item that does not deserialise into the hook's type.
+    #[error("snapshot {binding}[{index}]: {message}")]
+    Snapshot {
+        /// The binding.
+        binding: String,
+        /// The item's position.
+        index: usize,
+        /// The deserialiser's message, quoted values redacted.
+        message: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, ContextError>;
 
 /// The `type` of a binding context. Lifecycle contexts (`onStartup`, `beforeHelm`, ...)
 /// carry no type.
@@ -168,9 +216,7 @@ pub fn check_json_depth(text: &str, max: usize) -> Result<()> {
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
-                    anyhow::bail!(
-                        "nested deeper than {max} levels (at byte {i}): the runner sends no such input"
-                    );
+                    return Err(ContextError::TooDeep { max, at: i });
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
@@ -183,21 +229,22 @@ pub fn check_json_depth(text: &str, max: usize) -> Result<()> {
 /// Parses a binding context file's content: a JSON array of contexts.
 pub fn parse_contexts(text: &str) -> Result<Vec<BindingContext>> {
     if text.trim().is_empty() {
-        anyhow::bail!("empty file: expected a JSON array of binding contexts");
+        return Err(ContextError::Empty);
     }
     check_json_depth(text, MAX_JSON_DEPTH)?;
-    let contexts: Vec<BindingContext> = serde_json::from_str(text)
-        .map_err(|e| anyhow::anyhow!(crate::log::redact(&e.to_string())))
-        .context("not a JSON array of binding contexts")?;
-    for (i, c) in contexts.iter().enumerate() {
+    let contexts: Vec<BindingContext> =
+        serde_json::from_str(text).map_err(|e| ContextError::Malformed {
+            message: crate::log::redact(&e.to_string()),
+        })?;
+    for (index, c) in contexts.iter().enumerate() {
         if c.binding.is_empty() {
-            anyhow::bail!("context {i}: binding is empty");
+            return Err(ContextError::NoBinding { index });
         }
         if c.kind == Some(ContextType::Event) && c.watch_event.is_none() {
-            anyhow::bail!(
-                "context {i} ({}): an Event context needs watchEvent",
-                c.binding
-            );
+            return Err(ContextError::NoWatchEvent {
+                index,
+                binding: c.binding.clone(),
+            });
         }
     }
     Ok(contexts)
@@ -265,12 +312,11 @@ impl Snapshots {
             .iter()
             .enumerate()
             .filter(|(_, item)| !item.is_null())
-            .map(|(i, item)| {
-                item.parse::<T>().map_err(|e| {
-                    anyhow::anyhow!(
-                        "snapshot {binding}[{i}]: {}",
-                        crate::log::redact(&e.to_string())
-                    )
+            .map(|(index, item)| {
+                item.parse::<T>().map_err(|e| ContextError::Snapshot {
+                    binding: binding.into(),
+                    index,
+                    message: crate::log::redact(&e.to_string()),
                 })
             })
             .collect()

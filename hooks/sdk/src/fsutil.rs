@@ -15,9 +15,70 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
+
+/// A file operation that failed or was refused; the message names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// The system refused an operation.
+    #[error("{context}: {error}")]
+    Io {
+        /// The path and what was attempted (`/x/y: cannot open`).
+        context: String,
+        /// What the system said.
+        error: std::io::Error,
+    },
+    /// Something other than what is expected sits at a name: it is neither followed
+    /// nor replaced.
+    #[error("{}: {found} where {wanted} is expected: refusing to follow or replace it (remove it by hand)", path.display())]
+    Refused {
+        /// The name's path.
+        path: PathBuf,
+        /// What is there (`a symbolic link`, ...).
+        found: &'static str,
+        /// What was expected (`a directory`, `a regular file`).
+        wanted: &'static str,
+    },
+    /// A path or directory this module will not work with (the message says why).
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong and where.
+        message: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, FsError>;
+
+/// Returns an [`FsError::Invalid`] with a formatted message.
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(FsError::Invalid { message: format!($($arg)*) })
+    };
+}
+
+/// Adds the path and the attempted action to a system error.
+trait IoContext<T> {
+    fn with_context<F: FnOnce() -> String>(self, f: F) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::result::Result<T, std::io::Error> {
+    fn with_context<F: FnOnce() -> String>(self, f: F) -> Result<T> {
+        self.map_err(|error| FsError::Io {
+            context: f(),
+            error,
+        })
+    }
+}
+
+impl<T> IoContext<T> for std::result::Result<T, Errno> {
+    fn with_context<F: FnOnce() -> String>(self, f: F) -> Result<T> {
+        self.map_err(|e| FsError::Io {
+            context: f(),
+            error: e.into(),
+        })
+    }
+}
 
 /// Attempts at a fresh temporary name before giving up (each name is random: a clash
 /// means something else is creating files with the same names).
@@ -125,12 +186,12 @@ impl Dir {
         }
     }
 
-    fn refuse(&self, name: &OsStr, kind: Option<Kind>, wanted: &str) -> anyhow::Error {
-        let what = kind.map_or("not usable", Kind::describe);
-        anyhow::anyhow!(
-            "{}: {what} where {wanted} is expected: refusing to follow or replace it (remove it by hand)",
-            self.join(name).display()
-        )
+    fn refuse(&self, name: &OsStr, kind: Option<Kind>, wanted: &'static str) -> FsError {
+        FsError::Refused {
+            path: self.join(name),
+            found: kind.map_or("not usable", Kind::describe),
+            wanted,
+        }
     }
 
     /// The directory `name` in this one, not following a link: `None` when it does not
@@ -457,9 +518,9 @@ pub fn stage_with(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let name = target
-        .file_name()
-        .with_context(|| format!("{}: not a file path", target.display()))?;
+    let name = target.file_name().ok_or_else(|| FsError::Invalid {
+        message: format!("{}: not a file path", target.display()),
+    })?;
     Dir::open(dir)?.stage(name, content, mode, durable)
 }
 

@@ -12,6 +12,19 @@
 //! Handlers are pure: they read the input and write to collectors; files are read and
 //! written only by the runtime, atomically, and only when the handler succeeded.
 //!
+//! A kubernetes binding's snapshot is built from cluster objects by [`bindings`] (kind,
+//! name, namespace, label and field selectors, `jqFilter` run by the real `jq`): the
+//! local converge and [`testing::HookTest::cluster_state`] use the same code, so a hook's
+//! unit tests run its own selectors and filters.
+//!
+//! Errors are typed per module ([`config::ConfigError`], [`context::ContextError`],
+//! [`values::ValuesError`], [`values::PatchError`], [`objects::ObjectsError`],
+//! [`metrics::MetricsError`], [`fsutil::FsError`], [`bindings::BindingError`],
+//! [`jq::JqError`], [`runtime::RunError`], [`testing::TestError`]); each message is one
+//! line naming the file, variable, hook or binding at fault and never quotes a value. A
+//! handler returns `anyhow::Result`; its error passes through [`runtime::RunError::Handler`]
+//! unchanged.
+//!
 //! ```
 //! use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding};
 //!
@@ -40,9 +53,13 @@
 //! assert_eq!(out.values["myModule"]["internal"]["nodeNames"], serde_json::json!(["a", "b"]));
 //! ```
 
+#![warn(missing_docs)]
+
+pub mod bindings;
 pub mod config;
 pub mod context;
 pub mod fsutil;
+pub mod jq;
 pub mod log;
 pub mod metrics;
 pub mod objects;

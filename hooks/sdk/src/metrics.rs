@@ -4,6 +4,16 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// A line of a metrics file the runner would refuse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct MetricsError {
+    /// The line (1-based).
+    pub line: usize,
+    /// The parser's message, quoted values redacted.
+    pub message: String,
+}
+
 /// What to do with a metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -114,11 +124,16 @@ impl MetricsCollector {
 }
 
 /// Parses a metrics file: one JSON object per line (blank lines ignored).
-pub fn parse_metric_operations(text: &str) -> anyhow::Result<Vec<MetricOperation>> {
+pub fn parse_metric_operations(text: &str) -> Result<Vec<MetricOperation>, MetricsError> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| anyhow::anyhow!("line {}: {e}", i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| MetricsError {
+                line: i + 1,
+                message: crate::log::redact(&e.to_string()),
+            })
+        })
         .collect()
 }
 

@@ -3,6 +3,60 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// An object operation missing what it needs.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OperationError {
+    /// Delete and patches need a target.
+    #[error("{operation:?} needs kind and name")]
+    NoTarget {
+        /// The operation.
+        operation: Operation,
+    },
+    /// `Create*` needs an object.
+    #[error("{operation:?} needs object")]
+    NoObject {
+        /// The operation.
+        operation: Operation,
+    },
+    /// The object to create lacks an identity field.
+    #[error("{operation:?}: object has no {field}")]
+    ObjectField {
+        /// The operation.
+        operation: Operation,
+        /// `apiVersion`, `kind` or `metadata.name`.
+        field: &'static str,
+    },
+    /// A patch operation without its patch.
+    #[error("{operation:?} needs {field}")]
+    NoPatch {
+        /// The operation.
+        operation: Operation,
+        /// `jqFilter`, `mergePatch` or `jsonPatch`.
+        field: &'static str,
+    },
+}
+
+/// A Kubernetes patch file the runner would refuse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectsError {
+    /// An entry that is not an operation.
+    #[error("operation {index}: {message}")]
+    Parse {
+        /// Its position in the stream.
+        index: usize,
+        /// The parser's message, quoted values redacted.
+        message: String,
+    },
+    /// An operation missing what it needs.
+    #[error("operation {index}: {error}")]
+    Invalid {
+        /// Its position in the stream.
+        index: usize,
+        /// What is missing.
+        error: OperationError,
+    },
+}
+
 /// The operations the runner performs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
@@ -86,23 +140,25 @@ impl ObjectOperation {
     }
 
     /// Checks that the fields the operation needs are there.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<(), OperationError> {
         use Operation::*;
+        let operation = self.operation;
         let needs_target = || {
             if self.kind.is_empty() || self.name.is_empty() {
-                anyhow::bail!("{:?} needs kind and name", self.operation)
+                return Err(OperationError::NoTarget { operation });
             }
             Ok(())
         };
-        match self.operation {
+        let no_patch = |field| Err(OperationError::NoPatch { operation, field });
+        match operation {
             Create | CreateOrUpdate | CreateIfNotExists => {
                 let obj = self
                     .object
                     .as_ref()
-                    .ok_or_else(|| anyhow::anyhow!("{:?} needs object", self.operation))?;
-                for f in ["apiVersion", "kind"] {
-                    if obj.get(f).and_then(Value::as_str).is_none() {
-                        anyhow::bail!("{:?}: object has no {f}", self.operation);
+                    .ok_or(OperationError::NoObject { operation })?;
+                for field in ["apiVersion", "kind"] {
+                    if obj.get(field).and_then(Value::as_str).is_none() {
+                        return Err(OperationError::ObjectField { operation, field });
                     }
                 }
                 if obj
@@ -110,16 +166,17 @@ impl ObjectOperation {
                     .and_then(Value::as_str)
                     .is_none()
                 {
-                    anyhow::bail!("{:?}: object has no metadata.name", self.operation);
+                    return Err(OperationError::ObjectField {
+                        operation,
+                        field: "metadata.name",
+                    });
                 }
                 Ok(())
             }
             Delete | DeleteInBackground | DeleteNonCascading => needs_target(),
-            JQPatch if self.jq_filter.is_none() => anyhow::bail!("JQPatch needs jqFilter"),
-            MergePatch if self.merge_patch.is_none() => {
-                anyhow::bail!("MergePatch needs mergePatch")
-            }
-            JSONPatch if self.json_patch.is_none() => anyhow::bail!("JSONPatch needs jsonPatch"),
+            JQPatch if self.jq_filter.is_none() => no_patch("jqFilter"),
+            MergePatch if self.merge_patch.is_none() => no_patch("mergePatch"),
+            JSONPatch if self.json_patch.is_none() => no_patch("jsonPatch"),
             JQPatch | MergePatch | JSONPatch => needs_target(),
         }
     }
@@ -261,15 +318,18 @@ impl ObjectPatchCollector {
 
 /// Parses a Kubernetes patch file: a stream of JSON objects (YAML is not produced by
 /// this SDK and not read here).
-pub fn parse_object_operations(text: &str) -> anyhow::Result<Vec<ObjectOperation>> {
+pub fn parse_object_operations(text: &str) -> Result<Vec<ObjectOperation>, ObjectsError> {
     let mut out = Vec::new();
-    for (i, item) in serde_json::Deserializer::from_str(text)
+    for (index, item) in serde_json::Deserializer::from_str(text)
         .into_iter::<ObjectOperation>()
         .enumerate()
     {
-        let op = item.map_err(|e| anyhow::anyhow!("operation {i}: {e}"))?;
+        let op = item.map_err(|e| ObjectsError::Parse {
+            index,
+            message: crate::log::redact(&e.to_string()),
+        })?;
         op.validate()
-            .map_err(|e| anyhow::anyhow!("operation {i}: {e}"))?;
+            .map_err(|error| ObjectsError::Invalid { index, error })?;
         out.push(op);
     }
     Ok(out)

@@ -6,14 +6,122 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
 
-use crate::config::RunnerKind;
-use crate::context::{parse_contexts, BindingContext};
+use crate::config::{ConfigError, RunnerKind};
+use crate::context::{parse_contexts, BindingContext, ContextError};
+use crate::fsutil::FsError;
 use crate::metrics::MetricOperation;
 use crate::objects::ObjectOperation;
 use crate::{Hook, HookInput};
+
+/// Why a run, or a command of the binary, failed. Every message is one line naming the
+/// file or variable at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The handler's own error, passed through unchanged.
+    #[error(transparent)]
+    Handler(anyhow::Error),
+    /// A hook configuration the runners would refuse.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A variable the runner must pass is unset.
+    #[error("{var} is not set: the runner must pass the {var} file")]
+    MissingInput {
+        /// The variable.
+        var: &'static str,
+    },
+    /// An input file cannot be read.
+    #[error("{var}={}: cannot read: {error}", path.display())]
+    Read {
+        /// The variable naming the file.
+        var: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        error: std::io::Error,
+    },
+    /// An input file above its size limit.
+    #[error("{var}={}: larger than {limit_mib} MiB, the limit for this input", path.display())]
+    TooLarge {
+        /// The variable naming the file.
+        var: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        limit_mib: u64,
+    },
+    /// The binding context file is not what the runner writes.
+    #[error("BINDING_CONTEXT_PATH={}: {error}", path.display())]
+    Contexts {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: ContextError,
+    },
+    /// A values file is not a JSON object.
+    #[error("{var}={}: {message}", path.display())]
+    Values {
+        /// The variable naming the file.
+        var: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it (quoted values redacted).
+        message: String,
+    },
+    /// The hook produced output the runner gave no file for.
+    #[error("{var} is not set, but the hook produced output for it")]
+    NoOutputPath {
+        /// The variable.
+        var: &'static str,
+    },
+    /// An output file could not be written (or `hook dump`'s file).
+    #[error("{var}: {error}")]
+    Write {
+        /// The variable naming the file.
+        var: &'static str,
+        /// What failed.
+        error: FsError,
+    },
+    /// No hook by that name.
+    #[error("no hook named {name}")]
+    NoHook {
+        /// The name asked for.
+        name: String,
+    },
+    /// No hook at that index.
+    #[error("no hook with index {index:?}: `hook list` shows {count} hooks (0..{})", count.saturating_sub(1))]
+    NoIndex {
+        /// The index asked for.
+        index: String,
+        /// How many hooks there are.
+        count: usize,
+    },
+    /// An environment variable that is not a bool.
+    #[error("{var}={value:?} is not a bool: set it to true or false")]
+    NotABool {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// `hook dump`'s directory is missing and may not be created.
+    #[error("{HOOK_CONFIG_PATH_VAR}={}: the directory {} does not exist: create it or set {CREATE_FILES_VAR}=true", path.display(), path.parent().unwrap_or(Path::new("")).display())]
+    NoDumpDir {
+        /// The file asked for.
+        path: PathBuf,
+    },
+    /// `hook dump`'s directory could not be created.
+    #[error("{}: cannot create the directory: {error}", dir.display())]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What the system said.
+        error: std::io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, RunError>;
 
 /// Input and output file paths of one run, as the runner passes them in the environment.
 #[derive(Clone, Debug, Default)]
@@ -75,7 +183,7 @@ pub fn run_in_memory(
     config_values: Value,
 ) -> Result<HookOutputs> {
     let mut input = HookInput::new(&hook.config.name, contexts, values, config_values);
-    (hook.handler)(&mut input)?;
+    (hook.handler)(&mut input).map_err(RunError::Handler)?;
     Ok(HookOutputs {
         values_patch: input.values.patch().to_vec(),
         config_values_patch: input.config_values.patch().to_vec(),
@@ -89,26 +197,30 @@ pub fn run_in_memory(
 pub const MAX_VALUES_BYTES: u64 = 64 << 20;
 
 /// Reads an input file of at most `limit` bytes; a larger one is refused unread.
-fn read_json(var: &str, path: &Path, limit: u64) -> Result<String> {
+fn read_json(var: &'static str, path: &Path, limit: u64) -> Result<String> {
     use std::io::Read as _;
     let mut text = String::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(limit + 1).read_to_string(&mut text))
-        .with_context(|| format!("{var}={}: cannot read", path.display()))?;
+        .map_err(|error| RunError::Read {
+            var,
+            path: path.into(),
+            error,
+        })?;
     if text.len() as u64 > limit {
-        bail!(
-            "{var}={}: larger than {} MiB, the limit for this input",
-            path.display(),
-            limit >> 20
-        );
+        return Err(RunError::TooLarge {
+            var,
+            path: path.into(),
+            limit_mib: limit >> 20,
+        });
     }
     Ok(text)
 }
 
-fn read_values(var: &str, path: Option<&Path>, required: bool) -> Result<Value> {
+fn read_values(var: &'static str, path: Option<&Path>, required: bool) -> Result<Value> {
     let Some(path) = path else {
         if required {
-            bail!("{var} is not set: the runner must pass the {var} file");
+            return Err(RunError::MissingInput { var });
         }
         return Ok(json!({}));
     };
@@ -116,12 +228,21 @@ fn read_values(var: &str, path: Option<&Path>, required: bool) -> Result<Value> 
     if text.trim().is_empty() {
         return Ok(json!({}));
     }
+    let bad = |message: String| RunError::Values {
+        var,
+        path: path.into(),
+        message,
+    };
     crate::context::check_json_depth(&text, crate::context::MAX_JSON_DEPTH)
-        .with_context(|| format!("{var}={}", path.display()))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{var}={}: malformed JSON: {e}", path.display()))?;
+        .map_err(|e| bad(e.to_string()))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| {
+        bad(format!(
+            "malformed JSON: {}",
+            crate::log::redact(&e.to_string())
+        ))
+    })?;
     if !v.is_object() {
-        bail!("{var}={}: expected a JSON object", path.display());
+        return Err(bad("expected a JSON object".into()));
     }
     Ok(v)
 }
@@ -131,16 +252,21 @@ fn read_values(var: &str, path: Option<&Path>, required: bool) -> Result<Value> 
 /// `module` requires `VALUES_PATH` and `CONFIG_VALUES_PATH` (addon-operator always
 /// passes them); plain shell-operator passes neither.
 pub fn execute(hook: &Hook, io: &IoPaths, module: bool) -> Result<HookOutputs> {
-    let bc_path = io.binding_context.as_deref().context(
-        "BINDING_CONTEXT_PATH is not set: the runner must pass the binding context file",
-    )?;
+    let bc_path = io
+        .binding_context
+        .as_deref()
+        .ok_or(RunError::MissingInput {
+            var: "BINDING_CONTEXT_PATH",
+        })?;
     let text = read_json(
         "BINDING_CONTEXT_PATH",
         bc_path,
         crate::context::MAX_CONTEXT_BYTES,
     )?;
-    let contexts = parse_contexts(&text)
-        .map_err(|e| anyhow::anyhow!("BINDING_CONTEXT_PATH={}: {e:#}", bc_path.display()))?;
+    let contexts = parse_contexts(&text).map_err(|error| RunError::Contexts {
+        path: bc_path.into(),
+        error,
+    })?;
     let values = read_values("VALUES_PATH", io.values.as_deref(), module)?;
     let config_values = read_values("CONFIG_VALUES_PATH", io.config_values.as_deref(), module)?;
 
@@ -200,24 +326,47 @@ pub fn execute(hook: &Hook, io: &IoPaths, module: bool) -> Result<HookOutputs> {
                 if content.is_empty() && std::fs::metadata(p).map_or(true, |m| m.len() == 0) => {}
             // The runner reads these right after the process exits: the rename keeps
             // them whole; a flush to disk would only cost time.
-            Some(p) => staged.push(
+            Some(p) => staged.push((
+                var,
                 crate::fsutil::stage_with(p, content.as_bytes(), Some(0o600), false)
-                    .context(var)?,
-            ),
-            None if produced => bail!("{var} is not set, but the hook produced output for it"),
+                    .map_err(|error| RunError::Write { var, error })?,
+            )),
+            None if produced => return Err(RunError::NoOutputPath { var }),
             None => {}
         }
     }
-    for s in staged {
-        s.commit()?;
+    for (var, s) in staged {
+        s.commit().map_err(|error| RunError::Write { var, error })?;
     }
     Ok(out)
 }
 
-/// One line for stderr from an error chain (runners take stderr as the error text).
-pub fn error_line(hook: &str, err: &anyhow::Error) -> String {
+/// One line for stderr from an error (runners take stderr as the error text): an
+/// `anyhow::Error` shows its whole chain, a typed error its message.
+pub fn error_line(hook: &str, err: &dyn std::fmt::Display) -> String {
     let msg = format!("{err:#}").replace(['\n', '\r'], " ");
     crate::log::Logger::new(hook).line("error", &msg, &[])
+}
+
+/// The variable naming the file `hook dump` writes (module-sdk's name).
+pub const HOOK_CONFIG_PATH_VAR: &str = "HOOK_CONFIG_PATH";
+/// Where `hook dump` writes when [`HOOK_CONFIG_PATH_VAR`] is unset or empty: relative to
+/// the working directory, as module-sdk's batch binary does.
+pub const DEFAULT_HOOK_CONFIG_PATH: &str = "out/hook_config.json";
+/// The variable that lets `hook dump` create the missing directories of its file
+/// (module-sdk's `CREATE_FILES`, a Go bool: `1`, `t`, `true`, ... or `0`, `f`, `false`, ...).
+pub const CREATE_FILES_VAR: &str = "CREATE_FILES";
+
+/// Reads a Go `strconv.ParseBool` value.
+fn go_bool(var: &'static str, v: &str) -> Result<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(RunError::NotABool {
+            var,
+            value: v.into(),
+        }),
+    }
 }
 
 /// A set of hooks served by one binary.
@@ -263,16 +412,66 @@ impl Registry {
                 h.config
                     .batch_json(&format!("{}/{}", self.prefix, h.config.name))
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(json!({"version": "v1", "hooks": hooks}))
+    }
+
+    /// Writes the [`Registry::batch_config`] document, one JSON line, to `path` (module-sdk's
+    /// `hook dump`): atomically (a reader sees the old file or the new one), mode 0644
+    /// (it holds no secret: the same text `hook config` prints). `create_dirs` creates the
+    /// missing parent directories; otherwise a missing one is an error naming it.
+    /// Writing twice the same hooks leaves the same file.
+    pub fn dump(&self, path: &Path, create_dirs: bool) -> Result<()> {
+        let config = self.batch_config()?;
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(dir) = parent {
+            if create_dirs {
+                std::fs::create_dir_all(dir).map_err(|error| RunError::CreateDir {
+                    dir: dir.into(),
+                    error,
+                })?;
+            } else if !dir.is_dir() {
+                return Err(RunError::NoDumpDir { path: path.into() });
+            }
+        }
+        let text = format!("{config}\n");
+        crate::fsutil::stage_with(path, text.as_bytes(), Some(0o644), true)
+            .and_then(|s| s.commit())
+            .map_err(|error| RunError::Write {
+                var: HOOK_CONFIG_PATH_VAR,
+                error,
+            })
+    }
+
+    /// `hook dump`: [`Registry::dump`] to `$HOOK_CONFIG_PATH` (default
+    /// [`DEFAULT_HOOK_CONFIG_PATH`]), creating directories when `$CREATE_FILES` is true;
+    /// prints `dump successfully` as module-sdk does. Returns the exit code (errors: one
+    /// JSON line on stderr, 1).
+    pub fn run_dump(&self) -> i32 {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let path = var(HOOK_CONFIG_PATH_VAR).unwrap_or_else(|| DEFAULT_HOOK_CONFIG_PATH.into());
+        let result = var(CREATE_FILES_VAR)
+            .map_or(Ok(false), |v| go_bool(CREATE_FILES_VAR, &v))
+            .and_then(|create| self.dump(Path::new(&path), create));
+        match result {
+            Ok(()) => {
+                println!("dump successfully");
+                0
+            }
+            Err(e) => {
+                eprintln!("{}", error_line(&self.prefix, &e));
+                1
+            }
+        }
     }
 
     /// The classic `--config` output of the hook named `name`.
     pub fn classic_config(&self, name: &str, runner: RunnerKind) -> Result<Value> {
-        self.find(name)
-            .with_context(|| format!("no hook named {name}"))?
+        Ok(self
+            .find(name)
+            .ok_or_else(|| RunError::NoHook { name: name.into() })?
             .config
-            .classic_json(runner)
+            .classic_json(runner)?)
     }
 
     /// Runs hook `index` with files from the environment; returns the exit code.
@@ -284,11 +483,10 @@ impl Registry {
                     "{}",
                     error_line(
                         &self.prefix,
-                        &anyhow::anyhow!(
-                            "no hook with index {index:?}: `hook list` shows {} hooks (0..{})",
-                            self.hooks.len(),
-                            self.hooks.len().saturating_sub(1)
-                        )
+                        &RunError::NoIndex {
+                            index: index.into(),
+                            count: self.hooks.len(),
+                        }
                     )
                 );
                 return 1;
@@ -307,7 +505,7 @@ impl Registry {
             None => {
                 eprintln!(
                     "{}",
-                    error_line(&self.prefix, &anyhow::anyhow!("no hook named {name}"))
+                    error_line(&self.prefix, &RunError::NoHook { name: name.into() })
                 );
                 1
             }
@@ -464,5 +662,88 @@ mod tests {
         assert!(!l.contains('\n'));
         let v: Value = serde_json::from_str(&l).unwrap();
         assert_eq!(v["msg"], "ctx: a b");
+    }
+
+    #[test]
+    fn dump_writes_the_config_document_where_asked() {
+        let r = Registry::new("embedded-registry", vec![setting_hook()]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out/hook_config.json");
+        let e = format!("{:#}", r.dump(&path, false).unwrap_err());
+        assert!(
+            e.contains("does not exist") && e.contains("CREATE_FILES=true"),
+            "{e}"
+        );
+        assert!(
+            !dir.path().join("out").exists(),
+            "nothing created without CREATE_FILES"
+        );
+        r.dump(&path, true).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.ends_with('\n') && text.lines().count() == 1,
+            "{text:?}"
+        );
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            doc,
+            r.batch_config().unwrap(),
+            "the document `hook config` prints"
+        );
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        r.dump(&path, false).unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            text,
+            "a second dump changes nothing"
+        );
+        assert_eq!(
+            fs::read_dir(dir.path().join("out")).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
+        assert!(go_bool("CREATE_FILES", "True").unwrap());
+        assert!(!go_bool("CREATE_FILES", "0").unwrap());
+        let e = go_bool("CREATE_FILES", "yes").unwrap_err().to_string();
+        assert!(e.contains("CREATE_FILES=\"yes\""), "{e}");
+    }
+
+    #[test]
+    fn errors_are_typed_and_the_handler_error_passes_through() {
+        let (d, io) = Dir::new(r#"{"m":{"fail":true}}"#);
+        let e = execute(&setting_hook(), &io, true).unwrap_err();
+        assert!(matches!(e, RunError::Handler(_)), "{e:?}");
+        assert_eq!(e.to_string(), "asked to fail");
+        let (_d2, mut io2) = Dir::new(r#"{"m":{}}"#);
+        io2.binding_context = None;
+        assert!(matches!(
+            execute(&setting_hook(), &io2, true).unwrap_err(),
+            RunError::MissingInput {
+                var: "BINDING_CONTEXT_PATH"
+            }
+        ));
+        fs::write(d.dir.path().join("bc.json"), "").unwrap();
+        let (_d3, mut io3) = Dir::new(r#"{"m":{}}"#);
+        io3.binding_context = Some(d.dir.path().join("bc.json"));
+        let e = execute(&setting_hook(), &io3, true).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                RunError::Contexts {
+                    error: ContextError::Empty,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let r = Registry::new("x", vec![setting_hook()]);
+        assert!(matches!(
+            r.classic_config("nope", RunnerKind::Module),
+            Err(RunError::NoHook { .. })
+        ));
     }
 }

@@ -4,15 +4,74 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
 
+use crate::bindings::BindingError;
 use crate::context::{BindingContext, ContextType, SnapshotItem};
-use crate::metrics::{parse_metric_operations, MetricOperation};
-use crate::objects::{parse_object_operations, ObjectOperation};
-use crate::runtime::{run_in_memory, HookOutputs};
-use crate::values::{apply_values_patch, parse_values_patch};
+use crate::metrics::{parse_metric_operations, MetricOperation, MetricsError};
+use crate::objects::{parse_object_operations, ObjectOperation, ObjectsError};
+use crate::runtime::{run_in_memory, HookOutputs, RunError};
+use crate::values::{apply_values_patch, parse_values_patch, PatchError};
 use crate::Hook;
+
+/// Why a test run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    /// The cluster state is not a list of objects.
+    #[error(transparent)]
+    ClusterState(#[from] ClusterStateError),
+    /// A binding could not build its snapshot (selector operator, jqFilter).
+    #[error(transparent)]
+    Binding(#[from] BindingError),
+    /// The run failed (the handler's error passes through unchanged).
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// The runner would refuse the hook's values or config values patch.
+    #[error("the runner would refuse the {which} patch: {error}")]
+    Patch {
+        /// `values` or `config values`.
+        which: &'static str,
+        /// What the runner would say.
+        error: PatchError,
+    },
+    /// An output file of a process run does not parse.
+    #[error("{file}: {message}")]
+    Output {
+        /// The output file.
+        file: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A process run needs the hook's bindings for its cluster state.
+    #[error("run_process cannot apply a cluster state (it has no hook's bindings): build the contexts with contexts_for(&hook) and pass them with context()")]
+    ClusterStateInProcess,
+    /// The process could not be started, or its files prepared.
+    #[error("{what}: {error}")]
+    Io {
+        /// What was attempted.
+        what: String,
+        /// What the system said.
+        error: std::io::Error,
+    },
+    /// The process failed.
+    #[error("hook failed ({status}): {stderr}")]
+    Failed {
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it printed on stderr (trimmed).
+        stderr: String,
+    },
+    /// The process failed and yet wrote output files (the runner would read them).
+    #[error("hook failed but wrote {written:?}: {stderr}")]
+    FailedWithOutput {
+        /// The output files it wrote.
+        written: Vec<&'static str>,
+        /// What it printed on stderr (trimmed).
+        stderr: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, TestError>;
 
 /// A snapshot item holding only a filter result.
 pub fn filtered(v: impl Into<Value>) -> SnapshotItem {
@@ -41,12 +100,64 @@ pub struct TestOutput {
     pub stderr: String,
 }
 
+/// Why a cluster state given to [`HookTest::cluster_state`] is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cluster state, document {document}: {message}")]
+pub struct ClusterStateError {
+    /// The YAML document (0-based) at fault.
+    pub document: usize,
+    /// What is wrong with it (quoted values redacted).
+    pub message: String,
+}
+
+/// Parses a multi-document YAML of Kubernetes objects (`kind: List` documents are
+/// flattened, empty documents skipped) into objects sorted by namespace, kind and name,
+/// the order of the converge's cluster; a later object with the same identity replaces
+/// an earlier one, as a second apply would.
+pub fn parse_cluster_state(yaml: &str) -> std::result::Result<Vec<Value>, ClusterStateError> {
+    use serde::Deserialize as _;
+    let mut objects = std::collections::BTreeMap::new();
+    for (document, doc) in serde_yaml_ng::Deserializer::from_str(yaml).enumerate() {
+        let fail = |message: String| ClusterStateError {
+            document,
+            message: crate::log::redact(&message),
+        };
+        let value = Value::deserialize(doc).map_err(|e| fail(e.to_string()))?;
+        let items = match value {
+            Value::Null => continue,
+            Value::Object(ref o) if o.get("kind").and_then(Value::as_str) == Some("List") => {
+                match o.get("items") {
+                    Some(Value::Array(items)) => items.clone(),
+                    _ => return Err(fail("a List without items".into())),
+                }
+            }
+            Value::Object(_) => vec![value],
+            _ => return Err(fail("not an object: expected a Kubernetes object".into())),
+        };
+        for obj in items {
+            let s = |p: &str| obj.pointer(p).and_then(Value::as_str).map(str::to_owned);
+            let (Some(kind), Some(name)) = (s("/kind"), s("/metadata/name")) else {
+                return Err(fail(
+                    "an object needs kind and metadata.name (add them)".into(),
+                ));
+            };
+            if s("/apiVersion").is_none() {
+                return Err(fail(format!("{kind} {name}: no apiVersion (add it)")));
+            }
+            let namespace = s("/metadata/namespace").unwrap_or_default();
+            objects.insert((namespace, kind, name), obj);
+        }
+    }
+    Ok(objects.into_values().collect())
+}
+
 /// Builder of one hook run.
 #[derive(Clone, Debug, Default)]
 pub struct HookTest {
     contexts: Vec<BindingContext>,
     values: Value,
     config_values: Value,
+    cluster: Option<std::result::Result<Vec<Value>, ClusterStateError>>,
 }
 
 impl HookTest {
@@ -56,7 +167,93 @@ impl HookTest {
             contexts: vec![],
             values: json!({}),
             config_values: json!({}),
+            cluster: None,
         }
+    }
+
+    /// Sets the cluster's objects, a multi-document YAML (as `kubectl get -o yaml`
+    /// prints them, or written by hand). At [`HookTest::run`] every binding's snapshot
+    /// is built from them through the hook's own bindings (kind, selectors and
+    /// `jqFilter`, run by the real `jq`): the code the converge uses
+    /// ([`crate::bindings`]). The snapshots go into every lifecycle context but
+    /// `onStartup` and into every `Group` context, for the bindings the test did not
+    /// give by hand ([`HookTest::group_snapshot`] wins); with no context at all, the run
+    /// gets the batch runner's Synchronization (a `Group` context `main`). A YAML
+    /// error is reported by `run`, naming the document.
+    ///
+    /// ```
+    /// use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, LabelSelector};
+    ///
+    /// fn handler(input: &mut HookInput) -> anyhow::Result<()> {
+    ///     let masters: Vec<String> = input.snapshots.get("masters")?;
+    ///     input.values.set("m.internal.masters", &masters)?;
+    ///     Ok(())
+    /// }
+    /// let hook = Hook::new(
+    ///     HookConfig {
+    ///         name: "masters".into(),
+    ///         kubernetes: vec![KubernetesBinding {
+    ///             label_selector: Some(LabelSelector::exists("node-role.kubernetes.io/control-plane")),
+    ///             jq_filter: Some(".metadata.name".into()),
+    ///             ..KubernetesBinding::new("masters", "v1", "Node")
+    ///         }],
+    ///         ..HookConfig::default()
+    ///     },
+    ///     handler,
+    /// );
+    /// let out = hook_sdk::testing::HookTest::new()
+    ///     .values(serde_json::json!({"m": {"internal": {}}}))
+    ///     .cluster_state(r#"
+    /// apiVersion: v1
+    /// kind: Node
+    /// metadata: {name: master-0, labels: {node-role.kubernetes.io/control-plane: ""}}
+    /// ---
+    /// apiVersion: v1
+    /// kind: Node
+    /// metadata: {name: worker-0}
+    /// "#)
+    ///     .run(&hook)
+    ///     .unwrap();
+    /// assert_eq!(out.values["m"]["internal"]["masters"], serde_json::json!(["master-0"]));
+    /// ```
+    pub fn cluster_state(mut self, yaml: &str) -> Self {
+        self.cluster = Some(parse_cluster_state(yaml));
+        self
+    }
+
+    /// The contexts `hook` gets: the ones given, with the cluster state's snapshots
+    /// added as [`HookTest::cluster_state`] describes.
+    pub fn contexts_for(&self, hook: &Hook) -> Result<Vec<BindingContext>> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(self.contexts.clone());
+        };
+        let objects = cluster.clone()?;
+        let refs: Vec<&Value> = objects.iter().collect();
+        let snapshots = crate::bindings::snapshots(&hook.config.kubernetes, &refs)?;
+        let mut contexts = self.contexts.clone();
+        if contexts.is_empty() {
+            contexts.push(BindingContext {
+                binding: "main".into(),
+                kind: Some(ContextType::Group),
+                group_name: Some("main".into()),
+                ..Default::default()
+            });
+        }
+        for c in &mut contexts {
+            let takes = match c.kind {
+                Some(ContextType::Group) => true,
+                None => c.binding != "onStartup",
+                _ => false,
+            };
+            if takes {
+                for (name, items) in &snapshots {
+                    c.snapshots
+                        .entry(name.clone())
+                        .or_insert_with(|| items.clone());
+                }
+            }
+        }
+        Ok(contexts)
     }
 
     /// Sets the values document.
@@ -121,11 +318,17 @@ impl HookTest {
 
     fn finish(&self, out: HookOutputs, stderr: String) -> Result<TestOutput> {
         let mut values = self.values.clone();
-        apply_values_patch(&mut values, &out.values_patch)
-            .context("the runner would refuse the values patch")?;
+        apply_values_patch(&mut values, &out.values_patch).map_err(|error| TestError::Patch {
+            which: "values",
+            error,
+        })?;
         let mut config_values = self.config_values.clone();
-        apply_values_patch(&mut config_values, &out.config_values_patch)
-            .context("the runner would refuse the config values patch")?;
+        apply_values_patch(&mut config_values, &out.config_values_patch).map_err(|error| {
+            TestError::Patch {
+                which: "config values",
+                error,
+            }
+        })?;
         Ok(TestOutput {
             values,
             values_patch: out.values_patch,
@@ -140,7 +343,7 @@ impl HookTest {
     pub fn run(&self, hook: &Hook) -> Result<TestOutput> {
         let out = run_in_memory(
             hook,
-            self.contexts.clone(),
+            self.contexts_for(hook)?,
             self.values.clone(),
             self.config_values.clone(),
         )?;
@@ -149,12 +352,27 @@ impl HookTest {
 
     /// Runs `program args...` as the runner would (files in a temporary directory, paths
     /// in the environment, nothing else inherited) and reads its output files.
+    /// Runs `program args...` as the runner would (files in a temporary directory, paths
+    /// in the environment, nothing else inherited) and reads its output files.
+    ///
+    /// The cluster state needs the hook's bindings: use [`HookTest::contexts_for`]
+    /// and [`HookTest::context`] to pass its snapshots to a process.
     pub fn run_process(&self, program: &Path, args: &[&str]) -> Result<TestOutput> {
-        let dir = tempfile_dir()?;
-        let p = |n: &str| dir.join(n);
-        std::fs::write(p("bc.json"), self.contexts_json())?;
-        std::fs::write(p("values.json"), self.values.to_string())?;
-        std::fs::write(p("config-values.json"), self.config_values.to_string())?;
+        if self.cluster.is_some() {
+            return Err(TestError::ClusterStateInProcess);
+        }
+        let io = |what: String| move |error| TestError::Io { what, error };
+        let dir = tempfile::Builder::new()
+            .prefix("hook-test-")
+            .tempdir()
+            .map_err(io("cannot create a temporary directory".into()))?;
+        let p = |n: &str| dir.path().join(n);
+        let write = |n: &str, text: String| {
+            std::fs::write(p(n), text).map_err(io(format!("cannot write {}", p(n).display())))
+        };
+        write("bc.json", self.contexts_json())?;
+        write("values.json", self.values.to_string())?;
+        write("config-values.json", self.config_values.to_string())?;
         let output = Command::new(program)
             .args(args)
             .env_clear()
@@ -169,58 +387,48 @@ impl HookTest {
             .env("KUBERNETES_PATCH_PATH", p("k8s.json"))
             .env("METRICS_PATH", p("metrics.json"))
             .output()
-            .with_context(|| format!("cannot run {}", program.display()))?;
+            .map_err(io(format!("cannot run {}", program.display())))?;
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         let read = |n: &str| std::fs::read_to_string(p(n)).unwrap_or_default();
-        let result = if output.status.success() {
-            let out = HookOutputs {
-                values_patch: parse_values_patch(&read("values-patch.json"))?,
-                config_values_patch: parse_values_patch(&read("config-values-patch.json"))?,
-                objects: parse_object_operations(&read("k8s.json"))?,
-                metrics: parse_metric_operations(&read("metrics.json"))?,
+        if output.status.success() {
+            let bad = |file: &'static str| {
+                move |e: &dyn std::fmt::Display| TestError::Output {
+                    file,
+                    message: e.to_string(),
+                }
             };
-            self.finish(out, stderr)
+            let out = HookOutputs {
+                values_patch: parse_values_patch(&read("values-patch.json"))
+                    .map_err(|e: PatchError| bad("values-patch.json")(&e))?,
+                config_values_patch: parse_values_patch(&read("config-values-patch.json"))
+                    .map_err(|e: PatchError| bad("config-values-patch.json")(&e))?,
+                objects: parse_object_operations(&read("k8s.json"))
+                    .map_err(|e: ObjectsError| bad("k8s.json")(&e))?,
+                metrics: parse_metric_operations(&read("metrics.json"))
+                    .map_err(|e: MetricsError| bad("metrics.json")(&e))?,
+            };
+            return self.finish(out, stderr);
+        }
+        let written: Vec<&'static str> = [
+            "values-patch.json",
+            "config-values-patch.json",
+            "k8s.json",
+            "metrics.json",
+        ]
+        .into_iter()
+        .filter(|n| p(n).exists())
+        .collect();
+        let stderr = stderr.trim().to_string();
+        if written.is_empty() {
+            Err(TestError::Failed {
+                status: output.status,
+                stderr,
+            })
         } else {
-            let written: Vec<_> = [
-                "values-patch.json",
-                "config-values-patch.json",
-                "k8s.json",
-                "metrics.json",
-            ]
-            .into_iter()
-            .filter(|n| p(n).exists())
-            .collect();
-            if written.is_empty() {
-                Err(anyhow::anyhow!(
-                    "hook failed ({}): {}",
-                    output.status,
-                    stderr.trim()
-                ))
-            } else {
-                Err(anyhow::anyhow!(
-                    "hook failed but wrote {written:?}: {}",
-                    stderr.trim()
-                ))
-            }
-        };
-        let _ = std::fs::remove_dir_all(&dir);
-        result
+            Err(TestError::FailedWithOutput { written, stderr })
+        }
+        // The directory is removed when `dir` drops.
     }
-}
-
-fn tempfile_dir() -> Result<std::path::PathBuf> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "hook-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    if dir.exists() {
-        bail!("{}: exists", dir.display());
-    }
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 #[cfg(test)]
@@ -257,5 +465,208 @@ mod tests {
             json!({"m": {"internal": {"names": ["a", "b"]}}})
         );
         assert_eq!(out.objects.len(), 1);
+    }
+
+    /// A hook with two bindings: masters by label with a jqFilter, and Secrets of one
+    /// namespace by name only; the handler copies both snapshots into values.
+    fn watching_hook() -> Hook {
+        use crate::config::{KubernetesBinding, LabelSelector, NamespaceSelector};
+        Hook::new(
+            HookConfig {
+                name: "watch".into(),
+                before_helm: Some(1),
+                kubernetes: vec![
+                    KubernetesBinding {
+                        label_selector: Some(LabelSelector::exists(
+                            "node-role.kubernetes.io/control-plane",
+                        )),
+                        jq_filter: Some(
+                            r#"{name: .metadata.name, ip: ([.status.addresses[]? | select(.type == "InternalIP") | .address] | first)}"#
+                                .into(),
+                        ),
+                        ..KubernetesBinding::new("masters", "v1", "Node")
+                    },
+                    KubernetesBinding {
+                        namespace: Some(NamespaceSelector::names(&["d8-system"])),
+                        ..KubernetesBinding::new("secrets", "v1", "Secret")
+                    },
+                ],
+                ..Default::default()
+            },
+            |input| {
+                let masters: Vec<Value> = input.snapshots.get("masters")?;
+                let secrets: Vec<Value> = input.snapshots.get("secrets")?;
+                let names: Vec<&str> = secrets
+                    .iter()
+                    .filter_map(|s| s.pointer("/metadata/name")?.as_str())
+                    .collect();
+                input.values.set("m.masters", &masters)?;
+                input.values.set("m.secrets", &names)?;
+                Ok(())
+            },
+        )
+    }
+
+    const CLUSTER: &str = r#"
+apiVersion: v1
+kind: Node
+metadata:
+  name: master-b
+  labels: {node-role.kubernetes.io/control-plane: ""}
+status:
+  addresses: [{type: Hostname, address: master-b}, {type: InternalIP, address: 10.0.0.2}]
+---
+apiVersion: v1
+kind: Node
+metadata: {name: worker-0, labels: {node-role.kubernetes.io/worker: ""}}
+status: {addresses: [{type: InternalIP, address: 10.0.0.9}]}
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: master-a
+  labels: {node-role.kubernetes.io/control-plane: ""}
+status: {addresses: [{type: InternalIP, address: 10.0.0.1}]}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: registry-pki, namespace: d8-system}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: registry-pki, namespace: default}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: not-a-secret
+  namespace: d8-system
+  labels: {node-role.kubernetes.io/control-plane: ""}
+"#;
+
+    fn run_watch(cluster: &str) -> TestOutput {
+        HookTest::new()
+            .values(json!({"m": {}}))
+            .lifecycle("beforeHelm")
+            .cluster_state(cluster)
+            .run(&watching_hook())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_label_selector_excludes_an_object() {
+        let out = run_watch(CLUSTER);
+        let names: Vec<&str> = out.values["m"]["masters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["master-a", "master-b"],
+            "worker-0 has no control-plane label"
+        );
+    }
+
+    #[test]
+    fn a_jq_filter_shapes_the_snapshot() {
+        let out = run_watch(CLUSTER);
+        assert_eq!(
+            out.values["m"]["masters"],
+            json!([{"name": "master-a", "ip": "10.0.0.1"}, {"name": "master-b", "ip": "10.0.0.2"}])
+        );
+        // Without a filter the item is the whole object.
+        let hook = watching_hook();
+        let contexts = HookTest::new()
+            .cluster_state(CLUSTER)
+            .contexts_for(&hook)
+            .unwrap();
+        let secret = &contexts[0].snapshots["secrets"][0];
+        assert!(secret.object.is_some() && secret.filter_result.is_none());
+        let master = &contexts[0].snapshots["masters"][0];
+        assert!(
+            master.object.is_none(),
+            "a filtered binding keeps only the result"
+        );
+    }
+
+    #[test]
+    fn a_namespace_selector_excludes_an_object() {
+        let out = run_watch(CLUSTER);
+        assert_eq!(out.values["m"]["secrets"], json!(["registry-pki"]));
+        let only_default = CLUSTER.replace("namespace: d8-system}", "namespace: kube-system}");
+        let out = run_watch(&only_default);
+        assert_eq!(out.values["m"]["secrets"], json!([]));
+    }
+
+    #[test]
+    fn an_object_of_another_kind_is_ignored() {
+        // The ConfigMap carries the masters' label and sits in d8-system: neither the
+        // Node binding nor the Secret binding takes it.
+        let out = run_watch(CLUSTER);
+        let text = out.values.to_string();
+        assert!(!text.contains("not-a-secret"), "{text}");
+        let as_node = CLUSTER.replace("kind: ConfigMap", "kind: Node");
+        let out = run_watch(&as_node);
+        assert!(
+            out.values.to_string().contains("not-a-secret"),
+            "the same object as a Node is taken"
+        );
+    }
+
+    #[test]
+    fn cluster_state_fills_lifecycle_and_group_contexts_only() {
+        let hook = watching_hook();
+        let bare = HookTest::new()
+            .cluster_state(CLUSTER)
+            .contexts_for(&hook)
+            .unwrap();
+        assert_eq!(bare.len(), 1);
+        assert_eq!(bare[0].kind, Some(ContextType::Group));
+        assert_eq!(bare[0].snapshots["masters"].len(), 2);
+        let contexts = HookTest::new()
+            .lifecycle("onStartup")
+            .schedule("daily")
+            .group_snapshot("masters", vec![filtered("given")])
+            .cluster_state(CLUSTER)
+            .contexts_for(&hook)
+            .unwrap();
+        assert!(contexts[0].snapshots.is_empty() && contexts[1].snapshots.is_empty());
+        assert_eq!(
+            contexts[2].snapshots["masters"],
+            vec![filtered("given")],
+            "given by hand wins"
+        );
+        assert_eq!(contexts[2].snapshots["secrets"].len(), 1);
+    }
+
+    #[test]
+    fn bad_cluster_state_names_the_document() {
+        let hook = watching_hook();
+        for (yaml, want) in [
+            (
+                "apiVersion: v1\nkind: Node\nmetadata: {name: a}\n---\n- 1\n",
+                "document 1: not an object",
+            ),
+            (
+                "apiVersion: v1\nkind: Node\n",
+                "document 0: an object needs kind and metadata.name",
+            ),
+            ("kind: Node\nmetadata: {name: a}\n", "no apiVersion"),
+            ("a: [\n", "document 0:"),
+            ("kind: List\n", "a List without items"),
+        ] {
+            let e = HookTest::new()
+                .cluster_state(yaml)
+                .run(&hook)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{yaml:?}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let list = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Secret, metadata: {name: s, namespace: d8-system}}\n";
+        assert_eq!(parse_cluster_state(list).unwrap().len(), 1);
+        assert!(parse_cluster_state("---\n---\n").unwrap().is_empty());
     }
 }

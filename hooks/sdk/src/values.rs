@@ -5,10 +5,82 @@
 //! [`PatchableValues`] keeps a working copy so a handler reads its own writes, and
 //! records exactly the operations the runner will replay.
 
-use anyhow::{bail, Context as _, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
+
+/// A values read or write a handler asked for that cannot be done. Messages never quote
+/// values (they may be secrets).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValuesError {
+    /// A dotted path with an empty segment (`a..b`, `.a`).
+    #[error("values path {path:?}: empty segment")]
+    EmptySegment {
+        /// The path.
+        path: String,
+    },
+    /// Setting below something that is not an object.
+    #[error("values {path}: {parent} is not an object")]
+    NotAnObject {
+        /// The path set.
+        path: String,
+        /// The part of it that holds a non-object.
+        parent: String,
+    },
+    /// The value does not serialise to JSON.
+    #[error("values {path}: {message}")]
+    Serialize {
+        /// The path set.
+        path: String,
+        /// serde's message.
+        message: String,
+    },
+    /// The value at a path does not deserialise into the type asked for.
+    #[error("values {path}: {message}")]
+    Deserialize {
+        /// The path read.
+        path: String,
+        /// serde's message, quoted values redacted.
+        message: String,
+    },
+}
+
+/// A values patch the runner would refuse, or could not apply.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PatchError {
+    /// A document of the patch stream is not JSON.
+    #[error("document {index}: {message}")]
+    Document {
+        /// Its position in the stream.
+        index: usize,
+        /// The parser's message, quoted values redacted.
+        message: String,
+    },
+    /// An operation other than `add` and `remove`.
+    #[error("operation {op:?} is not allowed in a values patch: only add and remove")]
+    Operation {
+        /// The operation given.
+        op: String,
+    },
+    /// An entry without `op`.
+    #[error("values patch entry without op")]
+    NoOp,
+    /// An entry without `path`.
+    #[error("values patch entry without path")]
+    NoPath,
+    /// Operations that are not RFC 6902.
+    #[error("malformed values patch: {message}")]
+    Malformed {
+        /// The parser's message, quoted values redacted.
+        message: String,
+    },
+    /// An operation that fails on the document (strict RFC 6902).
+    #[error("values patch: {message}")]
+    Apply {
+        /// json-patch's message.
+        message: String,
+    },
+}
 
 /// Escapes one JSON Pointer segment (RFC 6901).
 pub fn escape_pointer_segment(s: &str) -> String {
@@ -22,10 +94,10 @@ fn pointer(segments: &[&str]) -> String {
         .collect()
 }
 
-fn split(path: &str) -> Result<Vec<&str>> {
+fn split(path: &str) -> Result<Vec<&str>, ValuesError> {
     let segments: Vec<&str> = path.split('.').collect();
     if segments.iter().any(|s| s.is_empty()) {
-        bail!("values path {path:?}: empty segment");
+        return Err(ValuesError::EmptySegment { path: path.into() });
     }
     Ok(segments)
 }
@@ -56,12 +128,15 @@ impl PatchableValues {
     }
 
     /// The value at a dotted path, deserialised; `Ok(None)` when absent or null.
-    pub fn get_as<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
+    pub fn get_as<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, ValuesError> {
         match self.get(path) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => T::deserialize(v).map(Some).map_err(|e| {
-                anyhow::anyhow!("values {path}: {}", crate::log::redact(&e.to_string()))
-            }),
+            Some(v) => T::deserialize(v)
+                .map(Some)
+                .map_err(|e| ValuesError::Deserialize {
+                    path: path.into(),
+                    message: crate::log::redact(&e.to_string()),
+                }),
         }
     }
 
@@ -73,8 +148,11 @@ impl PatchableValues {
     /// Sets `path` to `value`: missing parent objects are added first (the runner's
     /// strict `add` would refuse them), and nothing is recorded when the value is
     /// already there, so a second run on the same input emits no patch.
-    pub fn set<T: Serialize + ?Sized>(&mut self, path: &str, value: &T) -> Result<()> {
-        let value = serde_json::to_value(value).with_context(|| format!("values {path}"))?;
+    pub fn set<T: Serialize + ?Sized>(&mut self, path: &str, value: &T) -> Result<(), ValuesError> {
+        let value = serde_json::to_value(value).map_err(|e| ValuesError::Serialize {
+            path: path.into(),
+            message: crate::log::redact(&e.to_string()),
+        })?;
         let segments = split(path)?;
         if self.get(path) == Some(&value) {
             return Ok(());
@@ -83,10 +161,10 @@ impl PatchableValues {
         for (i, seg) in segments.iter().enumerate() {
             let last = i + 1 == segments.len();
             let Some(obj) = node.as_object_mut() else {
-                bail!(
-                    "values {path}: {} is not an object",
-                    segments[..i].join(".")
-                );
+                return Err(ValuesError::NotAnObject {
+                    path: path.into(),
+                    parent: segments[..i].join("."),
+                });
             };
             if last {
                 obj.insert(seg.to_string(), value.clone());
@@ -106,7 +184,7 @@ impl PatchableValues {
 
     /// Removes `path` if it exists; records nothing otherwise (the runner refuses to
     /// remove a missing path).
-    pub fn remove(&mut self, path: &str) -> Result<()> {
+    pub fn remove(&mut self, path: &str) -> Result<(), ValuesError> {
         let segments = split(path)?;
         let (last, parents) = segments.split_last().expect("non-empty");
         let mut node = &mut self.current;
@@ -133,13 +211,16 @@ impl PatchableValues {
 
 /// Parses a values patch file: a stream of JSON values, each an operation or an array
 /// of operations. Only `add` and `remove` are accepted, as the runner does.
-pub fn parse_values_patch(text: &str) -> Result<Vec<Value>> {
+pub fn parse_values_patch(text: &str) -> Result<Vec<Value>, PatchError> {
     let mut ops = Vec::new();
-    for (i, item) in serde_json::Deserializer::from_str(text)
+    for (index, item) in serde_json::Deserializer::from_str(text)
         .into_iter::<Value>()
         .enumerate()
     {
-        let item = item.map_err(|e| anyhow::anyhow!("document {i}: {e}"))?;
+        let item = item.map_err(|e| PatchError::Document {
+            index,
+            message: crate::log::redact(&e.to_string()),
+        })?;
         match item {
             Value::Array(items) => ops.extend(items),
             other => ops.push(other),
@@ -148,27 +229,28 @@ pub fn parse_values_patch(text: &str) -> Result<Vec<Value>> {
     for op in &ops {
         match op.get("op").and_then(Value::as_str) {
             Some("add") | Some("remove") => {}
-            Some(other) => {
-                bail!("operation {other:?} is not allowed in a values patch: only add and remove")
-            }
-            None => bail!("values patch entry without op"),
+            Some(other) => return Err(PatchError::Operation { op: other.into() }),
+            None => return Err(PatchError::NoOp),
         }
         if op.get("path").and_then(Value::as_str).is_none() {
-            bail!("values patch entry without path");
+            return Err(PatchError::NoPath);
         }
     }
     Ok(ops)
 }
 
 /// Applies operations to a document strictly (RFC 6902), all or nothing.
-pub fn apply_values_patch(doc: &mut Value, ops: &[Value]) -> Result<()> {
+pub fn apply_values_patch(doc: &mut Value, ops: &[Value]) -> Result<(), PatchError> {
     let patch: json_patch::Patch =
-        serde_json::from_value(Value::Array(ops.to_vec())).context("malformed values patch")?;
+        serde_json::from_value(Value::Array(ops.to_vec())).map_err(|e| PatchError::Malformed {
+            message: crate::log::redact(&e.to_string()),
+        })?;
     // The copy makes it all or nothing. json-patch's own undo (`patch`) panics when it
     // cannot revert some failed sequences (a `move` into the root), so it is not used.
     let mut work = doc.clone();
-    json_patch::patch_unsafe(&mut work, &patch)
-        .map_err(|e| anyhow::anyhow!("values patch: {e}"))?;
+    json_patch::patch_unsafe(&mut work, &patch).map_err(|e| PatchError::Apply {
+        message: e.to_string(),
+    })?;
     *doc = work;
     Ok(())
 }

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 /// A rejection is one line (runners take stderr as the error text).
-fn one_line(e: &anyhow::Error) -> Result<(), TestCaseError> {
+fn one_line(e: &dyn std::error::Error) -> Result<(), TestCaseError> {
     let line = format!("{e:#}");
     prop_assert!(
         !line.is_empty() && !line.contains('\n'),

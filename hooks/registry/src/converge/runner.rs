@@ -6,50 +6,16 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
-use hook_sdk::config::{FieldSelector, LabelSelector};
+use hook_sdk::bindings;
 use hook_sdk::metrics::parse_metric_operations;
 use hook_sdk::objects::parse_object_operations;
 use hook_sdk::runtime::HookOutputs;
 use hook_sdk::values::parse_values_patch;
-use hook_sdk::{BindingContext, ContextType, SnapshotItem};
+use hook_sdk::{BindingContext, ContextType, KubernetesBinding, SnapshotItem};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::store::Store;
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct MatchNames {
-    #[serde(default)]
-    match_names: Vec<String>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct NamespaceSel {
-    name_selector: Option<MatchNames>,
-    label_selector: Option<LabelSelector>,
-}
-
-/// A kubernetes binding as the batch config states it.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Binding {
-    /// Binding name.
-    pub name: String,
-    /// apiVersion of watched objects.
-    #[serde(default)]
-    pub api_version: String,
-    /// Kind of watched objects.
-    pub kind: String,
-    name_selector: Option<MatchNames>,
-    namespace: Option<NamespaceSel>,
-    label_selector: Option<LabelSelector>,
-    field_selector: Option<FieldSelector>,
-    jq_filter: Option<String>,
-    execute_hook_on_synchronization: Option<bool>,
-    keep_full_objects_in_memory: Option<bool>,
-}
 
 #[derive(Clone, Debug, Deserialize)]
 struct Metadata {
@@ -65,7 +31,7 @@ pub struct BatchHook {
     #[serde(skip)]
     pub index: usize,
     #[serde(default)]
-    kubernetes: Vec<Binding>,
+    kubernetes: Vec<KubernetesBinding>,
     on_startup: Option<u32>,
     before_helm: Option<u32>,
     after_helm: Option<u32>,
@@ -97,20 +63,14 @@ impl BatchHook {
             .any(|b| b.execute_hook_on_synchronization != Some(false))
     }
 
-    /// Snapshots of every binding, built from the cluster.
+    /// Snapshots of every binding, built from the cluster by the SDK's bindings code
+    /// (the same that builds a hook's snapshots in its unit tests).
     pub fn snapshots(
         &self,
         store: &Store,
     ) -> Result<std::collections::BTreeMap<String, Vec<SnapshotItem>>> {
-        self.kubernetes
-            .iter()
-            .map(|b| {
-                Ok((
-                    b.name.clone(),
-                    snapshot(store, b).with_context(|| format!("binding {}", b.name))?,
-                ))
-            })
-            .collect()
+        let objects: Vec<&Value> = store.iter().map(|(_, o)| o).collect();
+        Ok(bindings::snapshots(&self.kubernetes, &objects)?)
     }
 
     /// The Group context the batch runner sends on Synchronization.
@@ -185,118 +145,6 @@ pub fn discover(exe: &Path) -> Result<Vec<BatchHook>> {
         .map(|(i, mut h)| {
             h.index = i;
             h
-        })
-        .collect())
-}
-
-fn labels_match(sel: &LabelSelector, labels: &Map<String, Value>) -> Result<bool> {
-    let get = |k: &str| labels.get(k).and_then(Value::as_str);
-    for (k, v) in &sel.match_labels {
-        if get(k) != Some(v.as_str()) {
-            return Ok(false);
-        }
-    }
-    for e in &sel.match_expressions {
-        let value = get(&e.key);
-        let ok = match e.operator.as_str() {
-            "In" => value.is_some_and(|v| e.values.iter().any(|x| x == v)),
-            "NotIn" => value.is_none_or(|v| !e.values.iter().any(|x| x == v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            other => {
-                bail!("label selector operator {other:?} is not In, NotIn, Exists or DoesNotExist")
-            }
-        };
-        if !ok {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-fn fields_match(sel: &FieldSelector, obj: &Value) -> Result<bool> {
-    for e in &sel.match_expressions {
-        let pointer = format!("/{}", e.field.replace('.', "/"));
-        let actual = obj
-            .pointer(&pointer)
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let ok = match e.operator.as_str() {
-            "=" | "==" | "Equals" => actual == e.value,
-            "!=" | "NotEquals" => actual != e.value,
-            other => {
-                bail!("field selector operator {other:?} is not =, ==, Equals, != or NotEquals")
-            }
-        };
-        if !ok {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-fn snapshot(store: &Store, b: &Binding) -> Result<Vec<SnapshotItem>> {
-    let empty = Map::new();
-    let mut objects = Vec::new();
-    for (key, obj) in store.iter() {
-        if key.kind != b.kind {
-            continue;
-        }
-        let api = obj
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if !b.api_version.is_empty() && api != b.api_version {
-            continue;
-        }
-        if let Some(n) = &b.name_selector {
-            if !n.match_names.contains(&key.name) {
-                continue;
-            }
-        }
-        if let Some(ns) = &b.namespace {
-            if let Some(n) = &ns.name_selector {
-                if !n.match_names.contains(&key.namespace) {
-                    continue;
-                }
-            }
-            if ns.label_selector.is_some() {
-                bail!("namespace label selectors are not supported by the local converge");
-            }
-        }
-        let labels = obj
-            .pointer("/metadata/labels")
-            .and_then(Value::as_object)
-            .unwrap_or(&empty);
-        if let Some(sel) = &b.label_selector {
-            if !labels_match(sel, labels)? {
-                continue;
-            }
-        }
-        if let Some(sel) = &b.field_selector {
-            if !fields_match(sel, obj)? {
-                continue;
-            }
-        }
-        objects.push(obj.clone());
-    }
-    let Some(filter) = &b.jq_filter else {
-        return Ok(objects
-            .into_iter()
-            .map(|o| SnapshotItem::full(&o, None))
-            .collect());
-    };
-    let results = super::jq::map_filter(filter, &objects)?;
-    let keep = b.keep_full_objects_in_memory.unwrap_or(false);
-    Ok(objects
-        .into_iter()
-        .zip(results)
-        .map(|(o, r)| {
-            if keep {
-                SnapshotItem::full(&o, Some(&r))
-            } else {
-                SnapshotItem::filtered(&r)
-            }
         })
         .collect())
 }
@@ -392,30 +240,21 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
+    /// The runner reads the bindings back from `hook config` with the SDK's own type:
+    /// every field of every binding of the module survives the batch document.
     #[test]
-    fn selectors_match_like_the_api_server() {
-        let labels = json!({"node-role.kubernetes.io/master": "", "zone": "a"});
-        let labels = labels.as_object().unwrap();
-        let sel = |v: Value| -> LabelSelector { serde_json::from_value(v).unwrap() };
-        assert!(labels_match(&sel(json!({"matchExpressions": [{"key": "node-role.kubernetes.io/master", "operator": "Exists"}]})), labels).unwrap());
-        assert!(!labels_match(
-            &sel(
-                json!({"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]})
-            ),
-            labels
-        )
-        .unwrap());
-        assert!(labels_match(&sel(json!({"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}], "matchLabels": {"zone": "a"}})), labels).unwrap());
-        assert!(labels_match(
-            &sel(json!({"matchExpressions": [{"key": "x", "operator": "Bogus"}]})),
-            labels
-        )
-        .is_err());
-        let obj = json!({"metadata": {"name": "n1", "namespace": "ns"}});
-        let fs = |v: Value| -> FieldSelector { serde_json::from_value(v).unwrap() };
-        assert!(fields_match(&fs(json!({"matchExpressions": [{"field": "metadata.name", "operator": "=", "value": "n1"}]})), &obj).unwrap());
-        assert!(!fields_match(&fs(json!({"matchExpressions": [{"field": "metadata.name", "operator": "NotEquals", "value": "n1"}]})), &obj).unwrap());
+    fn bindings_survive_the_batch_document() {
+        let registry = crate::module_registry();
+        let doc = registry.batch_config().unwrap();
+        let hooks: Vec<BatchHook> = serde_json::from_value(doc["hooks"].clone()).unwrap();
+        assert_eq!(hooks.len(), registry.hooks().len());
+        let mut bindings = 0;
+        for (read, hook) in hooks.iter().zip(registry.hooks()) {
+            assert_eq!(read.name(), hook.config.name);
+            assert_eq!(read.kubernetes, hook.config.kubernetes, "{}", read.name());
+            bindings += read.kubernetes.len();
+        }
+        assert!(bindings > 0, "the module has kubernetes bindings");
     }
 }

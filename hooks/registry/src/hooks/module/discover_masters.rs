@@ -192,7 +192,8 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     );
     input
         .values
-        .set(&format!("{MODULE_KEY}.internal.masters"), &masters)
+        .set(&format!("{MODULE_KEY}.internal.masters"), &masters)?;
+    Ok(())
 }
 
 #[cfg(test)]

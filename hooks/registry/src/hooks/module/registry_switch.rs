@@ -423,7 +423,8 @@ fn handle_with(input: &mut HookInput, checker: &dyn Checker) -> anyhow::Result<(
     };
     input
         .values
-        .set(&format!("{MODULE_KEY}.internal.switch"), &values)
+        .set(&format!("{MODULE_KEY}.internal.switch"), &values)?;
+    Ok(())
 }
 
 /// The state as the pull Secret shows it: a state that says the cluster pulls through
@@ -777,6 +778,7 @@ mod tests {
             .group_snapshot("deckhouse", vec![])
             .lifecycle("beforeHelm")
             .run(&offline_hook())
+            .map_err(Into::into)
     }
 
     const OURS: &[(&str, &str)] = &[

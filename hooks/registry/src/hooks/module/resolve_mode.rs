@@ -62,7 +62,8 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         .set(&format!("{MODULE_KEY}.internal.mode"), &settings.mode)?;
     input
         .values
-        .set(&format!("{MODULE_KEY}.internal.highAvailability"), &ha)
+        .set(&format!("{MODULE_KEY}.internal.highAvailability"), &ha)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -82,6 +83,7 @@ mod tests {
             .lifecycle("beforeHelm")
             .run(&hook())
             .map(|o| o.values["embeddedRegistry"]["internal"].clone())
+            .map_err(Into::into)
     }
 
     #[test]

@@ -159,7 +159,8 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             ro: user("ro"),
             rw: user("rw"),
         },
-    )
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

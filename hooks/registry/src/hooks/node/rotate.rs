@@ -323,7 +323,9 @@ pub fn restart_for_gc(
     stop_wait: Duration,
     start_wait: Duration,
 ) -> Result<(), String> {
-    let text = |e: anyhow::Error| format!("{e:#}").replace('\n', " ");
+    fn text(e: impl Into<anyhow::Error>) -> String {
+        format!("{:#}", e.into()).replace('\n', " ")
+    }
     let (manifests, aside) = gc_dirs(root).map_err(text)?;
     let is_file = |d: &Dir, name: &str| d.kind(name).map(|k| k == Some(Kind::File));
     let manifest_there = is_file(&manifests, MANIFEST_FILE).map_err(text)?;
