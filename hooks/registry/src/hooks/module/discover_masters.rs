@@ -199,40 +199,54 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hook_sdk::testing::{filtered, full, HookTest};
+    use crate::hooks::module::cluster_yaml::{node, object, seen, yaml};
+    use hook_sdk::testing::{HookTest, TestOutput};
 
-    fn node(name: &str, ip: Option<&str>) -> serde_json::Value {
-        let addresses: Vec<_> = ip
-            .into_iter()
-            .map(|ip| json!({"type": "InternalIP", "address": ip}))
-            .chain([json!({"type": "Hostname", "address": name})])
-            .collect();
-        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "status": {"addresses": addresses}})
+    const CONTROL_PLANE: &str = MASTER_LABELS[0].1;
+    const LEGACY: &str = MASTER_LABELS[1].1;
+    const WORKER: &str = "node-role.kubernetes.io/worker";
+
+    /// m1 carries only the legacy label, m2 both, m9 the current one without an
+    /// InternalIP; the worker and the labelled ConfigMap are no masters.
+    fn mixed_cluster() -> String {
+        yaml(&[
+            node("m2", &[CONTROL_PLANE, LEGACY], Some("10.0.0.2")),
+            node("m9", &[CONTROL_PLANE], None),
+            node("m1", &[LEGACY], Some("10.0.0.1")),
+            node("w1", &[WORKER], Some("10.0.0.9")),
+            object(
+                "ConfigMap",
+                "kube-system",
+                "m3",
+                &[(CONTROL_PLANE, "")],
+                &[],
+            ),
+        ])
+    }
+
+    fn run_on(hook: &Hook, cluster: &str, values: serde_json::Value) -> TestOutput {
+        HookTest::new()
+            .values(values)
+            .cluster_state(cluster)
+            .run(hook)
+            .unwrap()
+    }
+
+    fn run(cluster: &str) -> TestOutput {
+        run_on(
+            &hook(),
+            cluster,
+            json!({"embeddedRegistry": {"internal": {}}}),
+        )
     }
 
     #[test]
     fn merges_both_labels_sorted_and_skips_nodes_without_ip() {
-        let out = HookTest::new()
-            .values(json!({"embeddedRegistry": {"internal": {}}}))
-            .group_snapshot(
-                "masters",
-                vec![
-                    filtered(json!({"name": "m2", "internalIP": "10.0.0.2"})),
-                    filtered(json!({"name": "m9", "internalIP": null})),
-                ],
-            )
-            .group_snapshot(
-                "legacy_masters",
-                vec![
-                    full(node("m1", Some("10.0.0.1"))),
-                    full(node("m2", Some("10.0.0.2"))),
-                ],
-            )
-            .run(&hook())
-            .unwrap();
+        let out = run(&mixed_cluster());
         assert_eq!(
             out.values["embeddedRegistry"]["internal"]["masters"],
-            json!([{"name": "m1", "internalIP": "10.0.0.1"}, {"name": "m2", "internalIP": "10.0.0.2"}])
+            json!([{"name": "m1", "internalIP": "10.0.0.1"}, {"name": "m2", "internalIP": "10.0.0.2"}]),
+            "the worker and the ConfigMap are not masters"
         );
         assert_eq!(metric(&out, "d8_embedded_registry_masters", ""), Some(2.0));
         assert_eq!(
@@ -241,8 +255,45 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_bindings_take_labelled_nodes_and_keep_name_and_address_only() {
+        let cluster = mixed_cluster();
+        assert_eq!(
+            seen(&hook(), &cluster, "masters"),
+            [
+                json!({"name": "m2", "internalIP": "10.0.0.2"}),
+                json!({"name": "m9", "internalIP": null}),
+            ],
+            "no labels, no Hostname address, no worker, no ConfigMap"
+        );
+        let legacy: Vec<_> = seen(&hook(), &cluster, "legacy_masters")
+            .into_iter()
+            .map(|m| m["name"].clone())
+            .collect();
+        assert_eq!(legacy, [json!("m1"), json!("m2")]);
+    }
+
+    #[test]
+    fn whole_nodes_are_read_like_filter_results() {
+        // A runner that ignored the jqFilter would pass whole Nodes: same masters.
+        let mut unfiltered = hook();
+        for b in &mut unfiltered.config.kubernetes {
+            b.jq_filter = None;
+        }
+        let values = json!({"embeddedRegistry": {"internal": {}}});
+        let cluster = mixed_cluster();
+        let whole = run_on(&unfiltered, &cluster, values.clone());
+        assert_eq!(whole.values, run_on(&hook(), &cluster, values).values);
+        assert_eq!(
+            whole.values["embeddedRegistry"]["internal"]["masters"]
+                .as_array()
+                .map(Vec::len),
+            Some(2)
+        );
+    }
+
     /// The value of a metric set in the run (by name and `reason` label, "" for none).
-    fn metric(out: &hook_sdk::testing::TestOutput, name: &str, reason: &str) -> Option<f64> {
+    fn metric(out: &TestOutput, name: &str, reason: &str) -> Option<f64> {
         out.metrics
             .iter()
             .find(|m| {
@@ -254,22 +305,17 @@ mod tests {
     #[test]
     fn hostile_names_and_addresses_are_skipped_counted_and_never_listed() {
         let injection = "10.0.0.9\nEMBEDDED_REGISTRY_HOSTS\ntouch /pwned\n";
-        let out = HookTest::new()
-            .values(json!({"embeddedRegistry": {"internal": {}}}))
-            .group_snapshot(
-                "masters",
-                vec![
-                    filtered(json!({"name": "m1", "internalIP": "10.0.0.1"})),
-                    filtered(json!({"name": "m2", "internalIP": injection})),
-                    filtered(json!({"name": "m3", "internalIP": "10.0.0.3:5001"})),
-                    filtered(json!({"name": "M$(id)", "internalIP": "10.0.0.4"})),
-                    filtered(json!({"name": "a".repeat(242), "internalIP": "10.0.0.5"})),
-                    filtered(json!({"name": "m6", "internalIP": "FD00:0::6"})),
-                ],
-            )
-            .group_snapshot("legacy_masters", vec![full(node("m\nx", Some("10.0.0.7")))])
-            .run(&hook())
-            .unwrap();
+        let long = "a".repeat(242);
+        let cp = |name: &str, ip: &str| node(name, &[CONTROL_PLANE], Some(ip));
+        let out = run(&yaml(&[
+            cp("m1", "10.0.0.1"),
+            cp("m2", injection),
+            cp("m3", "10.0.0.3:5001"),
+            cp("M$(id)", "10.0.0.4"),
+            cp(&long, "10.0.0.5"),
+            cp("m6", "FD00:0::6"),
+            node("m\nx", &[LEGACY], Some("10.0.0.7")),
+        ]));
         assert_eq!(
             out.values["embeddedRegistry"]["internal"]["masters"],
             json!([{"name": "m1", "internalIP": "10.0.0.1"}, {"name": "m6", "internalIP": "fd00::6"}])
@@ -290,17 +336,8 @@ mod tests {
 
     #[test]
     fn a_second_run_on_its_own_output_changes_nothing() {
-        let run = |values| {
-            HookTest::new()
-                .values(values)
-                .group_snapshot(
-                    "masters",
-                    vec![filtered(json!({"name": "m1", "internalIP": "10.0.0.1"}))],
-                )
-                .group_snapshot("legacy_masters", vec![])
-                .run(&hook())
-                .unwrap()
-        };
+        let cluster = yaml(&[node("m1", &[CONTROL_PLANE], Some("10.0.0.1"))]);
+        let run = |values| run_on(&hook(), &cluster, values);
         let first = run(json!({"embeddedRegistry": {}}));
         assert!(!first.values_patch.is_empty());
         let second = run(first.values.clone());

@@ -1,5 +1,7 @@
 //! Module hooks: run by addon-operator (batch protocol), one file per hook.
 
+#[cfg(test)]
+mod cluster_yaml;
 pub mod discover_masters;
 pub mod pki;
 pub mod registry_switch;

@@ -166,22 +166,27 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hooks::module::cluster_yaml::{object, seen, yaml};
     use hook_sdk::objects::ObjectOperation;
-    use hook_sdk::testing::{filtered, HookTest};
-    use serde_json::json;
+    use hook_sdk::testing::HookTest;
+    use serde_json::{json, Value};
 
-    fn run(secrets: Vec<serde_json::Value>) -> hook_sdk::testing::TestOutput {
+    /// A run on a cluster holding `objects`.
+    fn run(objects: &[Value]) -> hook_sdk::testing::TestOutput {
         HookTest::new()
             .values(json!({"global": {}, "embeddedRegistry": {"internal": {"masters": [{"name": "m1", "internalIP": "10.0.0.1"}]}}}))
-            .group_snapshot("user_secrets", secrets.into_iter().map(filtered).collect())
+            .cluster_state(&yaml(objects))
             .lifecycle("beforeHelm")
             .run(&hook())
             .unwrap()
     }
 
-    fn as_snapshot(op: &ObjectOperation) -> serde_json::Value {
-        let o = op.object.as_ref().unwrap();
-        json!({"name": o["metadata"]["name"], "data": o["data"]})
+    /// The objects a run wrote, as the cluster then holds them.
+    fn written(out: &hook_sdk::testing::TestOutput) -> Vec<Value> {
+        out.objects
+            .iter()
+            .map(|o| o.object.clone().unwrap())
+            .collect()
     }
 
     fn data(op: &ObjectOperation) -> BTreeMap<String, String> {
@@ -194,7 +199,7 @@ mod tests {
 
     #[test]
     fn creates_users_once_and_keeps_them() {
-        let first = run(vec![]);
+        let first = run(&[]);
         assert_eq!(first.objects.len(), 3, "two users and the pull secret");
         let ro = data(&first.objects[0]);
         assert_eq!(ro["name"], "ro");
@@ -208,10 +213,10 @@ mod tests {
             "no password in values"
         );
         let pull = data(&first.objects[2]);
-        let cfg: serde_json::Value = serde_json::from_str(&pull[".dockerconfigjson"]).unwrap();
+        let cfg: Value = serde_json::from_str(&pull[".dockerconfigjson"]).unwrap();
         assert_eq!(cfg["auths"]["10.0.0.1:5001"]["username"], "ro");
 
-        let second = run(first.objects.iter().map(as_snapshot).collect());
+        let second = run(&written(&first));
         assert!(
             second.objects.is_empty(),
             "valid users are never regenerated"
@@ -220,18 +225,59 @@ mod tests {
     }
 
     #[test]
-    fn a_wrong_hash_is_recomputed_and_the_password_kept() {
-        let first = run(vec![]);
-        let mut ro = data(&first.objects[0]);
-        let password = ro["password"].clone();
-        ro.insert(
-            "passwordHash".into(),
-            bcrypt_hash("something-else").unwrap(),
+    fn only_the_named_secrets_of_the_module_namespace_are_read() {
+        let first = run(&[]);
+        let mut cluster = written(&first);
+        // The same users in another namespace, with other passwords; an unnamed user
+        // Secret and a ConfigMap under a user's name in the module namespace.
+        let other = run(&[]);
+        for mut o in written(&other) {
+            o["metadata"]["namespace"] = json!("default");
+            cluster.push(o);
+        }
+        cluster.push(object(
+            "Secret",
+            NAMESPACE,
+            "registry-user-admin",
+            &[],
+            &[("name", "admin")],
+        ));
+        cluster.push(object(
+            "ConfigMap",
+            NAMESPACE,
+            &user_secret(Role::Rw),
+            &[],
+            &[("name", "rw")],
+        ));
+        let cluster_yaml = yaml(&cluster);
+        let snapshot = seen(&hook(), &cluster_yaml, "user_secrets");
+        let names: Vec<&str> = snapshot.iter().filter_map(|s| s["name"].as_str()).collect();
+        assert_eq!(
+            names,
+            ["registry-ro-pull", "registry-user-ro", "registry-user-rw"]
         );
-        let snap = json!({"name": "registry-user-ro", "data": ro.iter().map(|(k, v)| (k.clone(), crate::secrets::b64(v))).collect::<BTreeMap<_, _>>()});
-        let mut snaps: Vec<_> = first.objects.iter().map(as_snapshot).collect();
-        snaps[0] = snap;
-        let second = run(snaps);
+        assert!(
+            snapshot
+                .iter()
+                .all(|s| s.as_object().unwrap().keys().eq(["data", "name"])),
+            "the filter keeps name and data only: {snapshot:?}"
+        );
+        let again = run(&cluster);
+        assert!(again.objects.is_empty(), "{:?}", again.objects);
+        assert_eq!(
+            again.values, first.values,
+            "the other namespace's users unread"
+        );
+    }
+
+    #[test]
+    fn a_wrong_hash_is_recomputed_and_the_password_kept() {
+        let first = run(&[]);
+        let password = data(&first.objects[0])["password"].clone();
+        let mut cluster = written(&first);
+        cluster[0]["data"]["passwordHash"] =
+            json!(crate::secrets::b64(&bcrypt_hash("something-else").unwrap()));
+        let second = run(&cluster);
         assert_eq!(second.objects.len(), 1);
         let fixed = data(&second.objects[0]);
         assert_eq!(fixed["password"], password);
@@ -240,10 +286,9 @@ mod tests {
 
     #[test]
     fn deleting_a_secret_rotates_that_user_only() {
-        let first = run(vec![]);
+        let first = run(&[]);
         let rw_before = data(&first.objects[1]);
-        let snaps: Vec<_> = first.objects.iter().skip(1).map(as_snapshot).collect();
-        let second = run(snaps);
+        let second = run(&written(&first)[1..]);
         let names: Vec<_> = second
             .objects
             .iter()
