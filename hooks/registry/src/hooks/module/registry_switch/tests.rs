@@ -2,6 +2,10 @@
 //! objects written as a cluster holds them (YAML, Secrets' data in base64) through the
 //! hook's own bindings: its kinds, namespace, name and label selectors and jqFilters,
 //! run by the real `jq` ([`HookTest::cluster_state`]).
+//!
+//! Above 400 lines: one file for the hook's scenarios, which share the YAML builders
+//! and the offline checker below; split by scenario they would share them through a
+//! module of their own for no gain.
 
 use hook_sdk::testing::{HookTest, TestError, TestOutput};
 use serde_json::{json, Value};
@@ -266,7 +270,7 @@ fn a_state_written_before_the_pull_secret_was_managed_waits_for_the_nodes_again(
     // The Secrets as the hook's binding gives them, decoded as the handler reads them.
     let probe = hook_sdk::Hook::new(super::hook().config, |input| {
         let secrets = crate::secrets::by_name(input, "secrets")?;
-        let seen = super::pull_secret_seen(embedded_state(), &secrets);
+        let seen = super::pull::pull_secret_seen(embedded_state(), &secrets);
         input.values.set("probe.seen", &seen)?;
         Ok(())
     });
@@ -341,7 +345,7 @@ fn the_recheck_reports_a_changed_upstream_outcome_through_the_values() {
     );
 
     // The next beforeHelm takes the outcome in once.
-    let r: super::Recheck = serde_json::from_value(recheck).unwrap();
+    let r: crate::model::switch::Recheck = serde_json::from_value(recheck).unwrap();
     let state = crate::model::switch::State {
         registry: Some(target.clone()),
         ..Default::default()
