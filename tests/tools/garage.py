@@ -132,10 +132,12 @@ class Garage:
             for n in self.nodes:
                 n.start(self.garage)
             for n in self.nodes:
-                out = poll(lambda n=n: n.running() and self.cli("node", "id", "-q", node=n, check=False),
-                           what=f"garage node {n.index} to answer")
-                if out.returncode != 0:
-                    raise AssertionError(f"garage node {n.index} is not up: {out.stderr}\n{n.log()}")
+                def up(n=n):
+                    if not n.running():
+                        raise AssertionError(f"garage node {n.index} exited:\n{n.log()}")
+                    p = self.cli("node", "id", "-q", node=n, check=False)
+                    return p if p.returncode == 0 else None
+                out = poll(up, what=f"garage node {n.index} to answer")
                 n.node_id = out.stdout.strip().splitlines()[-1].split("@")[0]
             first = self.nodes[0]
             for n in self.nodes[1:]:
