@@ -127,7 +127,7 @@ def test_a_key_without_rights_on_the_bucket_is_denied_not_bad_credentials(tmp_pa
 def test_a_wrong_region_is_wrong_region(tmp_path, one):
     rc, r, _ = check(tmp_path, one.endpoint(), *one.rw, region="us-east-1")
     assert rc == 1 and kind(r) == "wrong-region", r
-    assert "s3.region" in r["failure"]["message"]
+    assert f"s3.region: {REGION}" in r["failure"]["message"], "names the region Garage expects"
 
 
 def test_an_endpoint_down_is_connect(tmp_path, one):
