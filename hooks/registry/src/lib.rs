@@ -16,6 +16,7 @@ pub mod module;
 pub mod pki;
 pub mod rotation;
 pub mod secrets;
+pub mod storage;
 pub mod switch;
 pub mod untrusted;
 pub mod upstream;

@@ -37,6 +37,8 @@ enum Cmd {
     },
     /// Check that an upstream registry is usable for Proxy mode (exit 0: usable, 1: not).
     CheckUpstream(embedded_registry::cli::check_upstream::Args),
+    /// Check that an S3 bucket is usable as the registry's storage (exit 0: usable, 1: not).
+    CheckStorage(embedded_registry::cli::check_storage::Args),
     /// Rotate old releases in a mirror: plan (--dry-run) or delete (--apply).
     Rotate(embedded_registry::cli::rotate::Args),
     /// Play the module lifecycle against a file-backed cluster and render the chart.
@@ -152,6 +154,9 @@ fn main() -> ExitCode {
         Cmd::Classic { name, config } => classic(&name, config),
         Cmd::CheckUpstream(args) => {
             ExitCode::from(embedded_registry::cli::check_upstream::run(&args))
+        }
+        Cmd::CheckStorage(args) => {
+            ExitCode::from(embedded_registry::cli::check_storage::run(&args))
         }
         Cmd::Rotate(args) => ExitCode::from(embedded_registry::cli::rotate::run(&args)),
         Cmd::Converge {

@@ -1,6 +1,7 @@
-//! What the admin commands (`check-upstream`, `rotate`) share: how credentials and a
+//! What the admin commands (`check-upstream`, `check-storage`, `rotate`) share: how credentials and a
 //! CA file are read, how a report is printed and what the exit code says.
 
+pub mod check_storage;
 pub mod check_upstream;
 pub mod rotate;
 

@@ -1,0 +1,256 @@
+"""A real Garage (the S3 store, `cargo install --locked garage`, 2.5.0) on loopback for
+the tests: one node (replication_factor 1) or three nodes on 127.0.0.1, .2 and .3 with
+their own ports, metadata and data directories (replication_factor 3). The cluster is
+set up the way an admin does it (`garage node connect`, `layout assign/apply`, `bucket
+create`, `key create`, `bucket allow`); readiness is polled with a bound, never slept.
+
+Garage's S3 API has no TLS of its own: `TlsFront` is a small TLS terminator (Python
+`ssl` and one byte-pump thread per direction) put in front of it for the `tls-*` cases.
+"""
+import os
+import pathlib
+import re
+import secrets
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+REGION = "garage"
+
+
+def garage_bin():
+    """The garage binary: $GARAGE_BIN, on PATH, or ~/.cargo/bin/garage; None if absent."""
+    for c in [os.environ.get("GARAGE_BIN"), shutil.which("garage"),
+              str(pathlib.Path.home() / ".cargo" / "bin" / "garage")]:
+        if c and pathlib.Path(c).is_file() and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def _free_port(host):
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def poll(check, timeout=60.0, what="condition", interval=0.1):
+    """Calls `check` until it returns truthy (bounded by `timeout`); the last error is
+    in the failure."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            r = check()
+            if r:
+                return r
+        except Exception as e:  # noqa: BLE001 - remember why it is not ready yet
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}: {last}")
+
+
+class Node:
+    """One Garage server process."""
+
+    def __init__(self, root: pathlib.Path, index: int, host: str, rpc_secret: str, replication: int):
+        self.root, self.index, self.host = root / f"node{index}", index, host
+        self.root.mkdir(parents=True)
+        self.s3_port, self.rpc_port, self.admin_port = (_free_port(host) for _ in range(3))
+        self.config = self.root / "garage.toml"
+        self.config.write_text(f"""
+metadata_dir = "{self.root / 'meta'}"
+data_dir = "{self.root / 'data'}"
+db_engine = "sqlite"
+replication_factor = {replication}
+rpc_bind_addr = "{host}:{self.rpc_port}"
+rpc_public_addr = "{host}:{self.rpc_port}"
+rpc_secret = "{rpc_secret}"
+
+[s3_api]
+s3_region = "{REGION}"
+api_bind_addr = "{host}:{self.s3_port}"
+
+[admin]
+api_bind_addr = "{host}:{self.admin_port}"
+""")
+        self.proc = None
+        self.node_id = None
+
+    @property
+    def endpoint(self):
+        return f"http://{self.host}:{self.s3_port}"
+
+    def start(self, garage):
+        log = open(self.root / "garage.log", "ab")
+        env = {"PATH": "/usr/bin:/bin", "RUST_LOG": "garage=warn", "HOME": str(self.root)}
+        self.proc = subprocess.Popen([garage, "-c", str(self.config), "server"], stdout=log,
+                                     stderr=subprocess.STDOUT, env=env)
+        log.close()
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.running():
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+
+    def log(self):
+        p = self.root / "garage.log"
+        return p.read_text(errors="replace")[-4000:] if p.exists() else ""
+
+
+class Garage:
+    """A Garage cluster of `nodes` nodes (1 or 3), as a context manager."""
+
+    def __init__(self, root: pathlib.Path, nodes: int = 1):
+        self.garage = garage_bin()
+        if self.garage is None:
+            raise RuntimeError("garage is not installed: run scripts/setup (cargo install --locked garage)")
+        rpc_secret = secrets.token_hex(32)
+        hosts = ["127.0.0.1", "127.0.0.2", "127.0.0.3"][:nodes]
+        self.nodes = [Node(root, i, h, rpc_secret, nodes) for i, h in enumerate(hosts)]
+
+    # --- the admin CLI, through the first running node's configuration ---
+    def cli(self, *args, node=None, check=True):
+        n = node or next(x for x in self.nodes if x.running())
+        p = subprocess.run([self.garage, "-c", str(n.config), *args], capture_output=True, text=True,
+                           timeout=60, env={"PATH": "/usr/bin:/bin", "RUST_LOG": "error"})
+        if check and p.returncode != 0:
+            raise RuntimeError(f"garage {' '.join(args)}: rc {p.returncode}: {p.stderr.strip()[-2000:]}")
+        return p
+
+    def __enter__(self):
+        try:
+            for n in self.nodes:
+                n.start(self.garage)
+            for n in self.nodes:
+                def up(n=n):
+                    if not n.running():
+                        raise AssertionError(f"garage node {n.index} exited:\n{n.log()}")
+                    p = self.cli("node", "id", "-q", node=n, check=False)
+                    return p if p.returncode == 0 else None
+                out = poll(up, what=f"garage node {n.index} to answer")
+                n.node_id = out.stdout.strip().splitlines()[-1].split("@")[0]
+            first = self.nodes[0]
+            for n in self.nodes[1:]:
+                poll(lambda n=n: self.cli("node", "connect", f"{n.node_id}@{n.host}:{n.rpc_port}",
+                                          node=first, check=False).returncode == 0,
+                     what=f"garage node {n.index} to join")
+            for n in self.nodes:
+                self.cli("layout", "assign", "-z", "dc1", "-c", "1G", n.node_id, node=first)
+            self.cli("layout", "apply", "--version", "1", node=first)
+            return self
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()
+
+    # --- buckets and keys ---
+    def create_bucket(self, name):
+        # The layout reaches every node asynchronously: retry until the quorum takes it.
+        poll(lambda: self.cli("bucket", "create", name, check=False).returncode == 0
+             or "already exists" in self.cli("bucket", "info", name, check=False).stdout,
+             what=f"bucket {name}")
+
+    def create_key(self, name):
+        """A new key: (key id, secret)."""
+        out = self.cli("key", "create", name).stdout
+        kid = re.search(r"Key ID:\s*(GK[0-9a-f]+)", out)
+        sec = re.search(r"Secret key:\s*([0-9a-f]{64})", out)
+        if not (kid and sec):
+            raise AssertionError(f"unexpected `garage key create` output shape:\n{out[:300].replace(sec.group(1) if sec else '-', '***')}")
+        return kid.group(1), sec.group(1)
+
+    def allow(self, bucket, key_id, read=True, write=True):
+        flags = (["--read"] if read else []) + (["--write"] if write else [])
+        self.cli("bucket", "allow", *flags, bucket, "--key", key_id)
+
+    def endpoint(self, index=0):
+        return self.nodes[index].endpoint
+
+
+class TlsFront:
+    """A TLS terminator on 127.0.0.1: accepts TLS with (cert, key), forwards the bytes to
+    `backend` (host, port) in plain TCP. Context manager."""
+
+    def __init__(self, backend, cert, key):
+        self.backend = backend
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(str(cert), str(key))
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def endpoint(self):
+        return f"https://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.sock.close()
+        self.thread.join(timeout=10)
+
+    def _serve(self):
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn):
+        conn.settimeout(30)
+        try:
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):
+            conn.close()  # the client refused the certificate: that is the test's point
+            return
+        try:
+            back = socket.create_connection(self.backend, timeout=30)
+        except OSError:
+            tls.close()
+            return
+
+        def pump(src, dst):
+            try:
+                while True:
+                    data = src.recv(65536)
+                    if not data:
+                        break
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        t = threading.Thread(target=pump, args=(back, tls), daemon=True)
+        t.start()
+        pump(tls, back)
+        t.join(timeout=30)
+        tls.close()
+        back.close()
