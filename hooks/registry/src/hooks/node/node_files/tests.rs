@@ -17,7 +17,14 @@ const NODE: &str = "master-0";
 #[derive(Clone, Copy)]
 struct Fake {
     registry: bool,
+    upstream: bool,
 }
+
+/// Every probe answers.
+const ONLINE: Fake = Fake {
+    registry: true,
+    upstream: true,
+};
 
 impl Probe for Fake {
     fn registry(&self, addr: &str, _ca_pem: &str) -> Result<(), String> {
@@ -28,7 +35,7 @@ impl Probe for Fake {
     }
 
     fn upstream(&self, _scheme: &str, _host: &str, _ca_pem: Option<&str>) -> bool {
-        false
+        self.upstream
     }
 }
 
@@ -119,7 +126,7 @@ fn this_node_s_secret_is_applied_and_its_look_alikes_ignored() {
     let root = tempfile::tempdir().unwrap();
     let mut objects = look_alikes();
     objects.push(node_config(NAMESPACE, NODE, "CA of master-0\n"));
-    let out = run(root.path(), Fake { registry: true }, &objects).unwrap();
+    let out = run(root.path(), ONLINE, &objects).unwrap();
     assert_eq!(ca_on_host(root.path()), "CA of master-0\n");
     assert!(root.path().join(MANIFEST_DIR).join(MANIFEST_FILE).is_file());
     let (_, status) = written_status(&out);
@@ -142,7 +149,15 @@ fn this_node_s_secret_is_applied_and_its_look_alikes_ignored() {
 fn the_registry_s_answer_comes_from_the_probe() {
     let root = tempfile::tempdir().unwrap();
     let objects = [node_config(NAMESPACE, NODE, "CA\n")];
-    let out = run(root.path(), Fake { registry: false }, &objects).unwrap();
+    let out = run(
+        root.path(),
+        Fake {
+            registry: false,
+            ..ONLINE
+        },
+        &objects,
+    )
+    .unwrap();
     let (_, status) = written_status(&out);
     assert_eq!(status.registry, RegistryHealth::NotReady);
     assert!(
@@ -158,23 +173,13 @@ fn the_registry_s_answer_comes_from_the_probe() {
 fn an_unchanged_status_is_not_written_again() {
     let root = tempfile::tempdir().unwrap();
     let secret = node_config(NAMESPACE, NODE, "CA\n");
-    let first = run(
-        root.path(),
-        Fake { registry: true },
-        std::slice::from_ref(&secret),
-    )
-    .unwrap();
+    let first = run(root.path(), ONLINE, std::slice::from_ref(&secret)).unwrap();
     let (status, _) = written_status(&first);
     let mut elsewhere = status.clone();
     elsewhere["metadata"]["name"] = node_status_config_map("master-1").into();
-    let other = run(
-        root.path(),
-        Fake { registry: true },
-        &[secret.clone(), elsewhere],
-    )
-    .unwrap();
+    let other = run(root.path(), ONLINE, &[secret.clone(), elsewhere]).unwrap();
     written_status(&other);
-    let again = run(root.path(), Fake { registry: true }, &[secret, status]).unwrap();
+    let again = run(root.path(), ONLINE, &[secret, status]).unwrap();
     assert!(again.objects.is_empty(), "{:?}", again.objects);
 }
 
@@ -182,8 +187,8 @@ fn an_unchanged_status_is_not_written_again() {
 fn without_this_node_s_secret_the_files_go_and_the_status_says_absent() {
     let root = tempfile::tempdir().unwrap();
     let secret = node_config(NAMESPACE, NODE, "CA\n");
-    run(root.path(), Fake { registry: true }, &[secret]).unwrap();
-    let out = run(root.path(), Fake { registry: true }, &look_alikes()).unwrap();
+    run(root.path(), ONLINE, &[secret]).unwrap();
+    let out = run(root.path(), ONLINE, &look_alikes()).unwrap();
     assert!(!root.path().join(MANIFEST_DIR).join(MANIFEST_FILE).exists());
     assert!(!root.path().join(PKI_DIR).join("ca.crt").exists());
     let (_, status) = written_status(&out);
@@ -202,12 +207,53 @@ fn a_value_that_is_not_base64_refuses_the_secret_by_name() {
     let root = tempfile::tempdir().unwrap();
     let mut secret = node_config(NAMESPACE, NODE, "CA\n");
     secret["data"]["pki.ca.crt"] = "not base64!".into();
-    let e = run(root.path(), Fake { registry: true }, &[secret])
-        .unwrap_err()
-        .to_string();
+    let e = run(root.path(), ONLINE, &[secret]).unwrap_err().to_string();
     assert!(
         e.contains(&node_config_secret(NODE)) && e.contains("base64"),
         "{e}"
     );
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+}
+
+/// A Proxy registry whose upstream does not answer and which does not serve goes
+/// cache-only at once: the variant is installed in place of its configuration, the
+/// manifest marked, and the state recorded in the status and the metrics.
+#[test]
+fn a_dead_upstream_installs_the_cache_only_variant() {
+    let root = tempfile::tempdir().unwrap();
+    let proxy = secret(
+        NAMESPACE,
+        &node_config_secret(NODE),
+        &[
+            (
+                cache_only::CONFIG_KEY,
+                "http:\n  addr: 127.0.0.1:5001\nproxy:\n  remoteurl: https://upstream.example:8443\n",
+            ),
+            (cache_only::CACHE_ONLY_KEY, "http:\n  addr: 127.0.0.1:5001\n# cache only\n"),
+            ("pki.ca.crt", "CA\n"),
+            (
+                "manifest.embedded-registry.yaml",
+                "kind: Pod\nmetadata:\n  annotations: {}\n",
+            ),
+        ],
+    );
+    let dead = Fake {
+        registry: false,
+        upstream: false,
+    };
+    let out = run(root.path(), dead, &[proxy]).unwrap();
+    let config = std::fs::read_to_string(root.path().join(CONFIG_DIR).join("distribution.yaml"));
+    assert!(config.unwrap().contains("# cache only"));
+    let manifest =
+        std::fs::read_to_string(root.path().join(MANIFEST_DIR).join(MANIFEST_FILE)).unwrap();
+    assert!(manifest.contains(CACHE_ONLY_ANNOTATION), "{manifest}");
+    let (_, status) = written_status(&out);
+    let upstream = status.upstream.expect("a Proxy registry's upstream state");
+    assert!(!upstream.answers && upstream.cache_only, "{upstream:?}");
+    let metric = out
+        .metrics
+        .iter()
+        .find(|m| m.name == "d8_embedded_registry_cache_only")
+        .expect("the cache-only metric");
+    assert_eq!(metric.value, Some(1.0));
 }
