@@ -43,33 +43,34 @@ pub const SUCCESS_GROUP: &str = "rotation_success";
 
 /// The hook.
 pub fn hook() -> Hook {
-    let node = node_name();
+    Hook::new(config(&node_name()), handle)
+}
+
+/// The hook's configuration on node `node`: its bindings name that node's Secret.
+pub(crate) fn config(node: &str) -> HookConfig {
     // Snapshots only: the daily schedule runs the hook.
     let named = |binding: &str, kind: &str, name: String| KubernetesBinding {
         execute_hook_on_event: Some(vec![]),
         execute_hook_on_synchronization: Some(false),
         ..named_binding(binding, kind, name)
     };
-    Hook::new(
-        HookConfig {
-            name: "rotate".into(),
-            kubernetes: vec![
-                named("rotation_config", "ConfigMap", CONFIG_MAP.into()),
-                named("node_config", "Secret", node_config_secret(&node)),
-                named("user_rw", "Secret", user_secret(Role::Rw)),
+    HookConfig {
+        name: "rotate".into(),
+        kubernetes: vec![
+            named("rotation_config", "ConfigMap", CONFIG_MAP.into()),
+            named("node_config", "Secret", node_config_secret(node)),
+            named("user_rw", "Secret", user_secret(Role::Rw)),
+        ],
+        schedule: vec![ScheduleBinding {
+            include_snapshots_from: vec![
+                "rotation_config".into(),
+                "node_config".into(),
+                "user_rw".into(),
             ],
-            schedule: vec![ScheduleBinding {
-                include_snapshots_from: vec![
-                    "rotation_config".into(),
-                    "node_config".into(),
-                    "user_rw".into(),
-                ],
-                ..ScheduleBinding::new("daily", "41 3 * * *")
-            }],
-            ..Default::default()
-        },
-        handle,
-    )
+            ..ScheduleBinding::new("daily", "41 3 * * *")
+        }],
+        ..Default::default()
+    }
 }
 
 /// The rotation settings as the ConfigMap carries them.
@@ -378,184 +379,5 @@ fn wait_for(mut done: impl FnMut() -> bool, limit: Duration) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use base64::Engine as _;
-    use hook_sdk::context::{BindingContext, ContextType};
-    use hook_sdk::testing::{filtered, HookTest};
-
-    fn b64(s: &str) -> String {
-        base64::engine::general_purpose::STANDARD.encode(s)
-    }
-
-    fn run(snapshots: Vec<(&str, serde_json::Value)>) -> hook_sdk::testing::TestOutput {
-        let mut ctx = BindingContext {
-            binding: "daily".into(),
-            kind: Some(ContextType::Schedule),
-            ..Default::default()
-        };
-        for b in ["rotation_config", "node_config", "user_rw"] {
-            ctx.snapshots.insert(b.into(), vec![]);
-        }
-        for (b, v) in snapshots {
-            ctx.snapshots.insert(b.into(), vec![filtered(v)]);
-        }
-        HookTest::new().context(ctx).run(&hook()).unwrap()
-    }
-
-    #[test]
-    fn settings_are_checked() {
-        let m = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
-            kv.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        let s = settings(&m(&[
-            ("enabled", "true"),
-            ("keepReleases", "3"),
-            ("minAge", "24h"),
-            ("path", "/deckhouse/ee"),
-            ("runningReleases", "v1.66.3, "),
-        ]))
-        .unwrap();
-        assert_eq!(
-            (s.keep, s.min_age_secs, s.path.as_str()),
-            (3, 86400, "deckhouse/ee")
-        );
-        assert_eq!(s.running, ["v1.66.3"]);
-        let e = settings(&m(&[
-            ("keepReleases", "0"),
-            ("minAge", "1h"),
-            ("path", "p"),
-        ]))
-        .unwrap_err();
-        assert!(e.to_string().contains("keepReleases"));
-        let e = settings(&m(&[("keepReleases", "2"), ("minAge", "x"), ("path", "p")])).unwrap_err();
-        assert!(e.to_string().contains("minAge"));
-    }
-
-    #[test]
-    fn without_its_inputs_the_hook_does_nothing() {
-        let out = run(vec![]);
-        assert!(out.objects.is_empty());
-        assert_eq!(
-            out.metrics.len(),
-            1,
-            "only the group expiry: {:?}",
-            out.metrics
-        );
-    }
-
-    #[test]
-    fn an_unreachable_registry_is_a_failed_metric_and_no_password_leaks() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let out = run(vec![
-            (
-                "rotation_config",
-                serde_json::json!({"data": {"enabled": "true", "keepReleases": "3", "minAge": "24h", "path": "/deckhouse/ee"}}),
-            ),
-            (
-                "node_config",
-                serde_json::json!({"data": {
-                    "config.distribution.yaml": b64(&format!("http:\n  addr: 127.0.0.1:{port}\n")),
-                    "pki.ca.crt": b64(&crate::pki::new_ca("test-ca", 1_700_000_000, 86_400 * 3650).unwrap().cert),
-                }}),
-            ),
-            (
-                "user_rw",
-                serde_json::json!({"data": {"name": b64("rw"), "password": b64("S3cret-Passw0rd")}}),
-            ),
-        ]);
-        let failed = out
-            .metrics
-            .iter()
-            .find(|m| m.name == "d8_embedded_registry_rotation_failed")
-            .unwrap();
-        assert_eq!(failed.value, Some(1.0));
-        assert!(!out.metrics.iter().any(|m| m.group == SUCCESS_GROUP));
-        assert!(!format!("{:?}", out.metrics).contains("S3cret"));
-    }
-
-    /// Each link an attacker could place on the way of the restart's two moves: the run
-    /// is refused naming the link, before anything moves; the victim keeps its files.
-    #[test]
-    fn the_gc_restart_refuses_links_and_moves_nothing() {
-        use std::os::unix::fs::symlink;
-        let names = |d: &Path| -> Vec<String> {
-            let mut v: Vec<String> = std::fs::read_dir(d)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
-        };
-        // (what to link, link target in the victim dir, manifest in place, aside file)
-        let cases: [(&str, &str, bool, bool); 4] = [
-            // kubelet's directory: the aside file would be "put back" into the victim.
-            (MANIFEST_DIR, "", false, true),
-            // the aside directory: the manifest would be renamed over the victim's file.
-            (ASIDE_DIR, "", true, false),
-            // the aside name: a link moved into kubelet's directory as the manifest.
-            (
-                "etc/kubernetes/registry/embedded-registry.yaml.gc",
-                "embedded-registry.yaml.gc",
-                false,
-                false,
-            ),
-            // the manifest name itself.
-            (
-                "etc/kubernetes/manifests/embedded-registry.yaml",
-                "embedded-registry.yaml.gc",
-                false,
-                false,
-            ),
-        ];
-        for (link, to, manifest, aside) in cases {
-            let victim = tempfile::tempdir().unwrap();
-            std::fs::write(victim.path().join("embedded-registry.yaml.gc"), "keep me\n").unwrap();
-            let root = tempfile::tempdir().unwrap();
-            let r = root.path();
-            std::fs::create_dir_all(r.join(MANIFEST_DIR)).unwrap();
-            std::fs::create_dir_all(r.join(ASIDE_DIR)).unwrap();
-            if manifest {
-                std::fs::write(r.join(MANIFEST_DIR).join(MANIFEST_FILE), "kind: Pod\n").unwrap();
-            }
-            if aside {
-                std::fs::write(r.join(ASIDE_DIR).join(ASIDE_FILE), "kind: Pod\n").unwrap();
-            }
-            let at = r.join(link);
-            if at.is_dir() {
-                std::fs::remove_dir_all(&at).unwrap();
-            }
-            symlink(victim.path().join(to), &at).unwrap();
-            let e =
-                restart_for_gc(r, "127.0.0.1:9", "", Duration::ZERO, Duration::ZERO).unwrap_err();
-            assert!(
-                e.starts_with(&format!("{}: a symbolic link", at.display())) && !e.contains('\n'),
-                "{link}: {e}"
-            );
-            assert_eq!(
-                names(victim.path()),
-                ["embedded-registry.yaml.gc"],
-                "{link}"
-            );
-            assert_eq!(
-                std::fs::read_to_string(victim.path().join("embedded-registry.yaml.gc")).unwrap(),
-                "keep me\n",
-                "{link}"
-            );
-            assert!(
-                std::fs::symlink_metadata(&at).unwrap().is_symlink(),
-                "{link}: left as it was"
-            );
-            let manifest_path = r.join(MANIFEST_DIR).join(MANIFEST_FILE);
-            if link != MANIFEST_DIR && !link.ends_with(MANIFEST_FILE) {
-                assert_eq!(manifest_path.exists(), manifest, "{link}: nothing moved");
-            }
-        }
-    }
-}
+#[path = "rotate_tests.rs"]
+mod tests;

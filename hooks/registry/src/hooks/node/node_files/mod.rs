@@ -1,0 +1,350 @@
+//! Node hook (shell-operator in the manager DaemonSet, classic protocol): writes this
+//! master's registry files from its `registry-node-<node>-config` Secret and reports
+//! what it applied.
+//!
+//! Files go under a host root (`EMBEDDED_REGISTRY_HOST_ROOT`, `/host` in the DaemonSet):
+//! configs and PKI first, each atomically (temporary file, fsync, rename), mode 0600,
+//! owned by the registry's user, skipped when unchanged; the static pod manifest last,
+//! so kubelet never starts a pod whose files are not there. When the Secret is gone
+//! (mode Direct, or the master left) the manifest goes first, then the files; the data
+//! directory is kept (a cache or mirror survives a mode round-trip).
+//!
+//! The Secret is not trusted: only the keys the chart renders are accepted (one
+//! manifest, [`MANIFEST_FILE`]; [`CONFIG_FILES`]; [`PKI_FILES`]), any other refuses it
+//! whole. Below the host root no link is followed: directories are opened with
+//! `O_NOFOLLOW`, files written through `O_EXCL` temporaries and removed only when they
+//! are regular files; a link on the way is refused with one line naming it.
+//!
+//! The handler's I/O is injected ([`handle_with`], [`io`]): the network through a
+//! [`Probe`] ([`Network`] in production and end-to-end tests, a fake in unit tests, so
+//! no unit test binds a port); the filesystem through the SDK's `fsutil` directory
+//! handles opened below the [`Node`]'s host root ([`files`]: the injected filesystem, a
+//! temporary directory in unit tests). Unit tests: `tests.rs` (the handler, its
+//! snapshots built from cluster-state YAML through the hook's bindings) and
+//! `files_tests.rs` ([`apply`]).
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context as _};
+use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, ScheduleBinding};
+use serde::Deserialize;
+
+use crate::cache_only;
+use crate::hooks::{named_binding, node_name};
+use crate::model::node_status::{NodeStatus, RegistryHealth, StaticPod, UpstreamState};
+use crate::module::{
+    node_config_secret, node_status_config_map, CACHE_ONLY_ANNOTATION, CONFIG_HASH_ANNOTATION,
+    GENERATION_ANNOTATION, HYSTERESIS_ANNOTATION, MODULE_NAME, NAMESPACE, NODE_LABEL, ROLE_LABEL,
+    RO_USER_ANNOTATION,
+};
+use crate::secrets;
+
+pub mod files;
+pub mod io;
+
+pub use files::{
+    apply, Applied, CONFIG_DIR, CONFIG_FILES, DATA_DIR, MANIFEST_DIR, MANIFEST_FILE, PKI_DIR,
+    PKI_FILES, STORAGE_DIRS,
+};
+pub use io::{
+    Network, Node, Probe, DEFAULT_OWNER, HOST_ROOT_VAR, OWNER_VAR, REGISTRY_PROBE_TIMEOUT,
+    UPSTREAM_PROBE_TIMEOUT,
+};
+
+/// The hook; its bindings name this node's objects, so it reads `NODE_NAME`.
+pub fn hook() -> Hook {
+    Hook::new(config(&node_name()), handle)
+}
+
+/// The hook's configuration on node `node`: its bindings name that node's Secret and
+/// status ConfigMap.
+pub(crate) fn config(node: &str) -> HookConfig {
+    HookConfig {
+        name: "node-files".into(),
+        kubernetes: vec![
+            named_binding("node_config", "Secret", node_config_secret(node)),
+            KubernetesBinding {
+                execute_hook_on_event: Some(vec![]),
+                execute_hook_on_synchronization: Some(false),
+                ..named_binding("node_status", "ConfigMap", node_status_config_map(node))
+            },
+        ],
+        schedule: vec![ScheduleBinding {
+            include_snapshots_from: vec!["node_config".into(), "node_status".into()],
+            // Re-checks health and re-applies files (repairs manual edits).
+            ..ScheduleBinding::new("resync", "* * * * *")
+        }],
+        ..Default::default()
+    }
+}
+
+#[derive(Deserialize)]
+struct ObjectMeta {
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct SecretObject {
+    metadata: ObjectMeta,
+    #[serde(default)]
+    data: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct ConfigMapObject {
+    #[serde(default)]
+    data: BTreeMap<String, String>,
+}
+
+/// The registry's `host:port` on this node: `http.addr` of the distribution config among
+/// the node's files.
+pub(crate) fn registry_addr(files: &BTreeMap<String, String>) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Http {
+        addr: String,
+    }
+    #[derive(Deserialize)]
+    struct Dist {
+        http: Http,
+    }
+    files
+        .get("config.distribution.yaml")
+        .and_then(|t| serde_yaml_ng::from_str::<Dist>(t).ok())
+        .map(|d| d.http.addr)
+}
+
+/// Whether this node's registry answers, from the files it was given: its address from
+/// the distribution config, trust from the CA bundle.
+fn registry_health(
+    files: &BTreeMap<String, String>,
+    probe: &dyn Probe,
+) -> (RegistryHealth, String) {
+    let (Some(addr), Some(ca)) = (registry_addr(files), files.get("pki.ca.crt")) else {
+        return (
+            RegistryHealth::Unknown,
+            "no http.addr or CA in the Secret".into(),
+        );
+    };
+    match probe.registry(&addr, ca) {
+        Ok(()) => (RegistryHealth::Ready, format!("https://{addr}/v2/ answers")),
+        Err(e) => (RegistryHealth::NotReady, e),
+    }
+}
+
+/// The upstream of this node's Proxy registry, from its configuration: `(scheme,
+/// host[:port])` of `proxy.remoteurl`.
+fn upstream_of(files: &BTreeMap<String, String>) -> anyhow::Result<(String, String)> {
+    #[derive(Deserialize)]
+    struct Proxy {
+        remoteurl: String,
+    }
+    #[derive(Deserialize)]
+    struct Dist {
+        proxy: Proxy,
+    }
+    let text = files
+        .get(cache_only::CONFIG_KEY)
+        .context("a Proxy registry's Secret without config.distribution.yaml")?;
+    let dist: Dist = serde_yaml_ng::from_str(text)
+        .context("config.distribution.yaml of a Proxy registry has no proxy.remoteurl")?;
+    let url = reqwest::Url::parse(&dist.proxy.remoteurl)
+        .context("proxy.remoteurl of config.distribution.yaml is not a URL")?;
+    let host = url.host_str().context("proxy.remoteurl has no host")?;
+    let host = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    Ok((url.scheme().to_string(), host))
+}
+
+/// Probes the upstream and this master's registry, and decides from what a previous
+/// run recorded whether the registry serves from its cache alone
+/// ([`cache_only::decide`]).
+fn upstream_state(
+    files: &BTreeMap<String, String>,
+    previous: &BTreeMap<String, String>,
+    hysteresis: &str,
+    probe: &dyn Probe,
+) -> anyhow::Result<UpstreamState> {
+    let hysteresis = match hysteresis {
+        "" => cache_only::DEFAULT_HYSTERESIS_SECS,
+        h => crate::model::duration::parse(h)
+            .map(|d| d.as_secs() as i64)
+            .map_err(|e| anyhow::anyhow!("annotation {}: {h:?} {e}", HYSTERESIS_ANNOTATION))?,
+    };
+    let (scheme, host) = upstream_of(files)?;
+    let answers = probe.upstream(
+        &scheme,
+        &host,
+        files.get("pki.upstream-ca.crt").map(String::as_str),
+    );
+    let prev = UpstreamState::from_data(previous);
+    // Whether the registry serves matters only while it proxies and the upstream fails.
+    let serving = answers
+        || prev.is_some_and(|p| p.cache_only)
+        || registry_health(files, probe).0 == RegistryHealth::Ready;
+    Ok(cache_only::decide(
+        prev,
+        cache_only::Seen {
+            answers,
+            serving,
+            now: crate::clock::now()?,
+            hysteresis,
+        },
+    ))
+}
+
+/// Puts the cache-only configuration in place of the registry's, and marks the static
+/// pod so that its manifest differs and kubelet restarts it with that configuration.
+fn install_cache_only(files: &mut BTreeMap<String, String>, variant: String) -> anyhow::Result<()> {
+    files.insert(cache_only::CONFIG_KEY.to_string(), variant);
+    let key = format!("manifest.{MANIFEST_FILE}");
+    let text = files
+        .get(&key)
+        .with_context(|| format!("the Secret has no {key}"))?;
+    let mut pod: serde_json::Value =
+        serde_yaml_ng::from_str(text).with_context(|| format!("{key} is not YAML"))?;
+    let annotations = pod
+        .pointer_mut("/metadata/annotations")
+        .and_then(serde_json::Value::as_object_mut)
+        .with_context(|| format!("{key} has no metadata.annotations"))?;
+    annotations.insert(CACHE_ONLY_ANNOTATION.into(), "true".into());
+    files.insert(key, serde_yaml_ng::to_string(&pod)?);
+    Ok(())
+}
+
+fn handle(input: &mut HookInput) -> anyhow::Result<()> {
+    handle_with(input, &Node::from_env()?, &Network)
+}
+
+/// The handler with its I/O injected: the network through `probe`, the filesystem
+/// below `host.root` through [`apply`]'s directory handles.
+pub fn handle_with(input: &mut HookInput, host: &Node, probe: &dyn Probe) -> anyhow::Result<()> {
+    let node = host.name.clone();
+    let secrets: Vec<SecretObject> = input.snapshots.get("node_config")?;
+    let secret = secrets.into_iter().next();
+    let (files, hash) = match &secret {
+        Some(s) => {
+            let decoded = secrets::SecretSnap {
+                name: String::new(),
+                data: s.data.clone(),
+            }
+            .decoded();
+            if decoded.len() != s.data.len() {
+                bail!(
+                    "{}: a value is not base64 of UTF-8 text",
+                    node_config_secret(&node)
+                );
+            }
+            let hash = s
+                .metadata
+                .annotations
+                .get(CONFIG_HASH_ANNOTATION)
+                .cloned()
+                .unwrap_or_default();
+            (Some(decoded), hash)
+        }
+        None => (None, String::new()),
+    };
+    // The registry generation this Secret carries: the registry-switch hook moves the
+    // cluster only once every master reports it applied and serving.
+    let annotation = |key: &str| {
+        secret
+            .as_ref()
+            .and_then(|s| s.metadata.annotations.get(key).cloned())
+            .unwrap_or_default()
+    };
+    let generation = annotation(GENERATION_ANNOTATION);
+    // Which ro password the registry accepts (a hash of its hash): the pull Secret keeps
+    // the previous one beside it until every master runs the new one.
+    let ro_user = annotation(RO_USER_ANNOTATION);
+    let current: Vec<ConfigMapObject> = input.snapshots.get("node_status")?;
+    let previous = current.first().map(|c| c.data.clone()).unwrap_or_default();
+    let mut upstream = None;
+    let files = match files {
+        Some(mut f) => {
+            if let Some(variant) = f.remove(cache_only::CACHE_ONLY_KEY) {
+                let hysteresis = annotation(HYSTERESIS_ANNOTATION);
+                let state = upstream_state(&f, &previous, &hysteresis, probe)?;
+                if state.cache_only {
+                    install_cache_only(&mut f, variant)?;
+                }
+                upstream = Some(state);
+            }
+            Some(f)
+        }
+        None => None,
+    };
+    let applied = apply(&host.root, files.as_ref(), &hash, host.owner)?;
+    for f in &applied.written {
+        input.log.info("wrote", &[("file", serde_json::json!(f))]);
+    }
+    for f in &applied.removed {
+        input.log.info("removed", &[("file", serde_json::json!(f))]);
+    }
+    let health = match &files {
+        Some(f) => registry_health(f, probe),
+        None => (
+            RegistryHealth::Absent,
+            "no registry on this node".to_string(),
+        ),
+    };
+    let status = NodeStatus {
+        node: node.clone(),
+        applied_config_hash: applied.config_hash.clone(),
+        applied_generation: generation,
+        applied_ro_user: ro_user,
+        static_pod: if files.is_some() {
+            StaticPod::Present
+        } else {
+            StaticPod::Absent
+        },
+        registry: health.0,
+        message: health.1,
+        upstream,
+    }
+    .to_data();
+    input.metrics.expire("cache_only");
+    if let Some(state) = upstream {
+        if Some(state) != UpstreamState::from_data(&previous) {
+            input.log.info(
+                "upstream",
+                &[
+                    ("answers", serde_json::json!(state.answers)),
+                    ("cacheOnly", serde_json::json!(state.cache_only)),
+                ],
+            );
+        }
+        let labels = [("node", node.as_str())];
+        input.metrics.set(
+            "cache_only",
+            "d8_embedded_registry_cache_only",
+            if state.cache_only { 1.0 } else { 0.0 },
+            &labels,
+        );
+        input.metrics.set(
+            "cache_only",
+            "d8_embedded_registry_upstream_answers",
+            if state.answers { 1.0 } else { 0.0 },
+            &labels,
+        );
+    }
+    if current.first().map(|c| &c.data) != Some(&status) {
+        input.objects.create_or_update(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": node_status_config_map(&node),
+                "namespace": NAMESPACE,
+                "labels": {"heritage": "deckhouse", "module": MODULE_NAME, ROLE_LABEL: "node-status",
+                           NODE_LABEL: node},
+            },
+            "data": status,
+        }));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
