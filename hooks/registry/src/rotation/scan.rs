@@ -656,16 +656,34 @@ fn collect_digests(v: &serde_json::Value, out: &mut Vec<Digest>) {
     }
 }
 
+/// Why a manifest document could not be read; the caller prefixes the repository and
+/// the reference.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The body is not JSON.
+    #[error("not JSON ({0})")]
+    NotJson(#[from] serde_json::Error),
+    /// A config, layer or child descriptor has no `sha256:` digest.
+    #[error("a descriptor without a sha256 digest")]
+    DescriptorDigest,
+    /// A Docker schema 1 manifest, which the rotation does not read.
+    #[error("a schema 1 manifest: not supported")]
+    Schema1,
+}
+
 /// Parses a manifest document.
-pub fn parse_manifest(digest: &str, body: &[u8], content_type: &str) -> Result<Manifest, String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("not JSON ({e})"))?;
+pub fn parse_manifest(
+    digest: &str,
+    body: &[u8],
+    content_type: &str,
+) -> Result<Manifest, ManifestError> {
+    let v: serde_json::Value = serde_json::from_slice(body)?;
     let media = v["mediaType"].as_str().unwrap_or(content_type);
-    let descriptor = |d: &serde_json::Value| -> Result<Blob, String> {
+    let descriptor = |d: &serde_json::Value| -> Result<Blob, ManifestError> {
         let digest = d["digest"]
             .as_str()
             .filter(|x| is_digest(x))
-            .ok_or("a descriptor without a sha256 digest")?;
+            .ok_or(ManifestError::DescriptorDigest)?;
         Ok(Blob {
             digest: digest.to_string(),
             size: d["size"].as_u64().unwrap_or(0),
@@ -688,7 +706,7 @@ pub fn parse_manifest(digest: &str, body: &[u8], content_type: &str) -> Result<M
         }
         (ManifestKind::Image, vec![], blobs)
     } else if media.contains("manifest.v1") && v.get("fsLayers").is_some() {
-        return Err("a schema 1 manifest: not supported".into());
+        return Err(ManifestError::Schema1);
     } else {
         (ManifestKind::Other, vec![], vec![])
     };
@@ -879,7 +897,16 @@ mod tests {
         let m = parse_manifest(&h('c'), img.to_string().as_bytes(), "").unwrap();
         assert_eq!(m.blobs.iter().map(|b| b.size).collect::<Vec<_>>(), [5, 7]);
         assert_eq!(m.subject, Some(h('f')));
-        assert!(parse_manifest("x", b"{\"config\": {}}", "").is_err());
+        let err = |body: &[u8]| parse_manifest("x", body, "").unwrap_err().to_string();
+        assert_eq!(
+            err(b"{\"config\": {}}"),
+            "a descriptor without a sha256 digest"
+        );
+        assert!(err(b"{").starts_with("not JSON ("));
+        assert_eq!(
+            err(b"{\"mediaType\": \"application/vnd.docker.distribution.manifest.v1+json\", \"fsLayers\": []}"),
+            "a schema 1 manifest: not supported"
+        );
         assert_eq!(
             next_tail("</v2/a/b/tags/list?last=x&n=2>; rel=\"next\"", "a/b").as_deref(),
             Some("tags/list?last=x&n=2")

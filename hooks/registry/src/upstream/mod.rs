@@ -23,25 +23,32 @@ pub struct Image {
     pub reference: String,
 }
 
+/// Why an image argument was refused; the message quotes it and says the form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    /// Neither `:TAG` nor `@DIGEST`.
+    #[error("image {0:?} needs a tag or digest: NAME:TAG, NAME@sha256:..., or :TAG for the path's own repository")]
+    NoReference(String),
+    /// A repository name or reference that is not valid.
+    #[error("image {0:?} is not NAME:TAG or NAME@DIGEST")]
+    Malformed(String),
+}
+
 impl Image {
     /// Parses `NAME:TAG`, `NAME@DIGEST`, `:TAG` or `@DIGEST` (the path's repository).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ImageError> {
         let s = s.trim();
         let (name, reference) = if let Some((n, d)) = s.split_once('@') {
             (n, d)
         } else if let Some(i) = s.rfind(':').filter(|i| !s[*i..].contains('/')) {
             (&s[..i], &s[i + 1..])
         } else {
-            return Err(format!("image {s:?} needs a tag or digest: NAME:TAG, NAME@sha256:..., or :TAG for the path's own repository"));
+            return Err(ImageError::NoReference(s.to_string()));
         };
         let name = name.trim_matches('/');
-        let valid_name = name.split('/').all(|c| {
-            !c.is_empty()
-                && c.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-        }) || name.is_empty();
+        let valid_name = name.is_empty() || crate::untrusted::repository_path(name);
         if !valid_name || reference.is_empty() || reference.contains('/') {
-            return Err(format!("image {s:?} is not NAME:TAG or NAME@DIGEST"));
+            return Err(ImageError::Malformed(s.to_string()));
         }
         Ok(Image {
             name: name.to_string(),
@@ -415,8 +422,18 @@ mod tests {
         let i = Image::parse(&d).unwrap();
         assert_eq!(i.reference, format!("sha256:{}", "a".repeat(64)));
         assert_eq!(i.shown("/p"), format!("p@sha256:{}", "a".repeat(64)));
-        assert!(Image::parse("noref").is_err());
-        assert!(Image::parse("UPPER:tag").is_err());
+        assert_eq!(
+            Image::parse("noref"),
+            Err(ImageError::NoReference("noref".into()))
+        );
+        assert!(Image::parse("noref")
+            .unwrap_err()
+            .to_string()
+            .starts_with("image \"noref\" needs a tag or digest: NAME:TAG"));
+        assert_eq!(
+            Image::parse("UPPER:tag").unwrap_err().to_string(),
+            "image \"UPPER:tag\" is not NAME:TAG or NAME@DIGEST"
+        );
         assert!(Image::parse("a//b:tag").is_err());
     }
 }
