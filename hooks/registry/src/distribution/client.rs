@@ -2,197 +2,35 @@
 //! fetches one token per scope (shared by every thread, fetched once), retries `429`
 //! with a back-off within the time budget, reads every answer through [`read_body`]
 //! (capped by its [`Body`] kind), and turns every failure into a [`Failure`].
+//!
+//! A little over 400 lines for a reason: [`Client`]'s connect, token and request paths
+//! share its token cache, deadline and counters. Bodies (`body`), the endpoint and its
+//! DNS overrides (`endpoint`) and the retry policy (`retry`) are beside it.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client as Http, RequestBuilder, Response};
-use reqwest::header::{ACCEPT, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
 use reqwest::Method;
 
 use super::challenge::{self, Challenge};
 use super::failure::{Failure, Kind};
 
-/// What an answer's body holds, and so the most of it that is read: a registry (or
-/// something posing as one) may answer without end, and nothing here streams a body it
-/// keeps. Image layers are not read through this (rotation streams them through a tar
-/// reader, bounded by the size the manifest declares).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Body {
-    /// The answer to `GET /v2/` (distribution sends `{}`): 64 KiB.
-    ApiRoot,
-    /// A token endpoint's JSON (a JWT, sometimes with its certificate chain): 1 MiB.
-    Token,
-    /// One page of a tag list: 8 MiB. A page of `n=1000` tags of at most 128
-    /// characters is about 130 KiB; the rest is room for a registry that ignores `n`.
-    TagPage,
-    /// A manifest or an index, the referrers API's index included: 4 MiB, the limit
-    /// distribution itself puts on a manifest it accepts.
-    Manifest,
-    /// An image configuration blob (read for its `created` time): 4 MiB.
-    Config,
-    /// An error answer, read to tell one error code from another: 64 KiB.
-    Error,
-}
-
-impl Body {
-    /// The most bytes read of such a body.
-    pub const fn limit(self) -> u64 {
-        match self {
-            Body::ApiRoot | Body::Error => 64 << 10,
-            Body::Token => 1 << 20,
-            Body::TagPage => 8 << 20,
-            Body::Manifest | Body::Config => 4 << 20,
-        }
-    }
-
-    /// What the body is, for messages.
-    pub const fn what(self) -> &'static str {
-        match self {
-            Body::ApiRoot => "API answer",
-            Body::Token => "token answer",
-            Body::TagPage => "tag list page",
-            Body::Manifest => "manifest",
-            Body::Config => "image configuration",
-            Body::Error => "error answer",
-        }
-    }
-}
-
-/// The `oversize` failure of an answer at `path` larger than `body` allows.
-fn oversize(path: &str, body: Body) -> Failure {
-    Failure::new(
-        Kind::Oversize,
-        format!(
-            "{path}: the {} is larger than {}, the most read for it; a registry does not answer this way: check the registry address",
-            body.what(),
-            crate::untrusted::size(body.limit())
-        ),
-    )
-}
-
-/// Reads the body of `resp`, at most [`Body::limit`] bytes: a longer answer (by its
-/// `Content-Length`, or by what arrives) is an [`Kind::Oversize`] failure naming the
-/// URL path and the limit, and nothing past the limit is read. Every response body
-/// the module keeps is read here.
-pub fn read_body(resp: Response, body: Body) -> Result<Vec<u8>, Failure> {
-    let limit = body.limit();
-    let path = resp.url().path().to_string();
-    if resp.content_length().is_some_and(|n| n > limit) {
-        return Err(oversize(&path, body));
-    }
-    let mut out = Vec::with_capacity(resp.content_length().unwrap_or(0).min(limit) as usize);
-    let read = resp.take(limit + 1).read_to_end(&mut out);
-    if let Err(e) = read {
-        let inner = e.get_ref().and_then(|i| i.downcast_ref::<reqwest::Error>());
-        return Err(match inner {
-            Some(re) => Failure::from_transport(&path, re),
-            None => Failure::new(
-                Kind::Http,
-                format!("{path}: reading the {}: {e}", body.what()),
-            ),
-        });
-    }
-    if out.len() as u64 > limit {
-        return Err(oversize(&path, body));
-    }
-    Ok(out)
-}
-
-/// The instant `budget` after `start`; a budget beyond what the clock holds (a Go
-/// duration may be 292 years) ends a year after `start`.
-pub fn deadline(start: Instant, budget: Duration) -> Instant {
-    start
-        .checked_add(budget)
-        .or_else(|| start.checked_add(Duration::from_secs(365 * 86_400)))
-        .unwrap_or(start)
-}
-
-/// The first wait after a `429` (unless `Retry-After` asks for more); it doubles with
-/// every retry of the same request up to [`BACKOFF_MAX`].
-pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// The longest wait the back-off grows to; a longer `Retry-After` is still honoured
-/// while it fits in the time budget.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Retries of one request answered `429`; then it is reported `rate-limited`.
-pub const MAX_RETRIES: u32 = 8;
-
-/// The wait before retry number `retries + 1` of a request answered `429`, which asked
-/// for `asked` (`Retry-After`): the back-off, or longer when the registry asks so.
-pub fn retry_wait(retries: u32, asked: Option<Duration>) -> Duration {
-    let backoff = BACKOFF_MIN
-        .saturating_mul(1u32 << retries.min(16))
-        .min(BACKOFF_MAX);
-    asked.map_or(backoff, |a| a.max(backoff))
-}
+mod body;
+mod endpoint;
+mod retry;
+pub use body::{read_body, Body};
+pub use endpoint::{
+    parse_resolve, resolve_overrides, Credentials, Endpoint, ResolveError, RESOLVE_VAR,
+};
+pub use retry::{deadline, retry_wait, BACKOFF_MAX, BACKOFF_MIN, MAX_RETRIES};
+use retry::{rate_limited, retry_after};
 
 /// Manifest media types a pull accepts.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
-
-/// User and password; `Debug` never prints the password.
-#[derive(Clone)]
-pub struct Credentials {
-    /// User name.
-    pub user: String,
-    /// Password.
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials({}, <hidden>)", self.user)
-    }
-}
-
-/// Where and how to reach a registry.
-#[derive(Debug, Clone, Default)]
-pub struct Endpoint {
-    /// `https` or `http`.
-    pub scheme: String,
-    /// `host[:port]`.
-    pub host: String,
-    /// Credentials, if any.
-    pub credentials: Option<Credentials>,
-    /// Extra CA certificates (PEM) trusted beside the system roots.
-    pub ca_pem: Option<String>,
-    /// Use only `ca_pem`, not the system roots (the module's own registries).
-    pub ca_only: bool,
-    /// Host names answered with these addresses instead of DNS (like curl's
-    /// `--resolve`); see [`resolve_overrides`].
-    pub resolve: Vec<(String, std::net::IpAddr)>,
-}
-
-/// Variable with `host=ip[,host=ip...]` overrides of DNS for registry requests: to check
-/// an upstream before its DNS record exists, and to keep tests on loopback.
-pub const RESOLVE_VAR: &str = "EMBEDDED_REGISTRY_RESOLVE";
-
-/// Parses `host=ip[,host=ip...]`.
-pub fn parse_resolve(s: &str) -> Result<Vec<(String, std::net::IpAddr)>, String> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| {
-            let (host, ip) = p
-                .split_once('=')
-                .ok_or_else(|| format!("{p:?} is not HOST=IP"))?;
-            let ip = ip
-                .trim()
-                .parse()
-                .map_err(|_| format!("{p:?}: {ip:?} is not an IP address"))?;
-            Ok((host.trim().to_ascii_lowercase(), ip))
-        })
-        .collect()
-}
-
-/// The overrides from [`RESOLVE_VAR`] (none when unset or malformed).
-pub fn resolve_overrides() -> Vec<(String, std::net::IpAddr)> {
-    std::env::var(RESOLVE_VAR)
-        .ok()
-        .and_then(|v| parse_resolve(&v).ok())
-        .unwrap_or_default()
-}
 
 /// How the registry authenticates, learnt from `/v2/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -541,33 +379,6 @@ impl Client {
             std::thread::sleep(wait);
         }
     }
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-fn retry_after(resp: &Response) -> Option<Duration> {
-    let v = resp
-        .headers()
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .to_string();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at =
-        time::OffsetDateTime::parse(&v, &time::format_description::well_known::Rfc2822).ok()?;
-    let secs = (at - time::OffsetDateTime::now_utc())
-        .whole_seconds()
-        .max(0);
-    Some(Duration::from_secs(secs as u64))
-}
-
-fn rate_limited(url: &str, what: &str) -> Failure {
-    Failure::new(
-        Kind::RateLimited,
-        format!("{url}: rate limited ({what}); try later or use credentials with a higher limit"),
-    )
 }
 
 /// A scheme's strength: `https` over `http` over anything else.

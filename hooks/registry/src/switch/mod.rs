@@ -10,6 +10,12 @@
 //! acknowledged it (see [`Fleet`]), and moves away before the registry is removed,
 //! which happens once the nodes acknowledged a configuration without the masters.
 //! See `docs/internal/mode-switching.md` for the transitions.
+//!
+//! Longer than 400 lines for a reason: [`step`] and its two branches (`to_direct`,
+//! `to_registry`) are one state machine, and its transitions read best side by side
+//! with the conditions they set. Its parts with a life of their own are beside it:
+//! the check (`check`), the desired target (`desired`), the nodes (`fleet`) and the
+//! pull Secret (`pull_secret`).
 
 pub mod check;
 pub mod desired;

@@ -183,3 +183,21 @@ fn credentials_debug_hides_the_password() {
     };
     assert!(!format!("{c:?}").contains("hunter2"));
 }
+
+#[test]
+fn resolve_overrides_parse_and_name_the_bad_pair() {
+    let ok = parse_resolve("Reg.Example=127.0.0.2, other=::1").unwrap();
+    assert_eq!(
+        ok[0],
+        ("reg.example".to_string(), "127.0.0.2".parse().unwrap())
+    );
+    assert_eq!(ok[1].1, "::1".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(
+        parse_resolve("reg").unwrap_err().to_string(),
+        "\"reg\" is not HOST=IP"
+    );
+    assert_eq!(
+        parse_resolve("reg=10.0.0").unwrap_err().to_string(),
+        "\"reg=10.0.0\": \"10.0.0\" is not an IP address"
+    );
+}
