@@ -6,28 +6,67 @@ use std::time::Duration;
 use crate::distribution::client::{tls_config, Endpoint};
 use crate::distribution::failure::error_chain;
 
+/// Why a registry does not answer as one: each message names the address probed.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// The module CA could not be turned into a TLS configuration.
+    #[error("{0}")]
+    Trust(String),
+    /// The HTTP client could not be built.
+    #[error("client: {0}")]
+    Client(String),
+    /// The request failed (connection, TLS, timeout).
+    #[error("GET https://{addr}/v2/: {chain}")]
+    Request {
+        /// The `host:port` probed.
+        addr: String,
+        /// The error and its causes, in one line.
+        chain: String,
+    },
+    /// The registry answered with another status than 200 or 401.
+    #[error("GET https://{addr}/v2/: HTTP {code}")]
+    Status {
+        /// The `host:port` probed.
+        addr: String,
+        /// The HTTP status code.
+        code: u16,
+    },
+}
+
 /// `Ok(())` when the registry at `addr` (`host:port`) answers `/v2/` as a registry does.
-pub fn check_registry(addr: &str, ca_pem: &str, timeout: Duration) -> Result<(), String> {
+pub fn probe_registry(addr: &str, ca_pem: &str, timeout: Duration) -> Result<(), HealthError> {
     let config = tls_config(&Endpoint {
         ca_pem: Some(ca_pem.to_string()),
         ca_only: true,
         ..Endpoint::default()
     })
-    .map_err(|f| f.message)?;
+    .map_err(|f| HealthError::Trust(f.message))?;
     let client = reqwest::blocking::Client::builder()
         .tls_backend_preconfigured(config)
         .timeout(timeout)
         .connect_timeout(timeout)
         .build()
-        .map_err(|e| format!("client: {e}"))?;
+        .map_err(|e| HealthError::Client(e.to_string()))?;
     let resp = client
         .get(format!("https://{addr}/v2/"))
         .send()
-        .map_err(|e| format!("GET https://{addr}/v2/: {}", error_chain(&e)))?;
+        .map_err(|e| HealthError::Request {
+            addr: addr.to_string(),
+            chain: error_chain(&e),
+        })?;
     match resp.status().as_u16() {
         200 | 401 => Ok(()),
-        code => Err(format!("GET https://{addr}/v2/: HTTP {code}")),
+        code => Err(HealthError::Status {
+            addr: addr.to_string(),
+            code,
+        }),
     }
+}
+
+/// [`probe_registry`] with the error as its one-line message: what the node hook
+/// writes into its status ConfigMap. Kept for the hook until it takes [`HealthError`].
+pub fn check_registry(addr: &str, ca_pem: &str, timeout: Duration) -> Result<(), String> {
+    probe_registry(addr, ca_pem, timeout).map_err(|e| e.to_string())
 }
 
 /// Whether a Proxy registry's upstream answers `/v2/` as a registry does (any auth

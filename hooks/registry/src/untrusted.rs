@@ -126,6 +126,18 @@ pub fn escape_controls(text: &str) -> String {
         .collect()
 }
 
+/// Whether `path` is a repository path as the registry API names one: `/`-separated
+/// components of lowercase letters, digits, `.`, `_` and `-`, none empty. The caller
+/// trims leading and trailing slashes first.
+pub fn repository_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.split('/').all(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

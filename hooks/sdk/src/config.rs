@@ -43,13 +43,16 @@ pub enum ConfigError {
         /// The name used twice.
         binding: String,
     },
-    /// A crontab with the wrong number of fields.
-    #[error("hook {hook}: crontab {crontab:?} must have 5 fields, or 6 with seconds first")]
+    /// A crontab that does not parse: a wrong number of fields, or a field's value out
+    /// of its range.
+    #[error("hook {hook}: crontab {crontab:?} is not valid ({reason}): it must have 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first")]
     Crontab {
         /// The hook.
         hook: String,
         /// The crontab given.
         crontab: String,
+        /// What the parser refused, naming the field where it can.
+        reason: String,
     },
     /// A Helm lifecycle binding asked of plain shell-operator.
     #[error("hook {hook}: {key} exists only for addon-operator module hooks")]
@@ -432,12 +435,17 @@ impl HookConfig {
                 });
             }
         }
+        // What shell-operator's parser takes: 5 fields, or 6 with seconds first; no year.
+        let parser = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .year(croner::parser::Year::Disallowed)
+            .build();
         for s in &self.schedule {
-            let fields = s.crontab.split_whitespace().count();
-            if fields != 5 && fields != 6 {
+            if let Err(e) = parser.parse(&s.crontab) {
                 return Err(ConfigError::Crontab {
                     hook: hook(),
                     crontab: s.crontab.clone(),
+                    reason: e.to_string().trim_end_matches('.').to_string(),
                 });
             }
         }
@@ -674,7 +682,30 @@ mod tests {
             schedule: vec![ScheduleBinding::new("s", "* * *")],
             ..Default::default()
         };
-        assert!(bad_cron.validate().is_err());
+        let msg = bad_cron.validate().unwrap_err().to_string();
+        assert!(
+            msg.starts_with("hook x: crontab \"* * *\" is not valid ("),
+            "{msg}"
+        );
+        assert!(msg.ends_with("or 6 with seconds first"), "{msg}");
+        for (crontab, ok) in [
+            ("* * * * *", true),
+            ("*/5 * * * *", true),
+            ("41 3 * * *", true),
+            ("0 41 3 * * *", true),
+            ("61 * * * *", false),
+            ("* 24 * * *", false),
+            ("* * * 13 *", false),
+            ("* * * * * * 2030", false),
+            ("x * * * *", false),
+        ] {
+            let hook = HookConfig {
+                name: "x".into(),
+                schedule: vec![ScheduleBinding::new("s", crontab)],
+                ..Default::default()
+            };
+            assert_eq!(hook.validate().is_ok(), ok, "{crontab}");
+        }
         let mut dup = nodes_hook();
         dup.kubernetes.push(dup.kubernetes[0].clone());
         assert!(dup

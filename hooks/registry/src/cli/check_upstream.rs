@@ -2,8 +2,8 @@
 //! before changing the ModuleConfig. Exit 0 when usable, 1 when not, 2 on bad arguments.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
+use crate::cli::{duration, Zero};
 use crate::upstream::{check, Image, Spec};
 
 /// Environment variable holding the upstream password (instead of `--password-file`).
@@ -51,18 +51,6 @@ pub struct Args {
     pub json: bool,
 }
 
-/// `--flag`'s Go duration, which must be positive here (no time at all is no check).
-fn parse_duration(flag: &str, s: &str) -> Result<Duration, String> {
-    let shown = crate::model::duration::quoted(s);
-    match crate::model::duration::parse(s) {
-        Ok(d) if d.is_zero() => Err(format!(
-            "{flag} {shown} is zero: give a positive Go duration such as 30s or 2m"
-        )),
-        Ok(d) => Ok(d),
-        Err(e) => Err(format!("{flag} {shown} {e}")),
-    }
-}
-
 /// Builds the check from arguments; `Err` is a usage error (exit 2).
 pub fn spec(args: &Args) -> Result<Spec, String> {
     let mut spec = Spec::new(&args.scheme, &args.host, &args.path);
@@ -89,21 +77,20 @@ pub fn spec(args: &Args) -> Result<Spec, String> {
         );
     }
     spec.concurrency = args.concurrency as usize;
-    spec.budget = parse_duration("--timeout", &args.timeout)?;
+    spec.budget = duration("--timeout", &args.timeout, Zero::Refused)?;
     spec.request_timeout =
-        parse_duration("--request-timeout", &args.request_timeout)?.min(spec.budget);
+        duration("--request-timeout", &args.request_timeout, Zero::Refused)?.min(spec.budget);
     Ok(spec)
 }
 
 /// Runs the command; returns the exit code.
 pub fn run(args: &Args) -> u8 {
-    let spec = match spec(args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("check-upstream: {e}");
-            return 2;
-        }
-    };
-    let report = check(&spec);
-    crate::cli::finish(&report, || report.human(), report.ok, args.json)
+    crate::cli::run(
+        "check-upstream",
+        || spec(args),
+        check,
+        |r| r.human(),
+        |r| r.ok,
+        args.json,
+    )
 }

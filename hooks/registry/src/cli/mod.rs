@@ -46,6 +46,50 @@ pub fn ca_file(path: Option<&PathBuf>) -> Result<Option<String>, String> {
         .transpose()
 }
 
+/// Whether a duration argument may be zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Zero {
+    /// `0` means "none" (`--min-age 0`: no age guard).
+    Allowed,
+    /// No time at all is no check: `0` is refused.
+    Refused,
+}
+
+/// `--flag`'s Go duration; `Err` is a usage error (exit 2) naming the flag.
+pub fn duration(flag: &str, s: &str, zero: Zero) -> Result<std::time::Duration, String> {
+    let shown = crate::model::duration::quoted(s);
+    match crate::model::duration::parse(s) {
+        Ok(d) if d.is_zero() && zero == Zero::Refused => Err(format!(
+            "{flag} {shown} is zero: give a positive Go duration such as 30s or 2m"
+        )),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{flag} {shown} {e}")),
+    }
+}
+
+/// Runs a command: `build` turns the arguments into a job (`Err`: a usage error, printed
+/// as `<command>: <error>`, exit 2), `execute` runs it, and the report is printed as
+/// [`finish`] does (`json`: one JSON line); returns the exit code.
+pub fn run<J, R: Serialize>(
+    command: &str,
+    build: impl FnOnce() -> Result<J, String>,
+    execute: impl FnOnce(&J) -> R,
+    human: impl FnOnce(&R) -> String,
+    ok: impl FnOnce(&R) -> bool,
+    json: bool,
+) -> u8 {
+    let job = match build() {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("{command}: {e}");
+            return 2;
+        }
+    };
+    let report = execute(&job);
+    let ok = ok(&report);
+    finish(&report, || human(&report), ok, json)
+}
+
 /// Prints `report` as one JSON line, or its `human` text; returns 0 when `ok`, else 1
 /// (2 is for bad arguments, decided before a report exists).
 pub fn finish<R: Serialize>(

@@ -2,8 +2,8 @@
 //! mirror. Exit 0 on success, 1 when it stopped on an error, 2 on bad arguments.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
+use crate::cli::{duration, Zero};
 use crate::distribution::Endpoint;
 use crate::rotation::plan::Policy;
 use crate::rotation::run::{execute, Job};
@@ -53,12 +53,6 @@ pub struct Args {
     pub json: bool,
 }
 
-/// `--flag`'s Go duration; 0 is allowed here (`--min-age 0`: no age guard).
-fn parse_duration(flag: &str, s: &str) -> Result<Duration, String> {
-    crate::model::duration::parse(s)
-        .map_err(|e| format!("{flag} {} {e}", crate::model::duration::quoted(s)))
-}
-
 /// Builds the job from arguments; `Err` is a usage error (exit 2).
 pub fn job(args: &Args) -> Result<Job, String> {
     let (scheme, rest) = args
@@ -79,13 +73,7 @@ pub fn job(args: &Args) -> Result<Job, String> {
         ));
     }
     let path = args.path.trim_matches('/').to_string();
-    let valid = !path.is_empty()
-        && path.split('/').all(|c| {
-            !c.is_empty()
-                && c.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-        });
-    if !valid {
+    if !crate::untrusted::repository_path(&path) {
         return Err(format!(
             "--path {:?} must be a repository path such as /deckhouse/ee",
             args.path
@@ -104,8 +92,8 @@ pub fn job(args: &Args) -> Result<Job, String> {
             ));
         }
     }
-    let min_age = parse_duration("--min-age", &args.min_age)?;
-    let timeout = parse_duration("--timeout", &args.timeout)?;
+    let min_age = duration("--min-age", &args.min_age, Zero::Allowed)?;
+    let timeout = duration("--timeout", &args.timeout, Zero::Allowed)?;
     let now = crate::clock::now().map_err(|e| format!("clock: {e}"))?;
     Ok(Job {
         endpoint: Endpoint {
@@ -130,13 +118,12 @@ pub fn job(args: &Args) -> Result<Job, String> {
 
 /// Runs the command; returns the exit code.
 pub fn run(args: &Args) -> u8 {
-    let job = match job(args) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("rotate: {e}");
-            return 2;
-        }
-    };
-    let report = execute(&job);
-    crate::cli::finish(&report, || report.human(), report.ok, args.json)
+    crate::cli::run(
+        "rotate",
+        || job(args),
+        execute,
+        |r| r.human(),
+        |r| r.ok,
+        args.json,
+    )
 }

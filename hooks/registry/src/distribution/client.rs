@@ -2,197 +2,35 @@
 //! fetches one token per scope (shared by every thread, fetched once), retries `429`
 //! with a back-off within the time budget, reads every answer through [`read_body`]
 //! (capped by its [`Body`] kind), and turns every failure into a [`Failure`].
+//!
+//! A little over 400 lines for a reason: [`Client`]'s connect, token and request paths
+//! share its token cache, deadline and counters. Bodies (`body`), the endpoint and its
+//! DNS overrides (`endpoint`) and the retry policy (`retry`) are beside it.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client as Http, RequestBuilder, Response};
-use reqwest::header::{ACCEPT, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{ACCEPT, WWW_AUTHENTICATE};
 use reqwest::Method;
 
 use super::challenge::{self, Challenge};
 use super::failure::{Failure, Kind};
 
-/// What an answer's body holds, and so the most of it that is read: a registry (or
-/// something posing as one) may answer without end, and nothing here streams a body it
-/// keeps. Image layers are not read through this (rotation streams them through a tar
-/// reader, bounded by the size the manifest declares).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Body {
-    /// The answer to `GET /v2/` (distribution sends `{}`): 64 KiB.
-    ApiRoot,
-    /// A token endpoint's JSON (a JWT, sometimes with its certificate chain): 1 MiB.
-    Token,
-    /// One page of a tag list: 8 MiB. A page of `n=1000` tags of at most 128
-    /// characters is about 130 KiB; the rest is room for a registry that ignores `n`.
-    TagPage,
-    /// A manifest or an index, the referrers API's index included: 4 MiB, the limit
-    /// distribution itself puts on a manifest it accepts.
-    Manifest,
-    /// An image configuration blob (read for its `created` time): 4 MiB.
-    Config,
-    /// An error answer, read to tell one error code from another: 64 KiB.
-    Error,
-}
-
-impl Body {
-    /// The most bytes read of such a body.
-    pub const fn limit(self) -> u64 {
-        match self {
-            Body::ApiRoot | Body::Error => 64 << 10,
-            Body::Token => 1 << 20,
-            Body::TagPage => 8 << 20,
-            Body::Manifest | Body::Config => 4 << 20,
-        }
-    }
-
-    /// What the body is, for messages.
-    pub const fn what(self) -> &'static str {
-        match self {
-            Body::ApiRoot => "API answer",
-            Body::Token => "token answer",
-            Body::TagPage => "tag list page",
-            Body::Manifest => "manifest",
-            Body::Config => "image configuration",
-            Body::Error => "error answer",
-        }
-    }
-}
-
-/// The `oversize` failure of an answer at `path` larger than `body` allows.
-fn oversize(path: &str, body: Body) -> Failure {
-    Failure::new(
-        Kind::Oversize,
-        format!(
-            "{path}: the {} is larger than {}, the most read for it; a registry does not answer this way: check the registry address",
-            body.what(),
-            crate::untrusted::size(body.limit())
-        ),
-    )
-}
-
-/// Reads the body of `resp`, at most [`Body::limit`] bytes: a longer answer (by its
-/// `Content-Length`, or by what arrives) is an [`Kind::Oversize`] failure naming the
-/// URL path and the limit, and nothing past the limit is read. Every response body
-/// the module keeps is read here.
-pub fn read_body(resp: Response, body: Body) -> Result<Vec<u8>, Failure> {
-    let limit = body.limit();
-    let path = resp.url().path().to_string();
-    if resp.content_length().is_some_and(|n| n > limit) {
-        return Err(oversize(&path, body));
-    }
-    let mut out = Vec::with_capacity(resp.content_length().unwrap_or(0).min(limit) as usize);
-    let read = resp.take(limit + 1).read_to_end(&mut out);
-    if let Err(e) = read {
-        let inner = e.get_ref().and_then(|i| i.downcast_ref::<reqwest::Error>());
-        return Err(match inner {
-            Some(re) => Failure::from_transport(&path, re),
-            None => Failure::new(
-                Kind::Http,
-                format!("{path}: reading the {}: {e}", body.what()),
-            ),
-        });
-    }
-    if out.len() as u64 > limit {
-        return Err(oversize(&path, body));
-    }
-    Ok(out)
-}
-
-/// The instant `budget` after `start`; a budget beyond what the clock holds (a Go
-/// duration may be 292 years) ends a year after `start`.
-pub fn deadline(start: Instant, budget: Duration) -> Instant {
-    start
-        .checked_add(budget)
-        .or_else(|| start.checked_add(Duration::from_secs(365 * 86_400)))
-        .unwrap_or(start)
-}
-
-/// The first wait after a `429` (unless `Retry-After` asks for more); it doubles with
-/// every retry of the same request up to [`BACKOFF_MAX`].
-pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// The longest wait the back-off grows to; a longer `Retry-After` is still honoured
-/// while it fits in the time budget.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Retries of one request answered `429`; then it is reported `rate-limited`.
-pub const MAX_RETRIES: u32 = 8;
-
-/// The wait before retry number `retries + 1` of a request answered `429`, which asked
-/// for `asked` (`Retry-After`): the back-off, or longer when the registry asks so.
-pub fn retry_wait(retries: u32, asked: Option<Duration>) -> Duration {
-    let backoff = BACKOFF_MIN
-        .saturating_mul(1u32 << retries.min(16))
-        .min(BACKOFF_MAX);
-    asked.map_or(backoff, |a| a.max(backoff))
-}
+mod body;
+mod endpoint;
+mod retry;
+pub use body::{read_body, Body};
+pub use endpoint::{
+    parse_resolve, resolve_overrides, Credentials, Endpoint, ResolveError, RESOLVE_VAR,
+};
+pub use retry::{deadline, retry_wait, BACKOFF_MAX, BACKOFF_MIN, MAX_RETRIES};
+use retry::{rate_limited, retry_after};
 
 /// Manifest media types a pull accepts.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
-
-/// User and password; `Debug` never prints the password.
-#[derive(Clone)]
-pub struct Credentials {
-    /// User name.
-    pub user: String,
-    /// Password.
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials({}, <hidden>)", self.user)
-    }
-}
-
-/// Where and how to reach a registry.
-#[derive(Debug, Clone, Default)]
-pub struct Endpoint {
-    /// `https` or `http`.
-    pub scheme: String,
-    /// `host[:port]`.
-    pub host: String,
-    /// Credentials, if any.
-    pub credentials: Option<Credentials>,
-    /// Extra CA certificates (PEM) trusted beside the system roots.
-    pub ca_pem: Option<String>,
-    /// Use only `ca_pem`, not the system roots (the module's own registries).
-    pub ca_only: bool,
-    /// Host names answered with these addresses instead of DNS (like curl's
-    /// `--resolve`); see [`resolve_overrides`].
-    pub resolve: Vec<(String, std::net::IpAddr)>,
-}
-
-/// Variable with `host=ip[,host=ip...]` overrides of DNS for registry requests: to check
-/// an upstream before its DNS record exists, and to keep tests on loopback.
-pub const RESOLVE_VAR: &str = "EMBEDDED_REGISTRY_RESOLVE";
-
-/// Parses `host=ip[,host=ip...]`.
-pub fn parse_resolve(s: &str) -> Result<Vec<(String, std::net::IpAddr)>, String> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| {
-            let (host, ip) = p
-                .split_once('=')
-                .ok_or_else(|| format!("{p:?} is not HOST=IP"))?;
-            let ip = ip
-                .trim()
-                .parse()
-                .map_err(|_| format!("{p:?}: {ip:?} is not an IP address"))?;
-            Ok((host.trim().to_ascii_lowercase(), ip))
-        })
-        .collect()
-}
-
-/// The overrides from [`RESOLVE_VAR`] (none when unset or malformed).
-pub fn resolve_overrides() -> Vec<(String, std::net::IpAddr)> {
-    std::env::var(RESOLVE_VAR)
-        .ok()
-        .and_then(|v| parse_resolve(&v).ok())
-        .unwrap_or_default()
-}
 
 /// How the registry authenticates, learnt from `/v2/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -543,33 +381,6 @@ impl Client {
     }
 }
 
-/// `Retry-After` as seconds or an HTTP date.
-fn retry_after(resp: &Response) -> Option<Duration> {
-    let v = resp
-        .headers()
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .to_string();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at =
-        time::OffsetDateTime::parse(&v, &time::format_description::well_known::Rfc2822).ok()?;
-    let secs = (at - time::OffsetDateTime::now_utc())
-        .whole_seconds()
-        .max(0);
-    Some(Duration::from_secs(secs as u64))
-}
-
-fn rate_limited(url: &str, what: &str) -> Failure {
-    Failure::new(
-        Kind::RateLimited,
-        format!("{url}: rate limited ({what}); try later or use credentials with a higher limit"),
-    )
-}
-
 /// A scheme's strength: `https` over `http` over anything else.
 fn scheme_rank(scheme: &str) -> u8 {
     match scheme {
@@ -640,188 +451,4 @@ fn same_site(a: &str, b: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn realm_site_rules() {
-        assert!(same_site("auth.example.com", "registry.example.com"));
-        assert!(same_site("example.co.uk", "r.example.co.uk"));
-        assert!(!same_site("auth.other.com", "registry.example.com"));
-        assert!(!same_site("a.co.uk", "b.co.uk"));
-        assert!(!same_site("127.0.0.2", "127.0.0.1"));
-        assert!(same_site("127.0.0.1", "127.0.0.1"));
-    }
-
-    #[test]
-    fn a_weaker_realm_scheme_is_refused() {
-        let f = check_realm(
-            "https://r.example.com:5000",
-            "http://r.example.com:5001/token",
-        )
-        .unwrap_err();
-        assert_eq!(f.kind, Kind::TokenRealmInsecure);
-        assert!(
-            f.message.contains("http://r.example.com:5001/token")
-                && f.message.contains("https token realm"),
-            "{}",
-            f.message
-        );
-        assert_eq!(
-            check_realm("https://r.example.com", "ftp://r.example.com/t")
-                .unwrap_err()
-                .kind,
-            Kind::TokenRealmInsecure
-        );
-        // As strong or stronger is fine; another domain is still its own failure.
-        assert!(check_realm("https://r.example.com", "https://auth.example.com/t").is_ok());
-        assert!(check_realm("http://127.0.0.1:5000", "http://127.0.0.1:5001/t").is_ok());
-        assert!(check_realm("http://127.0.0.1:5000", "https://127.0.0.1:5001/t").is_ok());
-        assert_eq!(
-            check_realm("https://r.example.com", "https://auth.other.com/t")
-                .unwrap_err()
-                .kind,
-            Kind::TokenRealmOtherDomain
-        );
-        assert_eq!(
-            check_realm("https://r.example.com", "not a url")
-                .unwrap_err()
-                .kind,
-            Kind::NotARegistry
-        );
-    }
-
-    #[test]
-    fn retries_back_off_from_one_second_doubling_to_a_cap() {
-        let waits: Vec<u64> = (0..8).map(|n| retry_wait(n, None).as_secs()).collect();
-        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
-        // Retry-After: 0 does not shorten the back-off; a longer one is honoured.
-        assert_eq!(retry_wait(0, Some(Duration::ZERO)), BACKOFF_MIN);
-        assert_eq!(
-            retry_wait(2, Some(Duration::from_secs(1))),
-            Duration::from_secs(4)
-        );
-        assert_eq!(
-            retry_wait(7, Some(Duration::from_secs(300))),
-            Duration::from_secs(300)
-        );
-        assert_eq!(retry_wait(u32::MAX, None), BACKOFF_MAX);
-    }
-
-    #[test]
-    fn a_deadline_past_the_clock_does_not_panic() {
-        let now = Instant::now();
-        assert!(deadline(now, crate::model::duration::MAX) > now);
-        assert!(deadline(now, Duration::MAX) >= now);
-        assert_eq!(
-            deadline(now, Duration::from_secs(5)),
-            now + Duration::from_secs(5)
-        );
-    }
-
-    /// Hostile registries on 127.0.0.1: answers without end, 429 without a pause.
-    mod hostile {
-        use super::super::*;
-        use crate::distribution::testserver::{assert_oversize, Reply, Server, ENDLESS_CAP};
-
-        const PASSWORD: &str = "Hostile-Pa55word-never-shown";
-
-        fn connect(server: &Server, budget: Duration) -> Result<Client, Failure> {
-            let mut endpoint = server.endpoint();
-            endpoint.credentials = Some(Credentials {
-                user: "puller".into(),
-                password: PASSWORD.into(),
-            });
-            Client::connect(endpoint, Duration::from_secs(5), Instant::now() + budget)
-        }
-
-        fn clean(f: &Failure) {
-            assert!(!f.message.contains(PASSWORD), "{}", f.message);
-            assert!(
-                !f.message.contains("AAAA"),
-                "the body is not shown: {}",
-                f.message
-            );
-            assert!(!f.message.contains('\n'), "{}", f.message);
-        }
-
-        #[test]
-        fn an_endless_api_answer_is_oversize() {
-            let server = Server::start(|_| Reply::endless(200));
-            let f = connect(&server, Duration::from_secs(20))
-                .err()
-                .expect("refused");
-            assert_oversize(&f, "/v2/", "64 KiB");
-            clean(&f);
-            // The client stopped reading: the server never reached its cap.
-            assert!(server.sent() < ENDLESS_CAP, "{} bytes sent", server.sent());
-        }
-
-        #[test]
-        fn a_declared_length_past_the_limit_is_oversize_unread() {
-            let server = Server::start(|r| match r.path() {
-                "/v2/" => Reply::json(200, "{}"),
-                _ => Reply::endless(200).header("Content-Length", "10000000000"),
-            });
-            let client = connect(&server, Duration::from_secs(20)).expect("connects");
-            let resp = client
-                .send(Method::GET, "p", "manifests/v1", "pull", None)
-                .unwrap();
-            let f = read_body(resp, Body::Manifest).unwrap_err();
-            assert_oversize(&f, "/v2/p/manifests/v1", "4 MiB");
-            clean(&f);
-        }
-
-        #[test]
-        fn an_endless_token_answer_is_oversize() {
-            // The token realm answers without end; the registry in front names it.
-            let server = Server::start(|_| Reply::endless(200));
-            let realm_host = server.host();
-            let front = Server::start(move |r| match r.path() {
-                "/v2/" => Reply::json(401, "{}").header(
-                    "WWW-Authenticate",
-                    &format!("Bearer realm=\"http://{realm_host}/token\",service=\"s\""),
-                ),
-                _ => Reply::json(404, "{}"),
-            });
-            let client = connect(&front, Duration::from_secs(20)).expect("connects");
-            let f = client.token("repository:p:pull").unwrap_err();
-            assert_oversize(&f, "/token", "1 MiB");
-            clean(&f);
-            assert!(server.sent() < ENDLESS_CAP, "{} bytes sent", server.sent());
-            // The realm (same host, same scheme) got the credentials, once.
-            let sent = server.requests();
-            assert_eq!(sent.len(), 1);
-            assert!(sent[0]
-                .headers
-                .iter()
-                .any(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.starts_with("Basic ")));
-        }
-
-        #[test]
-        fn retry_after_zero_backs_off_and_is_rate_limited() {
-            let server = Server::start(|r| match r.path() {
-                "/v2/" => Reply::json(200, "{}"),
-                _ => Reply::json(429, "{}").header("Retry-After", "0"),
-            });
-            let client = connect(&server, Duration::from_secs(4)).expect("connects");
-            let f = client
-                .send(Method::HEAD, "p", "manifests/v1", "pull", None)
-                .expect_err("rate limited");
-            assert_eq!(f.kind, Kind::RateLimited, "{}", f.message);
-            clean(&f);
-            // Back-off 1 s, 2 s, then 4 s does not fit in 4 s: three requests, not thousands.
-            let n = server.count("/manifests/");
-            assert!((2..=4).contains(&n), "{n} requests");
-        }
-    }
-
-    #[test]
-    fn credentials_debug_hides_the_password() {
-        let c = super::Credentials {
-            user: "u".into(),
-            password: "hunter2-secret".into(),
-        };
-        assert!(!format!("{c:?}").contains("hunter2"));
-    }
-}
+mod tests;

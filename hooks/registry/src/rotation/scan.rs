@@ -5,6 +5,11 @@
 //! Layout under the root path `P`: releases are semver tags of `P`; module images live
 //! in `P` by digest; `P/install` and `P/install-standalone` carry one tag per release;
 //! `P/release-channel` carries one tag per channel whose image holds `version.json`.
+//!
+//! Longer than 400 lines for a reason: [`Scanner`] is one walker whose methods share
+//! its memo tables and request counters (the "at most once" above); split across
+//! files they would only pass the same `&mut self` around. The documents it reads
+//! (tags, pages, manifests) are in `documents`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -12,15 +17,18 @@ use std::io::Read;
 use reqwest::blocking::Response;
 use reqwest::Method;
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 
 use super::layer;
 use super::model::{
-    is_digest, release_version, signature_subject, Blob, Catalogue, Channel, Digest, Manifest,
-    ManifestKind, Release, Repository,
+    is_digest, release_version, signature_subject, Blob, Catalogue, Channel, Digest, ManifestKind,
+    Release, Repository,
 };
 use crate::distribution::client::{read_body, Body, MANIFEST_ACCEPT};
 use crate::distribution::{Client, Failure, Kind};
+
+mod documents;
+use documents::{collect_digests, is_tag, next_tail};
+pub use documents::{parse_manifest, sha256, ManifestError, Pages};
 
 /// Repositories beside the root whose tags follow the releases.
 pub const SIBLINGS: [&str; 2] = ["install", "install-standalone"];
@@ -518,16 +526,6 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// `sha256:<hex>` of `bytes`.
-pub fn sha256(bytes: &[u8]) -> Digest {
-    let mut s = String::with_capacity(71);
-    s.push_str("sha256:");
-    for b in Sha256::digest(bytes) {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
-}
-
 /// A JSON response body of kind `body` (capped by [`read_body`]); `not_json` makes the
 /// failure of a body that is not the JSON expected.
 fn json<T: serde::de::DeserializeOwned>(
@@ -539,357 +537,5 @@ fn json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| not_json(e.to_string()))
 }
 
-/// A tag as distribution and OCI define it: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
-fn is_tag(t: &str) -> bool {
-    let b = t.as_bytes();
-    let ok = |c: &u8| c.is_ascii_alphanumeric() || *c == b'_';
-    !b.is_empty()
-        && b.len() <= MAX_TAG_LEN
-        && ok(&b[0])
-        && b[1..].iter().all(|c| ok(c) || *c == b'.' || *c == b'-')
-}
-
-/// The pages of one tag list: refuses a `Link` to a page already read, a `last=` given
-/// before (the list does not advance), an empty page that links to another, more than
-/// `max_pages` pages or more than `max_tags` tags.
-pub struct Pages {
-    repo: String,
-    seen: HashSet<String>,
-    lasts: HashSet<String>,
-    pages: usize,
-    tags: usize,
-    last_page_empty: bool,
-    max_pages: usize,
-    max_tags: usize,
-}
-
-impl Pages {
-    /// The pages of `repo`'s tag list, starting at `first` (a `tags/list?...` tail).
-    pub fn new(repo: &str, first: &str, max_pages: usize, max_tags: usize) -> Self {
-        Pages {
-            repo: repo.to_string(),
-            seen: HashSet::from([first.to_string()]),
-            lasts: HashSet::new(),
-            pages: 0,
-            tags: 0,
-            last_page_empty: false,
-            max_pages,
-            max_tags,
-        }
-    }
-
-    fn bad(&self, what: String) -> Failure {
-        Failure::new(
-            Kind::BadPagination,
-            format!(
-                "{}: the tag list {what}; the registry's pagination is broken (its Link header), the scan cannot trust this list",
-                self.repo
-            ),
-        )
-    }
-
-    /// A page of `n` tags arrived.
-    pub fn page(&mut self, n: usize) -> Result<(), Failure> {
-        self.pages += 1;
-        self.tags = self.tags.saturating_add(n);
-        self.last_page_empty = n == 0;
-        if self.tags > self.max_tags {
-            return Err(self.bad(format!("has more than {} tags", self.max_tags)));
-        }
-        Ok(())
-    }
-
-    /// The page read last links to `tail`: may it be read?
-    pub fn next(&mut self, tail: &str) -> Result<(), Failure> {
-        if self.seen.contains(tail) {
-            return Err(self.bad(format!(
-                "links back to a page already read ({})",
-                crate::model::duration::quoted(tail)
-            )));
-        }
-        if self.last_page_empty {
-            return Err(self.bad("gave an empty page that links to another".into()));
-        }
-        if self.pages >= self.max_pages {
-            return Err(self.bad(format!("goes on past {} pages", self.max_pages)));
-        }
-        let last = reqwest::Url::parse(&format!("http://registry/{tail}"))
-            .ok()
-            .and_then(|u| {
-                u.query_pairs()
-                    .find(|(k, _)| k == "last")
-                    .map(|(_, v)| v.into_owned())
-            });
-        if let Some(last) = last {
-            if !self.lasts.insert(last.clone()) {
-                return Err(self.bad(format!(
-                    "does not advance: it asks for the tags after {} again",
-                    crate::model::duration::quoted(&last)
-                )));
-            }
-        }
-        self.seen.insert(tail.to_string());
-        Ok(())
-    }
-}
-
-/// The `tags/list` tail of an RFC 5988 `Link: <...>; rel="next"` header.
-fn next_tail(link: &str, repo: &str) -> Option<String> {
-    let url = link
-        .split(';')
-        .next()?
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>');
-    let prefix = format!("/v2/{repo}/");
-    let at = url.find(&prefix)?;
-    Some(url[at + prefix.len()..].to_string())
-}
-
-/// Every `sha256:` digest among the string values of `v`.
-fn collect_digests(v: &serde_json::Value, out: &mut Vec<Digest>) {
-    match v {
-        serde_json::Value::String(s) if is_digest(s) => out.push(s.clone()),
-        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_digests(x, out)),
-        serde_json::Value::Object(o) => o.values().for_each(|x| collect_digests(x, out)),
-        _ => {}
-    }
-}
-
-/// Parses a manifest document.
-pub fn parse_manifest(digest: &str, body: &[u8], content_type: &str) -> Result<Manifest, String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("not JSON ({e})"))?;
-    let media = v["mediaType"].as_str().unwrap_or(content_type);
-    let descriptor = |d: &serde_json::Value| -> Result<Blob, String> {
-        let digest = d["digest"]
-            .as_str()
-            .filter(|x| is_digest(x))
-            .ok_or("a descriptor without a sha256 digest")?;
-        Ok(Blob {
-            digest: digest.to_string(),
-            size: d["size"].as_u64().unwrap_or(0),
-        })
-    };
-    let subject = v
-        .get("subject")
-        .and_then(|s| s["digest"].as_str())
-        .map(str::to_owned);
-    let (kind, children, blobs) = if let Some(list) = v["manifests"].as_array() {
-        let children = list
-            .iter()
-            .map(|d| descriptor(d).map(|b| b.digest))
-            .collect::<Result<_, _>>()?;
-        (ManifestKind::Index, children, vec![])
-    } else if v.get("config").is_some() {
-        let mut blobs = vec![descriptor(&v["config"])?];
-        for l in v["layers"].as_array().into_iter().flatten() {
-            blobs.push(descriptor(l)?);
-        }
-        (ManifestKind::Image, vec![], blobs)
-    } else if media.contains("manifest.v1") && v.get("fsLayers").is_some() {
-        return Err("a schema 1 manifest: not supported".into());
-    } else {
-        (ManifestKind::Other, vec![], vec![])
-    };
-    Ok(Manifest {
-        digest: digest.to_string(),
-        kind,
-        size: body.len() as u64,
-        children,
-        blobs,
-        subject,
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pages_must_advance_and_end() {
-        let kind = |r: Result<(), Failure>| r.unwrap_err().kind;
-        let mut p = Pages::new("r", "tags/list?n=2", 3, 100);
-        p.page(2).unwrap();
-        p.next("tags/list?last=b&n=2").unwrap();
-        p.page(2).unwrap();
-        // Back to a page already read, or the same `last=` with another `n`.
-        assert_eq!(kind(p.next("tags/list?n=2")), Kind::BadPagination);
-        assert_eq!(kind(p.next("tags/list?last=b&n=3")), Kind::BadPagination);
-        p.next("tags/list?last=d&n=2").unwrap();
-        p.page(2).unwrap();
-        // Three pages read: a fourth is past the bound.
-        let f = p.next("tags/list?last=f&n=2").unwrap_err();
-        assert_eq!(f.kind, Kind::BadPagination);
-        assert!(
-            f.message.starts_with("r: ") && f.message.contains("3 pages"),
-            "{}",
-            f.message
-        );
-        // An empty page that links on; too many tags.
-        let mut p = Pages::new("r", "tags/list?n=2", 10, 3);
-        p.page(0).unwrap();
-        assert_eq!(kind(p.next("tags/list?last=a&n=2")), Kind::BadPagination);
-        assert_eq!(kind(p.page(4)), Kind::BadPagination);
-    }
-
-    #[test]
-    fn tags_are_tags() {
-        for t in [
-            "v1.66.3",
-            "latest",
-            "_x",
-            "sha256-abc.sig",
-            &"a".repeat(128),
-        ] {
-            assert!(is_tag(t), "{t}");
-        }
-        for t in [
-            "",
-            ".x",
-            "-x",
-            "a/b",
-            "../x",
-            "a b",
-            "a:b",
-            &"a".repeat(129),
-        ] {
-            assert!(!is_tag(t), "{t}");
-        }
-    }
-
-    /// Hostile registries on 127.0.0.1 against the scan.
-    mod hostile {
-        use super::super::*;
-        use crate::distribution::testserver::{assert_oversize, Reply, Server, ENDLESS_CAP};
-        use std::time::{Duration, Instant};
-
-        fn client(server: &Server) -> Client {
-            // A short budget: without the guards under test, the scan would run into
-            // it (and fail the test with another kind), not run on.
-            Client::connect(
-                server.endpoint(),
-                Duration::from_secs(5),
-                Instant::now() + Duration::from_secs(5),
-            )
-            .expect("connects")
-        }
-
-        fn tags_with_link(link: fn(&str) -> Option<String>) -> (Server, Failure) {
-            let server = Server::start(move |r| match r.path() {
-                "/v2/" => Reply::json(200, "{}"),
-                "/v2/p/tags/list" => {
-                    let reply = Reply::json(200, r#"{"name":"p","tags":["v1.0.0"]}"#);
-                    match link(&r.target) {
-                        Some(l) => reply.header("Link", &format!("<{l}>; rel=\"next\"")),
-                        None => reply,
-                    }
-                }
-                _ => Reply::json(404, "{}"),
-            });
-            let c = client(&server);
-            let f = Scanner::new(&c).tags("p").unwrap_err();
-            (server, f)
-        }
-
-        #[test]
-        fn a_link_back_to_the_same_page_stops_at_once() {
-            let (server, f) = tags_with_link(|target| Some(target.to_string()));
-            assert_eq!(f.kind, Kind::BadPagination, "{}", f.message);
-            assert!(f.message.contains("already read"), "{}", f.message);
-            assert_eq!(server.count("/tags/list"), 1);
-        }
-
-        #[test]
-        fn a_last_that_does_not_advance_stops() {
-            // Every page says "after v1.0.0", each time with another `n`.
-            let (server, f) = tags_with_link(|target| {
-                let n = target.len();
-                Some(format!("/v2/p/tags/list?last=v1.0.0&n={n}"))
-            });
-            assert_eq!(f.kind, Kind::BadPagination, "{}", f.message);
-            assert!(f.message.contains("does not advance"), "{}", f.message);
-            assert_eq!(server.count("/tags/list"), 2);
-        }
-
-        #[test]
-        fn an_endless_tag_page_or_manifest_is_oversize() {
-            let server = Server::start(|r| match r.path() {
-                "/v2/" => Reply::json(200, "{}"),
-                "/v2/p/tags/list" => Reply::endless(200),
-                "/v2/q/tags/list" => Reply::json(200, r#"{"name":"q","tags":["v1.0.0"]}"#),
-                _ => Reply::endless(200),
-            });
-            let c = client(&server);
-            let mut scanner = Scanner::new(&c);
-            let f = scanner.tags("p").unwrap_err();
-            assert_oversize(&f, "/v2/p/tags/list", "8 MiB");
-            let f = scanner.scan("q").unwrap_err();
-            assert_oversize(&f, "/v2/q/manifests/v1.0.0", "4 MiB");
-            assert!(!f.message.contains("AAAA"));
-            assert!(
-                server.sent() < 2 * ENDLESS_CAP,
-                "{} bytes sent",
-                server.sent()
-            );
-        }
-
-        #[test]
-        fn a_tag_that_is_not_a_tag_is_refused() {
-            let server = Server::start(|r| match r.path() {
-                "/v2/" => Reply::json(200, "{}"),
-                _ => Reply::json(
-                    200,
-                    r#"{"name":"p","tags":["v1","../../other/manifests/x"]}"#,
-                ),
-            });
-            let c = client(&server);
-            let f = Scanner::new(&c).tags("p").unwrap_err();
-            assert_eq!(f.kind, Kind::NotARegistry, "{}", f.message);
-            assert_eq!(server.count("/manifests/"), 0);
-        }
-
-        #[test]
-        fn an_endless_error_answer_to_a_delete_is_oversize() {
-            let server = Server::start(|r| match r.path() {
-                "/v2/" => Reply::json(200, "{}"),
-                _ => Reply::endless(404),
-            });
-            let c = client(&server);
-            let d = crate::rotation::plan::Deletion {
-                repository: "p".into(),
-                digest: format!("sha256:{}", "a".repeat(64)),
-                tags: vec![],
-                what: crate::rotation::plan::What::ModuleImage,
-                bytes: 0,
-            };
-            let f = crate::rotation::apply::delete(&c, &d).unwrap_err();
-            assert_eq!(f.kind, Kind::Oversize, "{}", f.message);
-            assert!(f.message.contains("64 KiB"), "{}", f.message);
-        }
-    }
-
-    #[test]
-    fn parses_indexes_images_and_links() {
-        let h = |c: char| format!("sha256:{}", c.to_string().repeat(64));
-        let idx = serde_json::json!({"schemaVersion": 2, "manifests": [{"digest": h('a'), "size": 1}, {"digest": h('b'), "size": 2}]});
-        let m = parse_manifest(&h('c'), idx.to_string().as_bytes(), "").unwrap();
-        assert_eq!((m.kind, m.children.len()), (ManifestKind::Index, 2));
-        let img = serde_json::json!({"config": {"digest": h('d'), "size": 5}, "layers": [{"digest": h('e'), "size": 7}], "subject": {"digest": h('f')}});
-        let m = parse_manifest(&h('c'), img.to_string().as_bytes(), "").unwrap();
-        assert_eq!(m.blobs.iter().map(|b| b.size).collect::<Vec<_>>(), [5, 7]);
-        assert_eq!(m.subject, Some(h('f')));
-        assert!(parse_manifest("x", b"{\"config\": {}}", "").is_err());
-        assert_eq!(
-            next_tail("</v2/a/b/tags/list?last=x&n=2>; rel=\"next\"", "a/b").as_deref(),
-            Some("tags/list?last=x&n=2")
-        );
-        let mut out = vec![];
-        collect_digests(
-            &serde_json::json!({"m": {"i": h('a'), "n": "x"}, "l": [h('b')]}),
-            &mut out,
-        );
-        out.sort();
-        assert_eq!(out, [h('a'), h('b')]);
-    }
-}
+mod tests;

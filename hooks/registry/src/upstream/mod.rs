@@ -23,25 +23,32 @@ pub struct Image {
     pub reference: String,
 }
 
+/// Why an image argument was refused; the message quotes it and says the form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    /// Neither `:TAG` nor `@DIGEST`.
+    #[error("image {0:?} needs a tag or digest: NAME:TAG, NAME@sha256:..., or :TAG for the path's own repository")]
+    NoReference(String),
+    /// A repository name or reference that is not valid.
+    #[error("image {0:?} is not NAME:TAG or NAME@DIGEST")]
+    Malformed(String),
+}
+
 impl Image {
     /// Parses `NAME:TAG`, `NAME@DIGEST`, `:TAG` or `@DIGEST` (the path's repository).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ImageError> {
         let s = s.trim();
         let (name, reference) = if let Some((n, d)) = s.split_once('@') {
             (n, d)
         } else if let Some(i) = s.rfind(':').filter(|i| !s[*i..].contains('/')) {
             (&s[..i], &s[i + 1..])
         } else {
-            return Err(format!("image {s:?} needs a tag or digest: NAME:TAG, NAME@sha256:..., or :TAG for the path's own repository"));
+            return Err(ImageError::NoReference(s.to_string()));
         };
         let name = name.trim_matches('/');
-        let valid_name = name.split('/').all(|c| {
-            !c.is_empty()
-                && c.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-        }) || name.is_empty();
+        let valid_name = name.is_empty() || crate::untrusted::repository_path(name);
         if !valid_name || reference.is_empty() || reference.contains('/') {
-            return Err(format!("image {s:?} is not NAME:TAG or NAME@DIGEST"));
+            return Err(ImageError::Malformed(s.to_string()));
         }
         Ok(Image {
             name: name.to_string(),
@@ -385,38 +392,4 @@ fn classify_missing(client: &Client, repo: &str, reference: &str, shown: &str) -
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::distribution::testserver::{Reply, Server};
-
-    #[test]
-    fn an_endless_error_answer_is_oversize_not_a_missing_image() {
-        let server = Server::start(|r| match (r.method.as_str(), r.path()) {
-            (_, "/v2/") => Reply::json(200, "{}"),
-            ("HEAD", _) => Reply::json(404, ""),
-            _ => Reply::endless(404),
-        });
-        let mut spec = Spec::new("http", &server.host(), "/p");
-        spec.images = vec![Image::parse(":v1").unwrap()];
-        spec.budget = Duration::from_secs(10);
-        let report = check(&spec);
-        let f = report.failure.expect("fails");
-        assert_eq!(f.kind, Kind::Oversize, "{}", f.message);
-        assert!(f.message.contains("/v2/p/tags/list"), "{}", f.message);
-    }
-
-    #[test]
-    fn image_references() {
-        let i = Image::parse(":v1.65.3").unwrap();
-        assert_eq!(i.repository("/deckhouse/ee"), "deckhouse/ee");
-        let i = Image::parse("install:v1.65.3").unwrap();
-        assert_eq!(i.repository("/deckhouse/ee/"), "deckhouse/ee/install");
-        let d = format!("@sha256:{}", "a".repeat(64));
-        let i = Image::parse(&d).unwrap();
-        assert_eq!(i.reference, format!("sha256:{}", "a".repeat(64)));
-        assert_eq!(i.shown("/p"), format!("p@sha256:{}", "a".repeat(64)));
-        assert!(Image::parse("noref").is_err());
-        assert!(Image::parse("UPPER:tag").is_err());
-        assert!(Image::parse("a//b:tag").is_err());
-    }
-}
+mod tests;
