@@ -12,8 +12,9 @@
 #   bench/hooks.sh [--runs N] [--no-build-time] [--bin PATH [--module-dir DIR]]
 # --bin times another build of the binary (e.g. an older commit's) instead of this tree's:
 # the peers are still checked against this tree's binary, and PATH is checked to give the
-# same output as it on the timed inputs; the converge then renders DIR's chart (default:
-# this tree).
+# same output as it on the timed inputs. --module-dir: the chart the converge renders
+# (default: this tree; give the binary's own checkout with --bin, or a clean export of
+# this tree when it holds large untracked files such as another target directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=200
