@@ -9,16 +9,25 @@
 #   - binary size and a clean release build's time.
 # Before timing, the peers' outputs are checked equal to the Rust hook's on every input.
 # Prints Markdown tables and the machine.
-#   bench/hooks.sh [--runs N] [--no-build-time]
+#   bench/hooks.sh [--runs N] [--no-build-time] [--bin PATH [--module-dir DIR]]
+# --bin times another build of the binary (e.g. an older commit's) instead of this tree's:
+# the peers are still checked against this tree's binary, and PATH is checked to give the
+# same output as it on the timed inputs. --module-dir: the chart the converge renders
+# (default: this tree; give the binary's own checkout with --bin, or a clean export of
+# this tree when it holds large untracked files such as another target directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=200
 BUILD_TIME=1
+OTHER=""
+MODULE_DIR=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) RUNS="$2"; shift 2 ;;
     --no-build-time) BUILD_TIME=0; shift ;;
-    *) echo "usage: bench/hooks.sh [--runs N] [--no-build-time]" >&2; exit 2 ;;
+    --bin) OTHER=$(realpath "$2"); shift 2 ;;
+    --module-dir) MODULE_DIR=$(realpath "$2"); shift 2 ;;
+    *) echo "usage: bench/hooks.sh [--runs N] [--no-build-time] [--bin PATH [--module-dir DIR]]" >&2; exit 2 ;;
   esac
 done
 need() { # need COMMAND DEBIAN-PACKAGE
@@ -34,20 +43,26 @@ if ! bench/.venv/bin/python -c "import deckhouse" 2>/dev/null; then
   bench/.venv/bin/pip install -q --disable-pip-version-check deckhouse
 fi
 [ -x .venv/bin/python ] || { echo "bench: run scripts/setup first (the converge needs .venv)" >&2; exit 1; }
+[ -z "$OTHER" ] || [ -x "$OTHER" ] || { echo "bench: --bin $OTHER is not an executable file; build it first" >&2; exit 2; }
+[ -z "$MODULE_DIR" ] || [ -f "$MODULE_DIR/Chart.yaml" ] || { echo "bench: --module-dir $MODULE_DIR has no Chart.yaml; give a module checkout" >&2; exit 2; }
 cargo build --release --quiet
-BIN="$PWD/target/release/embedded-registry"
+TREE_BIN="$PWD/target/release/embedded-registry"
+BIN=${OTHER:-$TREE_BIN}
+MODULE_DIR=${MODULE_DIR:-$PWD}
 SH="bash $PWD/bench/peers/discover-masters.sh"
 PY="$PWD/bench/.venv/bin/python $PWD/bench/peers/discover_masters.py"
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
-idx() { "$BIN" hook list | awk -F' - ' -v n="$1" '$2 == n {print $1}'; }
+idx() { "${2:-$BIN}" hook list | awk -F' - ' -v n="$1" '$2 == n {print $1}'; }
 DM=$(idx discover-masters)
 RM=$(idx resolve-mode)
+TREE_DM=$(idx discover-masters "$TREE_BIN")
 
 # Inputs: a beforeHelm run of resolve-mode (a small handler: the per-run floor of the
 # runtime), and discover-masters on Synchronization contexts of N full Node objects
 # (Group context, as addon-operator delivers a batch hook's bindings). "edge" mixes both
-# labels, duplicates, nodes without an InternalIP and null filter results: it is used
-# only to check that the peers implement the same logic.
+# labels, duplicates, nodes without an InternalIP, null filter results, names and
+# addresses that are not what they claim (control characters, a non-canonical IPv6
+# address): it is used only to check that the peers implement the same logic.
 echo '[{"binding":"beforeHelm"}]' > "$W/bh.json"
 echo '{"global":{},"embeddedRegistry":{"mode":"Direct","internal":{}}}' > "$W/values.json"
 echo '{"global":{},"embeddedRegistry":{"mode":"Direct","internal":{"mode":"Direct","highAvailability":false}}}' > "$W/converged.json"
@@ -72,8 +87,13 @@ legacy = "node-role.kubernetes.io/master"
 edge = [{"binding": "main", "type": "Group", "groupName": "main", "snapshots": {
     "masters": [{"object": node(7)}, {"object": node(2, ip=False)}, {"filterResult": None},
                 {"filterResult": {"name": "f-1", "internalIP": "10.9.0.1"}}, {"filterResult": {"name": "f-2", "internalIP": None}},
-                {"object": node(5)}],
-    "legacy_masters": [{"object": node(5, legacy)}, {"object": node(1, legacy)}, {"object": node(3, legacy, ip=False)}]}}]
+                {"object": node(5)}, {"filterResult": {"name": "Bad_Name\n\u001b[31m", "internalIP": "10.9.0.2"}},
+                {"filterResult": {"name": "f-3", "internalIP": "010.9.0.3"}}, {"filterResult": {"name": "f-4", "internalIP": "FD00:0::1"}},
+                {"filterResult": {"name": "f-5", "internalIP": "10.9.0.5\ntouch /pwned"}},
+                {"filterResult": {"name": "f-7", "internalIP": "fe80::1%eth0"}}],
+    "legacy_masters": [{"object": node(5, legacy)}, {"object": node(1, legacy)}, {"object": node(3, legacy, ip=False)},
+                       {"filterResult": {"name": "f-3", "internalIP": "10.9.0.3"}}, {"filterResult": {"name": "f-6", "internalIP": ""}},
+                       {"filterResult": {"name": "x" * 64, "internalIP": "10.9.0.6"}}]}}]
 json.dump(edge, open(f"{w}/edge.json", "w"))
 PY
 
@@ -84,16 +104,20 @@ run_hook() { # run_hook DIR CONTEXT VALUES COMMAND...: one run, as the runner do
   VALUES_JSON_PATCH_PATH="$dir/v" CONFIG_VALUES_JSON_PATCH_PATH="$dir/c" \
   KUBERNETES_PATCH_PATH="$dir/k" METRICS_PATH="$dir/m" "$@" 2>"$dir/stderr"
 }
-# Same output: the values after applying each patch strictly, and the metric operations.
+# Same output: the values after applying each patch strictly, the metric operations and
+# the warnings (without their time). A binary given with --bin is checked on the timed
+# inputs only: an older build may predate the checks the edge input covers.
 for ctx in edge.json sync-3.json sync-100.json sync-5000.json; do
-  for peer in rust shell python; do
-    case $peer in rust) cmd="$BIN hook run $DM" ;; shell) cmd=$SH ;; python) cmd=$PY ;; esac
+  peers="rust shell python"
+  [ -z "$OTHER" ] || [ "$ctx" = edge.json ] || peers="$peers other"
+  for peer in $peers; do
+    case $peer in rust) cmd="$TREE_BIN hook run $TREE_DM" ;; other) cmd="$BIN hook run $DM" ;; shell) cmd=$SH ;; python) cmd=$PY ;; esac
     # shellcheck disable=SC2086
     run_hook "$W/check-$peer" "$ctx" values.json $cmd || { echo "bench: $peer peer failed on $ctx" >&2; cat "$W/check-$peer/stderr" >&2; exit 1; }
   done
-  python3 - "$W" "$ctx" <<'PY'
+  python3 - "$W" "$ctx" $peers <<'PY'
 import json, sys
-w, ctx = sys.argv[1], sys.argv[2]
+w, ctx, others = sys.argv[1], sys.argv[2], sys.argv[4:]
 def outcome(peer):
     d = f"{w}/check-{peer}"
     values = json.load(open(f"{w}/values.json"))
@@ -118,10 +142,10 @@ def outcome(peer):
     for m in metrics:
         if "value" in m:
             m["value"] = float(m["value"])
-    warned = sorted(n for l in open(f"{d}/stderr") if l.startswith("{") for n in json.loads(l).get("nodes", []))
-    return values, metrics, warned
+    warnings = [{k: v for k, v in json.loads(l).items() if k != "time"} for l in open(f"{d}/stderr") if l.startswith("{")]
+    return values, metrics, warnings
 rust = outcome("rust")
-for peer in ("shell", "python"):
+for peer in others:
     if outcome(peer) != rust:
         raise SystemExit(f"bench: the {peer} peer disagrees with the Rust hook on {ctx}:\n{outcome(peer)}\n{rust}")
 PY
@@ -167,7 +191,7 @@ rss() { # rss COMMAND...: KiB
 
 # The converge of the 3-master Proxy example: cold (empty state directory) and warm
 # (converged state: nothing changes).
-CONVERGE="$BIN converge --module-config examples/moduleconfig-proxy.yaml --nodes examples/nodes-3-masters.yaml --state $W/state --module-dir $PWD --python $PWD/.venv/bin/python"
+CONVERGE="$BIN converge --module-config examples/moduleconfig-proxy.yaml --nodes examples/nodes-3-masters.yaml --state $W/state --module-dir $MODULE_DIR --python $PWD/.venv/bin/python"
 $CONVERGE >/dev/null
 hyperfine -N --runs 10 --warmup 1 --export-json "$W/r-warm.json" "$CONVERGE" >/dev/null 2>&1
 hyperfine -N --runs 10 --prepare "rm -rf $W/state" --export-json "$W/r-cold.json" "$CONVERGE" >/dev/null 2>&1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # discover-masters as a shell hook: bash and jq, the way shell hooks are usually written
 # (one jq pass over the binding context, bash routes the results to the runner's files).
-# The same logic as hooks/registry/src/hooks/discover_masters.rs; bench/hooks.sh checks
+# The same logic as hooks/registry/src/hooks/module/discover_masters.rs; bench/hooks.sh checks
 # that its output equals the Rust hook's on every benchmark input.
 set -euo pipefail
 here=$(dirname "$0")
@@ -17,10 +17,9 @@ if [ "${1:-}" = "--config" ]; then
 CONFIG
   exit 0
 fi
-out=$(jq -c --slurpfile values "$VALUES_PATH" -f "$here/discover-masters.jq" "$BINDING_CONTEXT_PATH")
-{ read -r patch; read -r expire; read -r set; read -r without_ip; } <<<"$out"
-if [ "$without_ip" != "[]" ]; then
-  printf '{"level":"warn","msg":"master nodes without an InternalIP are skipped until they report one","hook":"discover-masters","nodes":%s}\n' "$without_ip" >&2
-fi
-if [ "$patch" != "[]" ]; then printf '%s\n' "$patch" > "$VALUES_JSON_PATCH_PATH"; fi
-printf '%s\n%s\n' "$expire" "$set" > "$METRICS_PATH"
+mapfile -t out < <(jq -c --slurpfile values "$VALUES_PATH" -f "$here/discover-masters.jq" "$BINDING_CONTEXT_PATH")
+# Line 1: the values patch; 2-7: the metric operations; then the warnings.
+[ "${#out[@]}" -ge 7 ] || { echo "discover-masters: jq failed" >&2; exit 1; }
+if [ "${#out[@]}" -gt 7 ]; then printf '%s\n' "${out[@]:7}" >&2; fi
+if [ "${out[0]}" != "[]" ]; then printf '%s\n' "${out[0]}" > "$VALUES_JSON_PATCH_PATH"; fi
+printf '%s\n' "${out[@]:1:6}" > "$METRICS_PATH"
