@@ -135,8 +135,7 @@ impl StateDir {
                     self.staging.display()
                 );
             }
-            fs::remove_dir_all(&self.staging)
-                .with_context(|| format!("{}: cannot remove", self.staging.display()))?;
+            remove_staging(&self.staging)?;
         }
         for entry in fs::read_dir(&self.dir)
             .with_context(|| format!("{}: cannot list", self.dir.display()))?
@@ -176,7 +175,7 @@ impl StateDir {
     pub fn commit(mut self, write: impl FnOnce(&Path) -> Result<bool>) -> Result<bool> {
         let result = self.stage_and_switch(write);
         if result.is_err() {
-            let _ = fs::remove_dir_all(&self.staging);
+            let _ = remove_staging(&self.staging);
         } else {
             self.done = true;
         }
@@ -194,8 +193,7 @@ impl StateDir {
         fs::set_permissions(&staging, fs::metadata(&self.dir)?.permissions())?;
         clone_tree(&self.dir, &staging, true)?;
         if !write(&staging)? {
-            fs::remove_dir_all(&staging)
-                .with_context(|| format!("{}: cannot remove", staging.display()))?;
+            remove_staging(&staging)?;
             return Ok(false);
         }
         sync_dirs(&staging)?;
@@ -220,8 +218,7 @@ impl StateDir {
         })?;
         parent_fd.sync_all().ok();
         // The staging name now holds the old state.
-        fs::remove_dir_all(&staging)
-            .with_context(|| format!("{}: cannot remove the old state", staging.display()))?;
+        remove_staging(&staging)?;
         Ok(true)
     }
 }
@@ -261,6 +258,32 @@ fn wait_for_lock(lock: &File, path: &Path, deadline: Instant, wait: Duration) ->
         std::thread::sleep(pause.min(deadline - now));
         pause = (pause * 2).min(Duration::from_millis(250));
     }
+}
+
+/// Removes a staging directory so that a kill at any moment leaves it recognisable
+/// ([`StateDir::recover`]): everything but its lock link first, the lock link last, then
+/// the empty directory.
+fn remove_staging(staging: &Path) -> Result<()> {
+    let cannot = || format!("{}: cannot remove", staging.display());
+    for entry in fs::read_dir(staging).with_context(cannot)? {
+        let entry = entry.with_context(cannot)?;
+        if entry.file_name() == LOCK_FILE {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type().with_context(cannot)?.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        }
+        .with_context(|| format!("{}: cannot remove", path.display()))?;
+    }
+    match fs::remove_file(staging.join(LOCK_FILE)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(cannot),
+    }
+    fs::remove_dir(staging).with_context(cannot)
 }
 
 /// Recreates `from`'s tree in `to`: directories with their modes, files as hard links,
