@@ -356,6 +356,33 @@ def rotate(env):
     return out
 
 
+def check_storage(env):
+    """Against a real Garage on loopback: the right keys, a wrong secret, a read-only key
+    (denied at the probe write), human and JSON output, with the module's secrets and the
+    S3 keys all checked absent."""
+    from tools.garage import REGION, Garage, garage_bin
+    if garage_bin() is None:
+        pytest.skip("garage is not installed: run scripts/setup")
+    out = []
+    with Garage(env.tmp / "garage", nodes=1) as g:
+        g.create_bucket("registry")
+        rw, ro = g.create_key("rw"), g.create_key("ro")
+        g.allow("registry", rw[0])
+        g.allow("registry", ro[0], write=False)
+        env.secrets = sorted(set(env.secrets) | {rw[1], ro[1]})
+        kf, sf = env.tmp / "s3-access", env.tmp / "s3-secret"
+        for (key, secret), rc in ((rw, 0), ((rw[0], ro[1]), 1), (ro, 1)):
+            kf.write_text(key + "\n")
+            sf.write_text(secret + "\n")
+            base = ["check-storage", "--endpoint", g.endpoint(), "--bucket", "registry", "--region", REGION,
+                    "--access-key-file", str(kf), "--secret-key-file", str(sf)]
+            for extra in (["--json"], []):
+                p = run(base + extra, env={"PATH": "/usr/bin:/bin"})
+                assert p.returncode == rc, p.stdout + p.stderr
+                out += texts(p)
+    return out
+
+
 COMMANDS = {
     "hook list": hook_list,
     "hook config": hook_config,
@@ -370,6 +397,7 @@ COMMANDS = {
     "converge (mistyped proxy refused)": converge_refused_mistyped_proxy,
     "check-upstream": check_upstream,
     "check-upstream (hostile registries)": check_upstream_hostile,
+    "check-storage": check_storage,
     "rotate": rotate,
 }
 
