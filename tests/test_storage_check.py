@@ -13,7 +13,7 @@ import pytest
 
 from conftest import BIN
 from tools.certs import CA
-from tools.garage import REGION, Garage, TlsFront, garage_bin
+from tools.garage import REGION, Garage, TlsFront, garage_bin, poll
 
 
 
@@ -277,8 +277,12 @@ def test_three_nodes_pass_and_keep_passing_with_one_node_stopped(tmp_path_factor
         g.create_bucket(BUCKET)
         key, secret = g.create_key("rw")
         g.allow(BUCKET, key)
-        for i in range(3):  # every node serves the bucket
-            rc, r, err = check(tmp_path, g.endpoint(i), key, secret)
+        for i in range(3):  # every node serves the bucket, once the new key reached it
+            # (Garage replicates keys and permissions to the other nodes asynchronously)
+            last = []
+            poll(lambda: last.append(check(tmp_path, g.endpoint(i), key, secret)) or last[-1][0] == 0,
+                 timeout=60, what=f"node {i} to accept the new key", interval=0.5)
+            rc, r, err = last[-1]
             assert rc == 0, (i, r, err)
         g.nodes[2].stop()
         assert not g.nodes[2].running()
