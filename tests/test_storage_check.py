@@ -13,7 +13,8 @@ import pytest
 
 from conftest import BIN
 from tools.certs import CA
-from tools.garage import REGION, Garage, TlsFront, garage_bin, poll
+from tools.garage import REGION, Garage, TlsFront, garage_bin
+from tools.processes import wait_until
 
 
 
@@ -280,8 +281,8 @@ def test_three_nodes_pass_and_keep_passing_with_one_node_stopped(tmp_path_factor
         for i in range(3):  # every node serves the bucket, once the new key reached it
             # (Garage replicates keys and permissions to the other nodes asynchronously)
             last = []
-            poll(lambda: last.append(check(tmp_path, g.endpoint(i), key, secret)) or last[-1][0] == 0,
-                 timeout=60, what=f"node {i} to accept the new key", interval=0.5)
+            wait_until(lambda: last.append(check(tmp_path, g.endpoint(i), key, secret)) or last[-1][0] == 0,
+                       timeout=60, what=f"node {i} to accept the new key", interval=0.5)
             rc, r, err = last[-1]
             assert rc == 0, (i, r, err)
         g.nodes[2].stop()

@@ -16,7 +16,8 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
+
+from tools.processes import free_port, wait_until
 
 REGION = "garage"
 
@@ -30,26 +31,8 @@ def garage_bin():
     return None
 
 
-def _free_port(host):
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def poll(check, timeout=60.0, what="condition", interval=0.1):
-    """Calls `check` until it returns truthy (bounded by `timeout`); the last error is
-    in the failure."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            r = check()
-            if r:
-                return r
-        except Exception as e:  # noqa: BLE001 - remember why it is not ready yet
-            last = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}: {last}")
+# Garage's pace: a cluster layout takes seconds to reach every node.
+WAIT = {"timeout": 60.0, "interval": 0.1}
 
 
 class Node:
@@ -58,7 +41,7 @@ class Node:
     def __init__(self, root: pathlib.Path, index: int, host: str, rpc_secret: str, replication: int):
         self.root, self.index, self.host = root / f"node{index}", index, host
         self.root.mkdir(parents=True)
-        self.s3_port, self.rpc_port, self.admin_port = (_free_port(host) for _ in range(3))
+        self.s3_port, self.rpc_port, self.admin_port = (free_port(host) for _ in range(3))
         self.config = self.root / "garage.toml"
         self.config.write_text(f"""
 metadata_dir = "{self.root / 'meta'}"
@@ -137,13 +120,13 @@ class Garage:
                         raise AssertionError(f"garage node {n.index} exited:\n{n.log()}")
                     p = self.cli("node", "id", "-q", node=n, check=False)
                     return p if p.returncode == 0 else None
-                out = poll(up, what=f"garage node {n.index} to answer")
+                out = wait_until(up, what=f"garage node {n.index} to answer", **WAIT)
                 n.node_id = out.stdout.strip().splitlines()[-1].split("@")[0]
             first = self.nodes[0]
             for n in self.nodes[1:]:
-                poll(lambda n=n: self.cli("node", "connect", f"{n.node_id}@{n.host}:{n.rpc_port}",
-                                          node=first, check=False).returncode == 0,
-                     what=f"garage node {n.index} to join")
+                wait_until(lambda n=n: self.cli("node", "connect", f"{n.node_id}@{n.host}:{n.rpc_port}",
+                                                node=first, check=False).returncode == 0,
+                           what=f"garage node {n.index} to join", **WAIT)
             for n in self.nodes:
                 self.cli("layout", "assign", "-z", "dc1", "-c", "1G", n.node_id, node=first)
             self.cli("layout", "apply", "--version", "1", node=first)
@@ -162,9 +145,9 @@ class Garage:
     # --- buckets and keys ---
     def create_bucket(self, name):
         # The layout reaches every node asynchronously: retry until the quorum takes it.
-        poll(lambda: self.cli("bucket", "create", name, check=False).returncode == 0
-             or "already exists" in self.cli("bucket", "info", name, check=False).stdout,
-             what=f"bucket {name}")
+        wait_until(lambda: self.cli("bucket", "create", name, check=False).returncode == 0
+                   or "already exists" in self.cli("bucket", "info", name, check=False).stdout,
+                   what=f"bucket {name}", **WAIT)
 
     def create_key(self, name):
         """A new key: (key id, secret)."""

@@ -7,20 +7,21 @@ import time
 _HANDED_OUT = set()
 
 
-def free_port():
-    """A port free now and never handed out before in this session: servers bind
-    later, so two calls in a row must not return the same port."""
+def free_port(host="127.0.0.1"):
+    """A port free now on `host` and never handed out before in this session: servers
+    bind later, so two calls in a row must not return the same port."""
     while True:
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
+            s.bind((host, 0))
             port = s.getsockname()[1]
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port
 
 
-def wait_until(check, timeout=30.0, what="condition"):
-    """Polls `check` until it returns truthy; fails after `timeout` seconds."""
+def wait_until(check, timeout=30.0, what="condition", interval=0.05):
+    """Polls `check` every `interval` seconds until it returns truthy; fails after
+    `timeout` seconds, naming the last error."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -30,7 +31,7 @@ def wait_until(check, timeout=30.0, what="condition"):
                 return result
         except Exception as e:  # noqa: BLE001 - remember why it is not ready yet
             last = e
-        time.sleep(0.05)
+        time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}: {last}")
 
 
