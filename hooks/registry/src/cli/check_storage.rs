@@ -3,8 +3,8 @@
 //! (the same codes and output shape as `check-upstream`).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
+use crate::cli::{duration, Zero};
 use crate::storage::{check, Spec, DEFAULT_ROOT_DIRECTORY};
 
 /// Arguments of `check-storage`.
@@ -67,18 +67,6 @@ fn key_file(flag: &str, path: &PathBuf) -> Result<String, String> {
     Ok(key)
 }
 
-/// `--flag`'s Go duration, which must be positive.
-fn parse_duration(flag: &str, s: &str) -> Result<Duration, String> {
-    let shown = crate::model::duration::quoted(s);
-    match crate::model::duration::parse(s) {
-        Ok(d) if d.is_zero() => Err(format!(
-            "{flag} {shown} is zero: give a positive Go duration such as 30s or 2m"
-        )),
-        Ok(d) => Ok(d),
-        Err(e) => Err(format!("{flag} {shown} {e}")),
-    }
-}
-
 /// Builds the check from arguments; `Err` is a usage error (exit 2).
 pub fn spec(args: &Args) -> Result<Spec, String> {
     let access_key = key_file("--access-key-file", &args.access_key_file)?;
@@ -93,14 +81,10 @@ pub fn spec(args: &Args) -> Result<Spec, String> {
     spec.root_directory = args.root_directory.clone();
     spec.force_path_style = args.force_path_style;
     spec.ca_pem = crate::cli::ca_file(args.ca_file.as_ref())?;
-    for r in &args.resolve {
-        spec.resolve.extend(
-            crate::distribution::client::parse_resolve(r).map_err(|e| format!("--resolve {e}"))?,
-        );
-    }
-    spec.budget = parse_duration("--timeout", &args.timeout)?;
+    spec.resolve.extend(crate::cli::resolve(&args.resolve)?);
+    spec.budget = duration("--timeout", &args.timeout, Zero::Refused)?;
     spec.request_timeout =
-        parse_duration("--request-timeout", &args.request_timeout)?.min(spec.budget);
+        duration("--request-timeout", &args.request_timeout, Zero::Refused)?.min(spec.budget);
     // The settings' names in the message, the flags' in the help: say both.
     spec.validate().map_err(|e| {
         e.replacen("s3.endpoint", "--endpoint (s3.endpoint)", 1)
@@ -115,13 +99,12 @@ pub fn spec(args: &Args) -> Result<Spec, String> {
 
 /// Runs the command; returns the exit code.
 pub fn run(args: &Args) -> u8 {
-    let spec = match spec(args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("check-storage: {e}");
-            return 2;
-        }
-    };
-    let report = check(&spec);
-    crate::cli::finish(&report, || report.human(), report.ok, args.json)
+    crate::cli::run(
+        "check-storage",
+        || spec(args),
+        check,
+        |r| r.human(),
+        |r| r.ok,
+        args.json,
+    )
 }

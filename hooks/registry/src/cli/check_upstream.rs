@@ -71,11 +71,7 @@ pub fn spec(args: &Args) -> Result<Spec, String> {
         .iter()
         .map(|i| Image::parse(i).map_err(|e| format!("--image: {e}")))
         .collect::<Result<_, _>>()?;
-    for r in &args.resolve {
-        spec.resolve.extend(
-            crate::distribution::client::parse_resolve(r).map_err(|e| format!("--resolve {e}"))?,
-        );
-    }
+    spec.resolve.extend(crate::cli::resolve(&args.resolve)?);
     spec.concurrency = args.concurrency as usize;
     spec.budget = duration("--timeout", &args.timeout, Zero::Refused)?;
     spec.request_timeout =

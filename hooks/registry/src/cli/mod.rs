@@ -46,6 +46,18 @@ pub fn ca_file(path: Option<&PathBuf>) -> Result<Option<String>, String> {
         .transpose()
 }
 
+/// The host → address overrides of repeated `--resolve HOST=IP[,HOST=IP]`; `Err` is a
+/// usage error (exit 2).
+pub fn resolve(flags: &[String]) -> Result<Vec<(String, std::net::IpAddr)>, String> {
+    let mut out = Vec::new();
+    for r in flags {
+        out.extend(
+            crate::distribution::client::parse_resolve(r).map_err(|e| format!("--resolve {e}"))?,
+        );
+    }
+    Ok(out)
+}
+
 /// Whether a duration argument may be zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Zero {
