@@ -209,8 +209,14 @@ def test_filling_a_detached_mirror_with_skopeo(tmp_path, converge):
     and RELEASE in place of the block's two assignment lines."""
     ip = f"127.0.84.{20 + os.getpid() % 200}"
     masters = [("m1", ip)]
+    layout = tmp_path / "bundle"
+    digest = build_layout(layout, RELEASE, b"the release image\n")
+    # The checks want every digest of the release too: here the module's own three
+    # images are the release image itself, so pushing the release completes the mirror.
     gv = tmp_path / "global.yaml"
-    gv.write_text(f"global:\n  deckhouseVersion: {RELEASE}\n")
+    own = {name: digest for name in ("distribution", "dockerAuth", "manager")}
+    gv.write_text(yaml.safe_dump({"global": {"deckhouseVersion": RELEASE,
+                                             "modulesImages": {"digests": {"embeddedRegistry": own}}}}))
     detached = {"mode": "Detached", "detached": {"storageMode": "Fs"}}
     step = iter(range(100))
 
@@ -221,8 +227,6 @@ def test_filling_a_detached_mirror_with_skopeo(tmp_path, converge):
     again()
     root = tmp_path / "host-m1"
     node_hook(tmp_path, converge.state, "m1", root)
-    layout = tmp_path / "bundle"
-    build_layout(layout, RELEASE, b"the release image\n")
     access, push = block_code("mirror-access"), block_code("mirror-skopeo")
     assignments = ["SOURCE=docker://registry.deckhouse.ru/deckhouse/ee\n", f"RELEASE={RELEASE}\n"]
     for line in assignments:

@@ -5,17 +5,33 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::CheckNeeded;
-use crate::distribution::Credentials;
+use super::{CheckNeeded, NAMES_SHOWN};
+use crate::distribution::{Credentials, Kind};
 use crate::model::switch::CheckRecord;
 use crate::model::values::Master;
 use crate::module::REGISTRY_PORT;
 use crate::upstream::{self, Checker, Image, Spec};
 
-/// The whole time a check may take, and one request's.
+/// The whole time a check of no image may take (the registry, the credentials).
 pub const BUDGET: Duration = Duration::from_secs(20);
+/// What each image adds to the budget: at the checker's 8 parallel requests this is
+/// almost half a second per image and worker, room for a `HEAD` and, for a missing
+/// image, the tag list that tells a wrong path from a missing tag.
+pub const BUDGET_PER_IMAGE: Duration = Duration::from_millis(60);
+/// The budget never grows beyond this, however long the list (the hook runs inside
+/// the module's `beforeHelm`): 60 s, reached at 667 images.
+pub const BUDGET_MAX: Duration = Duration::from_secs(60);
 /// One request's time.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The budget of a check of `images` images: [`BUDGET`] plus [`BUDGET_PER_IMAGE`] per
+/// image, at most [`BUDGET_MAX`] (a release of 340 images: 40.4 s).
+pub fn budget(images: usize) -> Duration {
+    let n = u32::try_from(images).unwrap_or(u32::MAX);
+    BUDGET
+        .saturating_add(BUDGET_PER_IMAGE.saturating_mul(n))
+        .min(BUDGET_MAX)
+}
 
 /// What a mirror check needs beside the target (unused by an upstream check).
 #[derive(Clone, Debug, Default)]
@@ -97,17 +113,20 @@ pub fn run(
             ("mirror", t.generation, spec)
         }
     };
+    spec.budget = budget(images.len());
     spec.images = images;
-    spec.budget = BUDGET;
     spec.request_timeout = REQUEST_TIMEOUT;
     Ok(record(what, generation, &checker.check(&spec), now))
 }
 
-/// A report as the switch keeps it (no password in it: the report carries none).
+/// A report as the switch keeps it (no password in it: the report carries none). When
+/// images failed, the message counts them and names the first [`NAMES_SHOWN`]
+/// ([`images_summary`]).
 pub fn record(what: &str, generation: String, report: &upstream::Report, now: i64) -> CheckRecord {
-    let (kind, message) = match &report.failure {
-        Some(f) => (upstream::kind_name(f.kind), f.message.clone()),
-        None => (
+    let (kind, message) = match (&report.failure, images_summary(report)) {
+        (Some(_), Some((kind, message))) => (upstream::kind_name(kind), message),
+        (Some(f), None) => (upstream::kind_name(f.kind), f.message.clone()),
+        (None, _) => (
             String::new(),
             format!(
                 "{} is usable ({} auth, {} image(s) found)",
@@ -125,6 +144,61 @@ pub fn record(what: &str, generation: String, report: &upstream::Report, now: i6
         message,
         since: now,
     }
+}
+
+/// The failed images of `report`, counted: `12 of 340 images missing: host/path@sha256:…,
+/// … and 7 more` for the ones the registry does not hold (`manifest-unknown`,
+/// `name-unknown`), then `3 of 340 images not checked: <the first one's failure>` for
+/// the others (denied, time budget spent, ...). The kind is the first missing image's,
+/// else the first other one's. `None` when no image failed (the failure, if any, is the
+/// registry's own and keeps its message).
+pub fn images_summary(report: &upstream::Report) -> Option<(Kind, String)> {
+    let total = report.images.len();
+    let failed: Vec<(&upstream::ImageResult, &crate::distribution::Failure)> = report
+        .images
+        .iter()
+        .filter_map(|i| i.failure.as_ref().map(|f| (i, f)))
+        .collect();
+    let absent = |k: Kind| matches!(k, Kind::ManifestUnknown | Kind::NameUnknown);
+    type Failed<'a> = Vec<(&'a upstream::ImageResult, &'a crate::distribution::Failure)>;
+    let (missing, other): (Failed, Failed) = failed.into_iter().partition(|(_, f)| absent(f.kind));
+    let kind = missing.first().or(other.first())?.1.kind;
+    // `registry` is `scheme://host/path`: images are shown as `host/` + their name.
+    let host = report
+        .registry
+        .split_once("://")
+        .map_or(report.registry.as_str(), |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        let mut names: Vec<String> = missing
+            .iter()
+            .take(NAMES_SHOWN)
+            .map(|(i, _)| format!("{host}/{}", i.image))
+            .collect();
+        if missing.len() > NAMES_SHOWN {
+            names.push(format!("and {} more", missing.len() - NAMES_SHOWN));
+        }
+        let mut part = format!(
+            "{} of {total} images missing: {}",
+            missing.len(),
+            names.join(", ")
+        );
+        if missing[0].1.kind == Kind::NameUnknown {
+            part.push_str(&format!(" ({})", missing[0].1.message));
+        }
+        parts.push(part);
+    }
+    if let Some((_, f)) = other.first() {
+        parts.push(format!(
+            "{} of {total} images not checked: {}",
+            other.len(),
+            f.message
+        ));
+    }
+    Some((kind, parts.join("; ")))
 }
 
 #[cfg(test)]
@@ -212,5 +286,186 @@ mod tests {
             1,
         );
         assert_eq!(err.unwrap_err(), CheckError::NoProxySettings);
+    }
+
+    /// A registry holding every image but those whose reference starts with
+    /// `sha256:f`; it records the spec it was given.
+    #[derive(Default)]
+    struct Holds(RefCell<Option<Spec>>);
+
+    impl Checker for Holds {
+        fn check(&self, spec: &Spec) -> upstream::Report {
+            use crate::distribution::Failure;
+            *self.0.borrow_mut() = Some(spec.clone());
+            let images: Vec<upstream::ImageResult> = spec
+                .images
+                .iter()
+                .map(|i| {
+                    let image = format!("{}@{}", i.repository(&spec.path), i.reference);
+                    let failure = i.reference.starts_with("sha256:f").then(|| {
+                        Failure::new(Kind::ManifestUnknown, format!("{image}: not there"))
+                    });
+                    upstream::ImageResult {
+                        image,
+                        ok: failure.is_none(),
+                        digest: None,
+                        failure,
+                    }
+                })
+                .collect();
+            let failure = images.iter().find_map(|i| i.failure.clone());
+            upstream::Report {
+                ok: failure.is_none(),
+                registry: format!("https://{}/{}", spec.host, spec.path.trim_matches('/')),
+                auth: "bearer".into(),
+                failure,
+                images,
+                requests: 1,
+                token_requests: 1,
+                elapsed_ms: 0,
+            }
+        }
+    }
+
+    fn proxy_target() -> RegistryTarget {
+        RegistryTarget::new(
+            Mode::Proxy,
+            Some(crate::model::switch::ProxyTarget {
+                scheme: "https".into(),
+                host: "up.example:5000".into(),
+                path: "/deckhouse/ee".into(),
+                user: Some("puller".into()),
+                password: Some("the-Pa55word".into()),
+                ca: None,
+                ttl: "1h".into(),
+            }),
+            vec!["m1".into()],
+            b"k",
+        )
+    }
+
+    fn digests(first: char, n: usize) -> Vec<Image> {
+        (0..n)
+            .map(|i| Image {
+                name: String::new(),
+                reference: format!("sha256:{first}{i:063x}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_release_of_340_images_gets_a_scaled_budget_and_a_count_of_the_missing() {
+        let mut images = digests('0', 328);
+        images.extend(digests('f', 12));
+        let checker = Holds::default();
+        let r = run(
+            &checker,
+            CheckNeeded::Upstream(proxy_target()),
+            images,
+            MirrorInputs::default(),
+            3,
+        )
+        .unwrap();
+        let spec = checker.0.borrow().clone().unwrap();
+        assert_eq!(spec.images.len(), 340);
+        assert_eq!(spec.budget, Duration::from_millis(40_400));
+        assert_eq!(spec.request_timeout, REQUEST_TIMEOUT);
+        assert_eq!((r.ok, r.kind.as_str()), (false, "manifest-unknown"));
+        let first = format!("up.example:5000/deckhouse/ee@sha256:f{:063x}", 0);
+        let fifth = format!("up.example:5000/deckhouse/ee@sha256:f{:063x}", 4);
+        assert!(
+            r.message
+                .starts_with(&format!("12 of 340 images missing: {first}, ")),
+            "{}",
+            r.message
+        );
+        assert!(
+            r.message.ends_with(&format!("{fifth}, and 7 more")),
+            "{}",
+            r.message
+        );
+        assert!(!r.message.contains("Pa55word"));
+
+        // All there: usable, with the count.
+        let r = run(
+            &Holds::default(),
+            CheckNeeded::Upstream(proxy_target()),
+            digests('0', 340),
+            MirrorInputs::default(),
+            4,
+        )
+        .unwrap();
+        assert!(
+            r.ok && r.message.contains("340 image(s) found"),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn the_budget_grows_with_the_list_up_to_its_cap() {
+        assert_eq!(budget(0), BUDGET);
+        assert_eq!(budget(1), Duration::from_millis(20_060));
+        assert_eq!(budget(400), Duration::from_secs(44));
+        assert_eq!(budget(666), Duration::from_millis(59_960));
+        assert_eq!(budget(667), BUDGET_MAX);
+        assert_eq!(budget(100_000), BUDGET_MAX);
+        assert_eq!(budget(usize::MAX), BUDGET_MAX);
+    }
+
+    #[test]
+    fn images_not_checked_are_counted_apart_from_the_missing_ones() {
+        use crate::distribution::Failure;
+        let result = |image: &str, failure: Option<Failure>| upstream::ImageResult {
+            image: image.into(),
+            ok: failure.is_none(),
+            digest: None,
+            failure,
+        };
+        let images = vec![
+            result("p@sha256:1", None),
+            result(
+                "p@sha256:2",
+                Some(Failure::new(
+                    Kind::Timeout,
+                    "p@sha256:2: the time budget is spent",
+                )),
+            ),
+            result(
+                "p@sha256:3",
+                Some(Failure::new(Kind::ManifestUnknown, "p@sha256:3: gone")),
+            ),
+            result(
+                "p@sha256:4",
+                Some(Failure::new(
+                    Kind::Timeout,
+                    "p@sha256:4: the time budget is spent",
+                )),
+            ),
+        ];
+        let report = upstream::Report {
+            ok: false,
+            registry: "http://127.0.0.1:5000/p".into(),
+            auth: "anonymous".into(),
+            failure: images[1].failure.clone(),
+            images,
+            requests: 4,
+            token_requests: 0,
+            elapsed_ms: 1,
+        };
+        let (kind, message) = images_summary(&report).unwrap();
+        assert_eq!(kind, Kind::ManifestUnknown);
+        assert_eq!(
+            message,
+            "1 of 4 images missing: 127.0.0.1:5000/p@sha256:3; 2 of 4 images not checked: p@sha256:2: the time budget is spent"
+        );
+        // A failure of the registry itself keeps its own message.
+        let bare = upstream::Report {
+            images: vec![],
+            ..report
+        };
+        assert!(images_summary(&bare).is_none());
+        let r = record("upstream", "g".into(), &bare, 1);
+        assert_eq!(r.message, "p@sha256:2: the time budget is spent");
     }
 }

@@ -21,6 +21,7 @@ pub mod check;
 pub mod desired;
 pub mod fleet;
 pub mod pull_secret;
+pub mod release;
 
 use fleet::first;
 pub use fleet::{

@@ -15,7 +15,8 @@ use crate::distribution::client::{read_body, Body, MANIFEST_ACCEPT};
 use crate::distribution::{Auth, Client, Credentials, Endpoint, Failure, Kind};
 
 /// An image to check: a repository relative to the upstream path, and a tag or digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Ordered by name, then reference (a release list sorts with it).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Image {
     /// Repository below the path; empty for the path's own repository.
     pub name: String,

@@ -11,6 +11,7 @@ use crate::model::switch::{CheckRecord, Recheck, SwitchValues};
 use crate::model::values::Master;
 use crate::module::MODULE_KEY;
 use crate::switch::check::MirrorInputs;
+use crate::switch::release::{self, Global};
 use crate::switch::{self, CheckNeeded};
 use crate::upstream::{Checker, Image};
 
@@ -73,22 +74,23 @@ pub(super) fn set_check_metric(input: &mut HookInput, c: &CheckRecord) {
     }
 }
 
-/// The release image the cluster runs, when `global.deckhouseVersion` is a release tag.
+/// The images of the running release ([`release::wanted_images`]); the digests left
+/// out as invalid are named in one warning (at most five, escaped).
 pub(super) fn release_images(input: &HookInput) -> anyhow::Result<Vec<Image>> {
-    let version: Option<String> = input.values.get_as("global.deckhouseVersion")?;
-    Ok(version
-        .filter(|v| {
-            v.starts_with('v')
-                && v[1..].split('.').count() == 3
-                && v[1..].split('.').all(|p| p.parse::<u64>().is_ok())
-        })
-        .map(|v| {
-            vec![Image {
-                name: String::new(),
-                reference: v,
-            }]
-        })
-        .unwrap_or_default())
+    let global: Global = input.values.get_as("global")?.unwrap_or_default();
+    let invalid = release::invalid_digests(&global);
+    if !invalid.is_empty() {
+        let shown: Vec<String> = invalid
+            .iter()
+            .take(switch::NAMES_SHOWN)
+            .map(|n| crate::untrusted::shown(n))
+            .collect();
+        input.log.warn(
+            "global.modulesImages.digests: entries that are not sha256:<64 hex digits> are left out of the check",
+            &[("count", json!(invalid.len())), ("entries", json!(shown))],
+        );
+    }
+    Ok(release::wanted_images(&global))
 }
 
 /// Runs the check `need` asks for through `checker`, with what it needs from the
@@ -117,4 +119,146 @@ pub(super) fn run_check(
         },
     };
     Ok(switch::check::run(checker, need, images, mirror, now)?)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The release list through the hook: global values in, the checker's spec and the
+    //! switch's recorded check out. The cluster is built from YAML through the hook's
+    //! own bindings ([`HookTest::cluster_state`]); the checker is a fake.
+
+    use hook_sdk::testing::{HookTest, TestOutput};
+    use serde_json::{json, Value};
+
+    use crate::distribution::{Failure, Kind};
+    use crate::module::{NAMESPACE, PULL_SECRET};
+    use crate::upstream::{Checker, ImageResult, Report, Spec};
+
+    /// An upstream that holds every image except the digests starting `sha256:f`,
+    /// and names what it was asked in its `registry` (images, budget).
+    struct Upstream;
+
+    impl Checker for Upstream {
+        fn check(&self, spec: &Spec) -> Report {
+            let images: Vec<ImageResult> = spec
+                .images
+                .iter()
+                .map(|i| {
+                    let image = format!("{}@{}", i.repository(&spec.path), i.reference);
+                    let failure = i.reference.starts_with("sha256:f").then(|| {
+                        Failure::new(Kind::ManifestUnknown, format!("{image}: not there"))
+                    });
+                    ImageResult {
+                        image,
+                        ok: failure.is_none(),
+                        digest: None,
+                        failure,
+                    }
+                })
+                .collect();
+            let failure = images.iter().find_map(|i| i.failure.clone());
+            Report {
+                ok: failure.is_none(),
+                registry: format!("{}://{}{}", spec.scheme, spec.host, spec.path),
+                auth: "bearer".into(),
+                failure,
+                images,
+                requests: 0,
+                token_requests: 0,
+                elapsed_ms: spec.budget.as_millis() as u64,
+            }
+        }
+    }
+
+    fn handle(input: &mut hook_sdk::HookInput) -> anyhow::Result<()> {
+        super::super::handle_with(input, &Upstream)
+    }
+
+    fn digest(first: char, i: usize) -> String {
+        format!("sha256:{first}{i:063x}")
+    }
+
+    /// A beforeHelm run switching Direct → Proxy with `global` as the global values.
+    fn switch_to_proxy(global: Value) -> TestOutput {
+        let b64 = crate::secrets::b64;
+        let pull = format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {PULL_SECRET}\n  namespace: {NAMESPACE}\ntype: Opaque\ndata:\n  address: {}\n  path: {}\n",
+            b64("registry.example.com"),
+            b64("/deckhouse/ee"),
+        );
+        let values = json!({
+            "global": global,
+            "embeddedRegistry": {
+                "mode": "Proxy",
+                "proxy": {"host": "registry.example.com", "path": "/deckhouse/ee",
+                          "user": "puller", "password": "the-Pa55word"},
+                "internal": {"masters": [{"name": "m1", "internalIP": "10.0.0.1"}],
+                             "pki": {"httpSecret": "k"}},
+            },
+        });
+        HookTest::new()
+            .values(values)
+            .lifecycle("beforeHelm")
+            .cluster_state(&pull)
+            .run(&hook_sdk::Hook::new(super::super::hook().config, handle))
+            .expect("the hook runs")
+    }
+
+    fn check(out: &TestOutput) -> Value {
+        out.values["embeddedRegistry"]["internal"]["switch"]["check"].clone()
+    }
+
+    #[test]
+    fn the_check_asks_for_every_digest_and_the_release_and_counts_the_missing() {
+        let mut digests = serde_json::Map::new();
+        for i in 0..328 {
+            digests.insert(format!("image{i}"), json!(digest('0', i)));
+        }
+        for i in 0..12 {
+            digests.insert(format!("late{i}"), json!(digest('f', i)));
+        }
+        // The same digest under two names is asked once; a bad one is left out.
+        digests.insert("again".into(), json!(digest('0', 0)));
+        digests.insert("broken".into(), json!("sha256:123"));
+        let global = json!({
+            "deckhouseVersion": "v1.65.3",
+            "modulesImages": {"registry": {"base": "registry.example.com/deckhouse/ee"},
+                              "digests": {"modA": digests}},
+        });
+        let out = switch_to_proxy(global);
+        let c = check(&out);
+        assert_eq!(
+            (c["what"].as_str(), c["ok"].as_bool(), c["kind"].as_str()),
+            (Some("upstream"), Some(false), Some("manifest-unknown")),
+            "{c}"
+        );
+        let message = c["message"].as_str().unwrap();
+        let first = format!("registry.example.com/deckhouse/ee@{}", digest('f', 0));
+        assert!(
+            message.starts_with(&format!("12 of 341 images missing: {first}, ")),
+            "{message}"
+        );
+        assert!(message.ends_with(", and 7 more"), "{message}");
+        let text = serde_json::to_string(&out.values).unwrap();
+        assert!(!text.replace("\"the-Pa55word\"", "").contains("Pa55word"));
+
+        // Every digest there: the check passes and counts them with the release.
+        let global = json!({
+            "deckhouseVersion": "v1.65.3",
+            "modulesImages": {"digests": {"modA": {"a": digest('0', 1), "b": digest('0', 2)}}},
+        });
+        let c = check(&switch_to_proxy(global));
+        assert_eq!(c["ok"], json!(true), "{c}");
+        assert!(
+            c["message"].as_str().unwrap().contains("3 image(s) found"),
+            "{c}"
+        );
+    }
+
+    #[test]
+    fn only_a_release_tag_still_checks_that_one_image() {
+        let c = check(&switch_to_proxy(json!({"deckhouseVersion": "v1.65.3"})));
+        assert_eq!(c["ok"], json!(true), "{c}");
+        assert!(c["message"].as_str().unwrap().contains("1 image(s) found"));
+    }
 }
