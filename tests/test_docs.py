@@ -157,7 +157,7 @@ def test_configuration_names_every_setting(page):
     missing = [p for p in paths if f"`{p}`" not in text]
     assert not missing, f"{page} does not name: {missing}"
     # And names no setting that does not exist (a renamed one would linger).
-    named = set(re.findall(r"`((?:proxy|detached|certificates)\.[A-Za-z.]+)`", text))
+    named = set(re.findall(r"`((?:proxy|detached|certificates)\.[A-Za-z0-9.]+)`", text))
     assert named <= set(paths), f"{page} names unknown settings: {sorted(named - set(paths))}"
 
 

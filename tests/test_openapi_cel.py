@@ -149,6 +149,8 @@ def converge_verdict(tmp_path, settings, name="mc.yaml"):
 
 # --- the cases ----------------------------------------------------------------------------
 
+S3 = {"endpoint": "https://s3.example.com:3900", "region": "garage", "bucket": "registry", "accessKey": "GK1", "secretKey": "sk"}
+
 # Every branch of settings::check (the Rust unit test's cases and the rest).
 CROSS_FIELD = [
     {"mode": "Proxy"},
@@ -171,6 +173,24 @@ CROSS_FIELD = [
     {"mode": "Direct", "proxy": {"user": "u"}, "highAvailability": True},
     {"mode": "Proxy", "proxy": {"host": "h", "ttl": "7d"}},
     {"mode": "Detached", "detached": {"rotation": {"minAge": "99999999999999999999h"}}},
+    # S3 (issue 16): s3 exactly with storageMode S3, its required fields, the endpoint's
+    # scheme, and highAvailability with Detached on S3.
+    {"mode": "Detached", "detached": {"storageMode": "S3"}},
+    {"mode": "Proxy", "proxy": {"host": "h", "storageMode": "S3"}},
+    {"mode": "Detached", "detached": {"s3": S3}},
+    {"mode": "Proxy", "proxy": {"host": "h", "storageMode": "Fs", "s3": S3}},
+    {"mode": "Detached", "detached": {"storageMode": "S3", "s3": S3}, "highAvailability": True},
+    {"mode": "Detached", "detached": {"storageMode": "Fs"}, "highAvailability": True},
+    {"mode": "Proxy", "proxy": {"host": "h", "storageMode": "S3", "s3": S3}},
+    {"mode": "Direct", "detached": {"storageMode": "S3"}},
+    *[{"mode": m, sec: dict({"host": "h"} if sec == "proxy" else {}, storageMode="S3",
+                            s3={k: v for k, v in S3.items() if k != gone})}
+      for m, sec in (("Proxy", "proxy"), ("Detached", "detached"))
+      for gone in ("endpoint", "region", "bucket", "accessKey", "secretKey")],
+    *[{"mode": m, sec: dict({"host": "h"} if sec == "proxy" else {}, storageMode="S3",
+                            s3=dict(S3, endpoint="s3.example.com:3900"))}
+      for m, sec in (("Proxy", "proxy"), ("Detached", "detached"))],
+    {"mode": "Detached", "detached": {"storageMode": "S3", "s3": "https://GK1:sk@s3.example.com"}},
 ]
 
 

@@ -239,6 +239,9 @@ def test_invalid_bcrypt_hash_is_recomputed_and_the_password_kept(tmp_path):
 PROXY = {"mode": "Proxy", "proxy": {"host": "registry.example.com", "path": "/deckhouse/ee",
                                     "user": "puller", "password": "Pr0xyPa55-d0-not-print"}}
 
+S3_SETTINGS = {"endpoint": "https://s3.example.com:3900", "region": "garage", "bucket": "registry",
+               "accessKey": "GK31c2f218a2e44f485b94239e", "secretKey": "Pr0xyPa55-d0-not-print"}
+
 CONVERGE_CATALOGUE = [
     pytest.param({"mode": "Proxy", "proxy": {"path": "/deckhouse/ee"}}, "spec.settings.proxy.host", id="Proxy without host"),
     pytest.param({"mode": "Proxy", "proxy": {"host": "h", "user": "u"}}, "spec.settings.proxy.password",
@@ -269,6 +272,20 @@ CONVERGE_CATALOGUE = [
                  id="proxy in Direct mode holding a secret"),
     pytest.param({"mode": "Detached", "detached": {"storageMode": "Fs\nPr0xyPa55-d0-not-print"}},
                  "spec.settings.detached.storageMode", id="enum value with a newline"),
+    # S3 (issue 16): the secret key is never echoed, whatever is wrong around it.
+    pytest.param({"mode": "Detached", "detached": {"storageMode": "Fs", "s3": dict(S3_SETTINGS)}},
+                 "spec.settings.detached.s3", id="s3 without storageMode S3"),
+    pytest.param({"mode": "Detached", "detached": {"storageMode": "S3", "s3": dict(S3_SETTINGS, secretKey=7)}},
+                 "spec.settings.detached.s3.secretKey", id="secret key of the wrong type"),
+    pytest.param({"mode": "Detached", "detached": {"storageMode": "S3",
+                                                   "s3": dict(S3_SETTINGS, endpoint="Pr0xyPa55-d0-not-print")}},
+                 "spec.settings.detached.s3.endpoint", id="endpoint without a scheme"),
+    pytest.param({"mode": "Proxy", "proxy": {"host": "h", "storageMode": "S3",
+                                             "s3": dict(S3_SETTINGS, bucket="Bad_Bucket")}},
+                 "spec.settings.proxy.s3.bucket", id="bucket name S3 refuses"),
+    pytest.param({"mode": "Detached", "detached": {"storageMode": "S3",
+                                                   "s3": {k: v for k, v in S3_SETTINGS.items() if k != "region"}}},
+                 "spec.settings.detached.s3.region", id="s3 without region"),
 ]
 
 

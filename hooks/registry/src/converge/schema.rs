@@ -114,7 +114,7 @@ impl Schema {
             field.push('.');
             field.push_str(&seg.replace("~1", "/").replace("~0", "~"));
         }
-        let secret = path.split('/').any(|s| s == "password");
+        let secret = path.split('/').any(|s| s == "password" || s == "secretKey");
         // jsonschema's messages start with the value itself: replaced by what it is, so
         // that no value (a password in a mistyped `proxy`, control characters) is echoed.
         let value = e.instance().to_string();

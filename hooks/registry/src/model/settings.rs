@@ -61,9 +61,53 @@ pub struct ProxySettings {
     /// switches between pulling through and serving its cache alone.
     #[serde(default = "default_upstream_hysteresis")]
     pub upstream_hysteresis: GoDuration,
-    /// `Fs`.
+    /// `Fs` or `S3`.
     #[serde(default = "fs")]
     pub storage_mode: String,
+    /// The bucket, with `storage_mode: S3`.
+    #[serde(default)]
+    pub s3: Option<S3Settings>,
+}
+
+/// `proxy.s3` / `detached.s3`: the S3 bucket the registry stores its data in, with
+/// `storageMode: S3`. Required fields are checked by [`check`] before this is read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Settings {
+    /// The S3 API URL with its scheme (`https://s3.example.com:3900`).
+    #[serde(default)]
+    pub endpoint: String,
+    /// The bucket's region (Garage: its `s3_region`).
+    #[serde(default)]
+    pub region: String,
+    /// The bucket.
+    #[serde(default)]
+    pub bucket: String,
+    /// The key prefix under which the registry keeps its data (default `/embedded-registry`).
+    #[serde(default = "default_root_directory")]
+    pub root_directory: String,
+    /// Access key ID.
+    #[serde(default)]
+    pub access_key: String,
+    /// Secret access key: never logged, echoed or hashed into a shown value.
+    #[serde(default)]
+    pub secret_key: String,
+    /// PEM CA bundle of the endpoint, when it is not publicly trusted.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// Path-style requests (`https://host/bucket/key`; default `true`).
+    #[serde(default = "yes")]
+    pub force_path_style: bool,
+}
+
+/// `s3.rootDirectory` when not set.
+pub const DEFAULT_S3_ROOT_DIRECTORY: &str = "/embedded-registry";
+
+fn default_root_directory() -> String {
+    DEFAULT_S3_ROOT_DIRECTORY.into()
+}
+fn yes() -> bool {
+    true
 }
 
 fn https() -> String {
@@ -83,9 +127,12 @@ fn fs() -> String {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DetachedSettings {
-    /// `Fs`.
+    /// `Fs` or `S3`.
     #[serde(default = "fs")]
     pub storage_mode: String,
+    /// The bucket, with `storage_mode: S3`.
+    #[serde(default)]
+    pub s3: Option<S3Settings>,
     /// Rotation of old releases.
     #[serde(default)]
     pub rotation: Rotation,
@@ -137,7 +184,7 @@ pub struct Settings {
     /// Detached mode settings.
     #[serde(default)]
     pub detached: Option<DetachedSettings>,
-    /// HA override (Proxy only).
+    /// HA override (Proxy, or Detached on S3).
     #[serde(default)]
     pub high_availability: Option<bool>,
     /// How long a Ready node may take to acknowledge a mirror configuration before it
@@ -245,10 +292,18 @@ pub fn check(settings: &Value) -> Result<(), FieldError> {
             &format!("is allowed only with mode Detached (mode is {mode}): remove detached or set mode: Detached"),
         ));
     }
-    if has("highAvailability") && mode != "Proxy" {
+    let detached_on_s3 = settings
+        .pointer("/detached/storageMode")
+        .is_some_and(|m| m == "S3");
+    if has("highAvailability") && mode != "Proxy" && !(mode == "Detached" && detached_on_s3) {
+        let fix = if mode == "Detached" {
+            "remove highAvailability or set detached.storageMode: S3"
+        } else {
+            "remove highAvailability"
+        };
         return Err(err(
             "highAvailability",
-            &format!("is allowed only with mode Proxy (mode is {mode}): remove highAvailability"),
+            &format!("is allowed only with mode Proxy, or Detached with detached.storageMode S3 (mode is {mode}): {fix}"),
         ));
     }
     if let Some(proxy) = obj.get("proxy").and_then(Value::as_object) {
@@ -275,11 +330,74 @@ pub fn check(settings: &Value) -> Result<(), FieldError> {
             _ => {}
         }
     }
+    for section in ["proxy", "detached"] {
+        if let Some(obj) = settings.get(section).and_then(Value::as_object) {
+            check_s3(section, obj)?;
+        }
+    }
     for (pointer, field, example) in DURATIONS {
         if let Some(text) = settings.pointer(pointer).and_then(Value::as_str) {
             if let Err(e) = crate::model::duration::parse(text) {
                 return Err(err(field, &format!("{text:?} {e}; e.g. {example}")));
             }
+        }
+    }
+    Ok(())
+}
+
+/// The fields `s3` must hold, each with what it is (no value is ever echoed: one of
+/// them is the secret key).
+const S3_REQUIRED: [(&str, &str); 5] = [
+    (
+        "endpoint",
+        "the S3 API URL with its scheme, e.g. https://s3.example.com:3900",
+    ),
+    ("region", "the bucket's region (Garage: its s3_region)"),
+    ("bucket", "the bucket's name"),
+    (
+        "accessKey",
+        "the access key ID of a key with read and write on the bucket",
+    ),
+    ("secretKey", "the secret of accessKey"),
+];
+
+/// The S3 rules of `section` (`proxy` or `detached`): `s3` with `storageMode: S3` and
+/// only then, its required fields, and an endpoint that says its scheme.
+fn check_s3(section: &str, obj: &serde_json::Map<String, Value>) -> Result<(), FieldError> {
+    let on_s3 = obj.get("storageMode").is_some_and(|m| m == "S3");
+    let s3 = obj.get("s3").filter(|v| !v.is_null());
+    match (on_s3, s3) {
+        (true, None) => {
+            return Err(err(
+                &format!("{section}.s3"),
+                &format!("is required when {section}.storageMode is S3: add s3 with endpoint, region, bucket, accessKey and secretKey"),
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(err(
+                &format!("{section}.s3"),
+                &format!("is allowed only with {section}.storageMode S3: remove s3 or set storageMode: S3"),
+            ))
+        }
+        _ => {}
+    }
+    let Some(s3) = s3.and_then(Value::as_object) else {
+        return Ok(());
+    };
+    for (key, what) in S3_REQUIRED {
+        if s3.get(key).is_none_or(Value::is_null) {
+            return Err(err(
+                &format!("{section}.s3.{key}"),
+                &format!("is required: {what}"),
+            ));
+        }
+    }
+    if let Some(endpoint) = s3.get("endpoint").and_then(Value::as_str) {
+        if !endpoint.starts_with("https://") && !endpoint.starts_with("http://") {
+            return Err(err(
+                &format!("{section}.s3.endpoint"),
+                "needs its scheme: write https://HOST[:PORT] (or http://HOST[:PORT] for clear text)",
+            ));
         }
     }
     Ok(())
@@ -331,6 +449,38 @@ mod tests {
                 json!({"mode": "Detached", "detached": {"rotation": {"minAge": "99999999999999999999h"}}}),
                 "spec.settings.detached.rotation.minAge",
             ),
+            (
+                json!({"mode": "Detached", "detached": {"storageMode": "S3"}}),
+                "spec.settings.detached.s3",
+            ),
+            (
+                json!({"mode": "Detached", "detached": {"storageMode": "Fs", "s3": s3()}}),
+                "spec.settings.detached.s3",
+            ),
+            (
+                json!({"mode": "Proxy", "proxy": {"host": "h", "s3": s3()}}),
+                "spec.settings.proxy.s3",
+            ),
+            (
+                json!({"mode": "Proxy", "proxy": {"host": "h", "storageMode": "S3"}}),
+                "spec.settings.proxy.s3",
+            ),
+            (
+                json!({"mode": "Detached", "detached": {"storageMode": "S3", "s3": without("secretKey")}}),
+                "spec.settings.detached.s3.secretKey",
+            ),
+            (
+                json!({"mode": "Proxy", "proxy": {"host": "h", "storageMode": "S3", "s3": without("endpoint")}}),
+                "spec.settings.proxy.s3.endpoint",
+            ),
+            (
+                json!({"mode": "Detached", "detached": {"storageMode": "S3", "s3": with("endpoint", "s3.example.com:3900")}}),
+                "spec.settings.detached.s3.endpoint",
+            ),
+            (
+                json!({"mode": "Detached", "detached": {"storageMode": "Fs"}, "highAvailability": true}),
+                "spec.settings.highAvailability",
+            ),
         ];
         for (settings, field) in cases {
             let e = check(&settings).unwrap_err();
@@ -341,6 +491,51 @@ mod tests {
         )
         .is_ok());
         assert!(check(&json!({})).is_ok());
+        for ok in [
+            json!({"mode": "Detached", "detached": {"storageMode": "S3", "s3": s3()}, "highAvailability": true}),
+            json!({"mode": "Proxy", "proxy": {"host": "h", "storageMode": "S3", "s3": with("endpoint", "http://127.0.0.1:3900")}}),
+        ] {
+            assert!(check(&ok).is_ok(), "{ok}");
+        }
+    }
+
+    fn s3() -> Value {
+        json!({"endpoint": "https://s3.example.com:3900", "region": "garage", "bucket": "registry",
+               "accessKey": "GK1", "secretKey": "S3cr3t-d0-not-print"})
+    }
+
+    fn without(key: &str) -> Value {
+        let mut v = s3();
+        v.as_object_mut().unwrap().remove(key);
+        v
+    }
+
+    fn with(key: &str, value: &str) -> Value {
+        let mut v = s3();
+        v[key] = json!(value);
+        v
+    }
+
+    #[test]
+    fn s3_errors_never_show_the_secret_key() {
+        let cases = [
+            json!({"mode": "Detached", "detached": {"storageMode": "Fs", "s3": s3()}}),
+            json!({"mode": "Detached", "detached": {"storageMode": "S3", "s3": without("bucket")}}),
+            json!({"mode": "Detached", "detached": {"storageMode": "S3", "s3": with("endpoint", "S3cr3t-d0-not-print")}}),
+        ];
+        for c in cases {
+            let e = check(&c).unwrap_err().to_string();
+            assert!(!e.contains("S3cr3t"), "{e}");
+        }
+        let s: Settings = serde_json::from_value(
+            json!({"mode": "Detached", "detached": {"storageMode": "S3", "s3": s3()}}),
+        )
+        .unwrap();
+        let b = s.detached.unwrap().s3.unwrap();
+        assert_eq!(
+            (b.root_directory.as_str(), b.force_path_style, b.ca),
+            (DEFAULT_S3_ROOT_DIRECTORY, true, None)
+        );
     }
 
     #[test]
