@@ -53,6 +53,37 @@ server = {{ printf "https://%s" .address | toJson }}
 {{- define "embedded_registry.token_issuer" -}}embedded-registry-auth{{- end -}}
 {{- define "embedded_registry.token_service" -}}embedded-registry{{- end -}}
 
+{{- /* The S3 settings of the registry the masters run (module values): the `s3` object
+       of `proxy` or `detached` when its storageMode is S3, as JSON; empty otherwise. */ -}}
+{{- define "embedded_registry.s3" -}}
+{{- $r := (.internal.switch | default dict).registry | default dict -}}
+{{- $section := dict -}}
+{{- if eq (toString $r.mode) "Proxy" }}{{ $section = .proxy | default dict }}{{ end -}}
+{{- if eq (toString $r.mode) "Detached" }}{{ $section = .detached | default dict }}{{ end -}}
+{{- if and (eq (toString $section.storageMode) "S3") $section.s3 -}}
+{{- toJson $section.s3 -}}
+{{- else -}}
+{}
+{{- end -}}
+{{- end -}}
+
+{{- /* The CA bundle distribution trusts instead of the system roots (SSL_CERT_FILE; never
+       AWS_CA_BUNDLE, which makes distribution's S3 driver panic at start): proxy.ca and
+       the S3 endpoint's CA, one after the other; empty when neither is set. (dict "v"
+       module values) */ -}}
+{{- define "embedded_registry.ca_bundle" -}}
+{{- $v := .v -}}
+{{- $out := "" -}}
+{{- $proxy := $v.internal.switch.registry.proxy | default dict -}}
+{{- if $proxy.ca }}{{ $out = $proxy.ca }}{{ end -}}
+{{- $s3 := include "embedded_registry.s3" $v | fromJson -}}
+{{- if $s3.ca -}}
+{{- if and $out (not (hasSuffix "\n" $out)) }}{{ $out = printf "%s\n" $out }}{{ end -}}
+{{- $out = printf "%s%s" $out $s3.ca -}}
+{{- end -}}
+{{- $out -}}
+{{- end -}}
+
 {{- /* distribution's configuration for one master: (dict "m" master "v" module values
        ["cacheOnly" true]). The cache-only variant of a Proxy registry (the node hook
        installs it while the upstream does not answer) serves what the cache holds and
@@ -60,15 +91,38 @@ server = {{ printf "https://%s" .address | toJson }}
        unreachable, and its TTL scheduler would expire content), read-only storage. */ -}}
 {{- define "embedded_registry.distribution_config" -}}
 {{- $m := .m -}}{{- $v := .v -}}{{- $pki := include "embedded_registry.pki_dir" . -}}
+{{- $s3 := include "embedded_registry.s3" $v | fromJson -}}
 version: 0.1
 log:
   level: info
   formatter: json
 storage:
+  {{- if $s3.bucket }}
+  {{- $root := $s3.rootDirectory | default "/embedded-registry" | trimSuffix "/" }}
+  {{- if eq $v.internal.switch.registry.mode "Proxy" }}
+  {{- /* Proxies keep their TTL scheduler's state in the storage and expire blobs
+         globally (distribution #3251, #2367): each master gets its own root. */}}
+  {{- $root = printf "%s/%s" $root $m.name }}
+  {{- end }}
+  s3:
+    regionendpoint: {{ $s3.endpoint | quote }}
+    region: {{ $s3.region | quote }}
+    bucket: {{ $s3.bucket | quote }}
+    rootdirectory: {{ $root | quote }}
+    accesskey: {{ $s3.accessKey | quote }}
+    secretkey: {{ $s3.secretKey | quote }}
+    forcepathstyle: {{ ne (toString $s3.forcePathStyle) "false" }}
+    secure: {{ hasPrefix "https://" $s3.endpoint }}
+    v4auth: true
+  {{- else }}
   filesystem:
     rootdirectory: {{ include "embedded_registry.data_dir" . }}
+  {{- end }}
   delete:
     enabled: true
+  {{- /* Blobs are always served through the registry: with S3, distribution would
+         otherwise answer 307 to a presigned S3 URL, and every node would need to reach
+         and trust the S3 endpoint (nodes reach and trust only the masters). */}}
   redirect:
     disable: true
   cache:
@@ -177,7 +231,9 @@ spec:
     runAsGroup: {{ $runAs }}
     seccompProfile:
       type: RuntimeDefault
-  {{- if eq .ctx.Values.embeddedRegistry.internal.switch.registry.mode "Detached" }}
+  {{- /* Not on S3: the bucket is shared, and garbage collection there must never run at
+         a registry's start while others write (its orchestration is the GC's own). */}}
+  {{- if and (eq .ctx.Values.embeddedRegistry.internal.switch.registry.mode "Detached") (not (include "embedded_registry.s3" .ctx.Values.embeddedRegistry | fromJson).bucket) }}
   # Garbage collection needs the registry stopped: it runs before every start of a
   # mirror, and the rotate hook restarts the pod after it deleted manifests. Never
   # --delete-untagged: module images live untagged in the root repository.
@@ -205,10 +261,10 @@ spec:
       image: {{ include "embedded_registry.image" (dict "ctx" .ctx "name" "distribution") }}
       imagePullPolicy: IfNotPresent
       args: ["serve", "/config/distribution.yaml"]
-      {{- $proxy := .ctx.Values.embeddedRegistry.internal.switch.registry.proxy | default dict }}
-      {{- if $proxy.ca }}
+      {{- if include "embedded_registry.ca_bundle" (dict "v" .ctx.Values.embeddedRegistry) }}
       env:
-        # proxy.ca: the upstream (and its token realm) are verified against it alone.
+        # proxy.ca and the S3 CA: the upstream (and its token realm) and the S3 endpoint
+        # are verified against this bundle alone.
         - name: SSL_CERT_FILE
           value: {{ include "embedded_registry.pki_dir" . }}/upstream-ca.crt
       {{- end }}

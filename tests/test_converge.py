@@ -209,7 +209,7 @@ INVALID = [
     ({"mode": "Proxy", "proxy": {"host": "https://h"}}, "spec.settings.proxy.host"),
     ({"mode": "Proxy", "proxy": {"host": "h", "path": "deckhouse/ee"}}, "spec.settings.proxy.path"),
     ({"mode": "Proxy", "proxy": {"host": "h", "ca": "not a certificate"}}, "spec.settings.proxy.ca"),
-    ({"mode": "Proxy", "proxy": {"host": "h", "storageMode": "S3"}}, "spec.settings.proxy.storageMode"),
+    ({"mode": "Proxy", "proxy": {"host": "h", "storageMode": "Nfs"}}, "spec.settings.proxy.storageMode"),
     ({"mode": "Detached", "detached": {"rotation": {"keepReleases": 0}}}, "spec.settings.detached.rotation.keepReleases"),
     ({"mode": "Direct", "unknownSetting": 1}, "spec.settings"),
     ({"mode": "Proxy", "proxy": {"host": "h", "hots": "x"}}, "spec.settings.proxy"),
