@@ -490,3 +490,60 @@ fn a_hostile_order_is_refused_and_nothing_written() {
         assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
     }
 }
+
+/// A Proxy registry going cache-only (node-local) is not held back by the rollout: a
+/// configuration that waits goes with it.
+#[test]
+fn a_cache_only_switch_is_not_gated() {
+    let root = tempfile::tempdir().unwrap();
+    let proxy = |hash: &str, ca: &str| {
+        annotated(
+            secret(
+                NAMESPACE,
+                &node_config_secret(NODE),
+                &[
+                    (
+                        cache_only::CONFIG_KEY,
+                        "http:\n  addr: 127.0.0.1:5001\nproxy:\n  remoteurl: https://upstream.example:8443\n",
+                    ),
+                    (cache_only::CACHE_ONLY_KEY, "http:\n  addr: 127.0.0.1:5001\n# cache only\n"),
+                    ("pki.ca.crt", ca),
+                    (
+                        "manifest.embedded-registry.yaml",
+                        "kind: Pod\nmetadata:\n  annotations: {}\n",
+                    ),
+                ],
+            ),
+            &[
+                (CONFIG_HASH_ANNOTATION, hash),
+                (rollout::ORDER_ANNOTATION, &order(&sha('a'), hash)),
+            ],
+        )
+    };
+    let out = run(root.path(), ONLINE, &[proxy(&sha('1'), "CA old\n")]).unwrap();
+    let own = own_status(&out);
+    let behind = peer_status("control-0", &sha('0'), "ready");
+    // The upstream answers: the change waits for control-0.
+    run(
+        root.path(),
+        ONLINE,
+        &[proxy(&sha('b'), "CA new\n"), own.clone(), behind.clone()],
+    )
+    .unwrap();
+    assert_eq!(ca_on_host(root.path()), "CA old\n");
+    // The upstream and the registry gone: cache-only at once, with the new files.
+    let dead = Fake {
+        registry: false,
+        upstream: false,
+        serves: None,
+    };
+    run(
+        root.path(),
+        dead,
+        &[proxy(&sha('b'), "CA new\n"), own, behind],
+    )
+    .unwrap();
+    assert_eq!(ca_on_host(root.path()), "CA new\n");
+    let config = std::fs::read_to_string(root.path().join(CONFIG_DIR).join("distribution.yaml"));
+    assert!(config.unwrap().contains("# cache only"));
+}
