@@ -15,6 +15,9 @@
 //! `O_NOFOLLOW`, files written through `O_EXCL` temporaries and removed only when they
 //! are regular files; a link on the way is refused with one line naming it.
 //!
+//! A changed configuration waits for the masters before this one ([`rollout`]: rolling
+//! restarts); the status then reports what runs, not what waits.
+//!
 //! The handler's I/O is injected ([`handle_with`], [`io`]): the network through a
 //! [`Probe`] ([`Network`] in production and end-to-end tests, a fake in unit tests, so
 //! no unit test binds a port); the filesystem through the SDK's `fsutil` directory
@@ -465,6 +468,12 @@ pub fn handle_with(input: &mut HookInput, host: &Node, probe: &dyn Probe) -> any
             prev.applied_ro_user.clone(),
         ),
         None => (generation, ro_user),
+    };
+    // The pull Secret drops the previous ro password once every master reports the new
+    // one: report it only once the registry serves the installed files (their users).
+    let ro_user = match (&files, health.0) {
+        (Some(_), RegistryHealth::Ready) | (None, _) => ro_user,
+        _ => prev.applied_ro_user.clone(),
     };
     input.metrics.expire("rollout");
     let waited = hold

@@ -343,7 +343,8 @@ fn at<T>(t: i64, f: impl FnOnce() -> T) -> T {
 fn a_change_waits_for_the_master_before_and_goes_when_it_is_ready() {
     let root = tempfile::tempdir().unwrap();
     let own = installed(root.path());
-    let new = ordered(&sha('b'), &order(&sha('a'), &sha('b')), "id-b", "CA new\n");
+    let mut new = ordered(&sha('b'), &order(&sha('a'), &sha('b')), "id-b", "CA new\n");
+    new["metadata"]["annotations"][RO_USER_ANNOTATION] = "ro-2".into();
     let old_serves = Fake {
         serves: Some("id-1"),
         ..ONLINE
@@ -389,6 +390,7 @@ fn a_change_waits_for_the_master_before_and_goes_when_it_is_ready() {
     assert_eq!(ca_on_host(root.path()), "CA old\n");
 
     // control-0 ready on the new hash: this master installs.
+    let new_again = new.clone();
     let ready = [new, waiting, peer_status("control-0", &sha('a'), "ready")];
     let out = at(T0 + 60, || run(root.path(), old_serves, &ready)).unwrap();
     assert_eq!(ca_on_host(root.path()), "CA new\n");
@@ -403,6 +405,22 @@ fn a_change_waits_for_the_master_before_and_goes_when_it_is_ready() {
             .contains("not with the configuration installed"),
         "{}",
         status.message
+    );
+    assert_eq!(
+        status.applied_ro_user, "ro-1",
+        "the new users do not run yet"
+    );
+    // kubelet restarted it: ready on the new files, with the new users.
+    let restarted = Fake {
+        serves: Some("id-b"),
+        ..ONLINE
+    };
+    let after = [new_again, own_status(&out)];
+    let out = at(T0 + 90, || run(root.path(), restarted, &after)).unwrap();
+    let (_, status) = written_status(&out);
+    assert_eq!(
+        (status.registry, status.applied_ro_user.as_str()),
+        (RegistryHealth::Ready, "ro-2")
     );
 }
 
