@@ -85,7 +85,7 @@ server = {{ printf "https://%s" .address | toJson }}
 {{- end -}}
 
 {{- /* distribution's configuration for one master: (dict "m" master "v" module values
-       ["cacheOnly" true]). The cache-only variant of a Proxy registry (the node hook
+       ["cacheOnly" true] ["configId" id]). The cache-only variant of a Proxy registry (the node hook
        installs it while the upstream does not answer) serves what the cache holds and
        nothing else: no proxy section (distribution exits at start when its upstream is
        unreachable, and its TTL scheduler would expire content), read-only storage. */ -}}
@@ -138,6 +138,12 @@ http:
   tls:
     certificate: {{ $pki }}/distribution.crt
     key: {{ $pki }}/distribution.key
+  {{- if .configId }}
+  # Which files this process runs: the node hook compares it with the files it
+  # installed before it reports the registry ready (rolling restarts).
+  headers:
+    X-Embedded-Registry-Config: [{{ .configId | quote }}]
+  {{- end }}
   debug:
     addr: "127.0.0.1:5002"
     prometheus:

@@ -158,3 +158,133 @@ class NodeRegistry(Processes):
 
     def log(self):
         return (self.dir / "registry.log").read_text()
+
+
+# Rolling restarts: the node hook as shell-operator runs it on each master against the
+# converge's store, and kubelet's part (restart a static pod whose manifest changed).
+
+STATUS_LABELS = ("embedded-registry.deckhouse.io/role", "embedded-registry.deckhouse.io/node")
+MANIFEST = "etc/kubernetes/manifests/embedded-registry.yaml"
+
+
+def status_config_maps(state: pathlib.Path) -> dict:
+    """The masters' status ConfigMaps in the store (as the node hooks wrote them), by node."""
+    out = {}
+    for p in sorted((state / "objects/d8-system/ConfigMap").glob("registry-node-*-status.json")):
+        obj = json.loads(p.read_text())
+        labels = obj["metadata"].get("labels", {})
+        if labels.get(STATUS_LABELS[0]) == "node-status":
+            out[labels[STATUS_LABELS[1]]] = obj
+    return out
+
+
+def run_node_hook(workdir: pathlib.Path, state: pathlib.Path, node: str, host_root: pathlib.Path):
+    """Runs `node-files` on master `node` as shell-operator runs its `resync` schedule,
+    with the snapshots its bindings select in the store: its rendered config Secret, its
+    own status ConfigMap, and the other masters' status ConfigMaps reduced as the
+    binding's jqFilter reduces them. The status it writes lands in the store (the API
+    server accepts it). Returns (files written, status data, log lines)."""
+    from tools.hookrun import HookRun
+    secret = rendered_secret(state, node)
+    statuses = status_config_maps(state)
+    peers = [{"filterResult": {"name": o["metadata"]["name"],
+                               "appliedConfigHash": o.get("data", {}).get("appliedConfigHash", ""),
+                               "registry": o.get("data", {}).get("registry", "")}}
+             for n, o in statuses.items() if n != node]
+    ctx = [{"binding": "resync", "type": "Schedule", "snapshots": {
+        "node_config": [{"object": secret}] if secret else [],
+        "node_status": [{"object": statuses[node]}] if node in statuses else [],
+        "masters_status": peers}}]
+    run_dir = workdir / f"hook-{node}"
+    if run_dir.exists():
+        for f in run_dir.iterdir():
+            if f.is_file():
+                f.unlink()
+    r = HookRun.node(run_dir, ctx, node=node, host_root=host_root, precreate=True)
+    p = r.by_name("node-files")
+    assert p.returncode == 0, p.stderr
+    logs = [json.loads(line) for line in p.stderr.splitlines() if line.startswith("{")]
+    for op in r.k8s():
+        obj = op["object"]
+        path = state / "objects/d8-system/ConfigMap" / f"{obj['metadata']['name']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(obj))
+    status = status_config_maps(state).get(node, {}).get("data", {})
+    return [entry["file"] for entry in logs if entry["msg"] == "wrote"], status, logs
+
+
+class Kubelet:
+    """kubelet's part on each master: runs the static pod the node hook wrote under the
+    master's host root (a NodeRegistry from those files), and restarts it when its
+    manifest changes. `sync()` acts as the masters' kubelets acting at the same moment:
+    every changed pod is stopped first, then they are started again."""
+
+    def __init__(self, state: pathlib.Path, roots: dict, workdir: pathlib.Path):
+        self.state, self.roots, self.workdir = state, roots, workdir
+        self.running = {}  # node -> (NodeRegistry, manifest text)
+        self.restarts = []  # the nodes restarted, one list per sync
+
+    def manifest(self, node):
+        path = self.roots[node] / MANIFEST
+        return path.read_text() if path.exists() else None
+
+    def sync(self):
+        changed = [n for n in self.roots if self.manifest(n) != (self.running.get(n) or (None, None))[1]]
+        for n in changed:
+            if n in self.running:
+                self.running.pop(n)[0].stop()
+        for n in changed:
+            text = self.manifest(n)
+            if text is not None:
+                count = len(list(self.workdir.glob(f"run-{n}-*")))
+                reg = NodeRegistry(self.state, n, self.workdir / f"run-{n}-{count}", host_root=self.roots[n])
+                self.running[n] = (reg.start(), text)
+        self.restarts.append(changed)
+        return changed
+
+    def stop(self):
+        for reg, _ in self.running.values():
+            reg.stop()
+        self.running = {}
+
+
+class ServingMonitor:
+    """Polls `GET /v2/` of every master (any TLS, any answer a registry gives: 200 or 401)
+    in a thread until stopped, and keeps the fewest masters seen serving at once."""
+
+    def __init__(self, addresses, interval=0.02):
+        import threading
+        self.addresses, self.interval = list(addresses), interval
+        self.minimum, self.polls, self.down_polls = len(self.addresses), 0, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def serves(address):
+        import urllib.error
+        import urllib.request
+        ctx = ssl._create_unverified_context()  # liveness only: the CA rotates under it
+        try:
+            urllib.request.urlopen(f"https://{address}/v2/", context=ctx, timeout=2).close()
+            return True
+        except urllib.error.HTTPError as e:
+            return e.code == 401
+        except OSError:
+            return False
+
+    def _run(self):
+        while not self._stop.is_set():
+            up = [a for a in self.addresses if self.serves(a)]
+            self.polls += 1
+            self.minimum = min(self.minimum, len(up))
+            if not up:
+                self.down_polls.append(self.polls)
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)

@@ -35,6 +35,24 @@ pub enum HealthError {
 
 /// `Ok(())` when the registry at `addr` (`host:port`) answers `/v2/` as a registry does.
 pub fn probe_registry(addr: &str, ca_pem: &str, timeout: Duration) -> Result<(), HealthError> {
+    probe_registry_config(addr, ca_pem, timeout).map(|_| ())
+}
+
+/// The header in which a registry announces which files it runs (the chart renders it
+/// into distribution's `http.headers`).
+pub const CONFIG_ID_HEADER: &str = "X-Embedded-Registry-Config";
+
+/// The longest [`CONFIG_ID_HEADER`] value taken: longer ones read as none.
+pub const CONFIG_ID_MAX: usize = 64;
+
+/// [`probe_registry`], and the [`CONFIG_ID_HEADER`] the registry sent with its answer
+/// (`None` when it sent none, or one that is not at most [`CONFIG_ID_MAX`] printable
+/// ASCII characters).
+pub fn probe_registry_config(
+    addr: &str,
+    ca_pem: &str,
+    timeout: Duration,
+) -> Result<Option<String>, HealthError> {
     let config = tls_config(&Endpoint {
         ca_pem: Some(ca_pem.to_string()),
         ca_only: true,
@@ -55,7 +73,12 @@ pub fn probe_registry(addr: &str, ca_pem: &str, timeout: Duration) -> Result<(),
             chain: error_chain(&e),
         })?;
     match resp.status().as_u16() {
-        200 | 401 => Ok(()),
+        200 | 401 => Ok(resp
+            .headers()
+            .get(CONFIG_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= CONFIG_ID_MAX && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_string)),
         code => Err(HealthError::Status {
             addr: addr.to_string(),
             code,

@@ -76,6 +76,16 @@ pub struct UpstreamState {
     pub cache_only_since: i64,
 }
 
+/// A changed configuration this master holds back (rolling restarts): the masters
+/// before it that do not yet run theirs, and since when (unix seconds) it waits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rollout {
+    /// The masters it waits for, in order.
+    pub waiting_for: Vec<String>,
+    /// Since when it waits (unix seconds); the bound counts from here.
+    pub since: i64,
+}
+
 /// A master's status ConfigMap.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeStatus {
@@ -95,6 +105,8 @@ pub struct NodeStatus {
     pub message: String,
     /// What it knows of its upstream (a Proxy registry only).
     pub upstream: Option<UpstreamState>,
+    /// A changed configuration it holds back (none: it runs the latest).
+    pub rollout: Option<Rollout>,
 }
 
 // The ConfigMap's keys.
@@ -109,6 +121,30 @@ const UPSTREAM: &str = "upstream";
 const UPSTREAM_SINCE: &str = "upstreamSince";
 const CACHE_ONLY: &str = "cacheOnly";
 const CACHE_ONLY_SINCE: &str = "cacheOnlySince";
+const ROLLOUT: &str = "rollout";
+const ROLLOUT_PENDING_SINCE: &str = "pendingSince";
+/// How [`ROLLOUT`] begins: `waiting for m1, m2`.
+const WAITING_FOR: &str = "waiting for ";
+
+impl Rollout {
+    /// Reads what a previous run wrote; `None` when it waits for nothing or the record
+    /// is incomplete.
+    pub fn from_data(data: &BTreeMap<String, String>) -> Option<Self> {
+        let names = data.get(ROLLOUT)?.strip_prefix(WAITING_FOR)?;
+        Some(Rollout {
+            waiting_for: names.split(", ").map(str::to_string).collect(),
+            since: data.get(ROLLOUT_PENDING_SINCE)?.parse().ok()?,
+        })
+    }
+
+    fn write(&self, data: &mut BTreeMap<String, String>) {
+        data.insert(
+            ROLLOUT.into(),
+            format!("{WAITING_FOR}{}", self.waiting_for.join(", ")),
+        );
+        data.insert(ROLLOUT_PENDING_SINCE.into(), self.since.to_string());
+    }
+}
 
 impl UpstreamState {
     /// Reads the state a previous run wrote; `None` when there is none (a first run, or
@@ -157,6 +193,7 @@ impl NodeStatus {
             registry: RegistryHealth::parse(&text(REGISTRY)),
             message: text(MESSAGE),
             upstream: UpstreamState::from_data(data),
+            rollout: Rollout::from_data(data),
         }
     }
 
@@ -180,6 +217,9 @@ impl NodeStatus {
         if let Some(u) = self.upstream {
             u.write(&mut data);
         }
+        if let Some(r) = &self.rollout {
+            r.write(&mut data);
+        }
         data
     }
 }
@@ -198,6 +238,7 @@ mod tests {
             registry: RegistryHealth::NotReady,
             message: "m".into(),
             upstream,
+            rollout: None,
         }
     }
 
@@ -209,9 +250,19 @@ mod tests {
             cache_only: true,
             cache_only_since: 6,
         };
-        for s in [status(None), status(Some(up))] {
+        let waiting = NodeStatus {
+            rollout: Some(Rollout {
+                waiting_for: vec!["m0".into(), "m2".into()],
+                since: 7,
+            }),
+            ..status(None)
+        };
+        for s in [status(None), status(Some(up)), waiting.clone()] {
             assert_eq!(NodeStatus::from_data(&s.to_data()), s);
         }
+        assert_eq!(waiting.to_data()["rollout"], "waiting for m0, m2");
+        assert_eq!(waiting.to_data()["pendingSince"], "7");
+        assert!(!status(None).to_data().contains_key("rollout"));
         let data = status(Some(up)).to_data();
         assert_eq!(data["staticPod"], "present");
         assert_eq!(data["registry"], "not-ready");

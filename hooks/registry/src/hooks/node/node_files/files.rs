@@ -177,6 +177,18 @@ fn ensure_data_dir(root: &Path, host: &Dir, owner: Option<(u32, u32)>) -> anyhow
     Ok(())
 }
 
+/// Whether the registry's static pod manifest is on the host (no link followed below the
+/// host root): without it, an install is a first one.
+pub fn manifest_present(root: &Path) -> anyhow::Result<bool> {
+    if !root.exists() {
+        return Ok(false);
+    }
+    match Dir::open(root)?.walk(MANIFEST_DIR, false)? {
+        Some(d) => Ok(d.kind(MANIFEST_FILE)? == Some(Kind::File)),
+        None => Ok(false),
+    }
+}
+
 /// What a run did to the node.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Applied {

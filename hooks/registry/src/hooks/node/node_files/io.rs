@@ -26,6 +26,11 @@ pub trait Probe {
     /// `Ok` when the registry at `addr` (`host:port`) answers `/v2/` over TLS trusting
     /// `ca_pem`; else why not, in one line.
     fn registry(&self, addr: &str, ca_pem: &str) -> Result<(), String>;
+    /// [`Probe::registry`], and which files the registry runs: the
+    /// [`crate::health::CONFIG_ID_HEADER`] of its answer (`Ok(None)`: none sent).
+    fn registry_config(&self, addr: &str, ca_pem: &str) -> Result<Option<String>, String> {
+        self.registry(addr, ca_pem).map(|()| None)
+    }
     /// Whether a Proxy registry's upstream (`scheme`, `host[:port]`) answers `/v2/`,
     /// trusting `ca_pem` alone when given.
     fn upstream(&self, scheme: &str, host: &str, ca_pem: Option<&str>) -> bool;
@@ -39,6 +44,11 @@ pub struct Network;
 impl Probe for Network {
     fn registry(&self, addr: &str, ca_pem: &str) -> Result<(), String> {
         crate::health::check_registry(addr, ca_pem, REGISTRY_PROBE_TIMEOUT)
+    }
+
+    fn registry_config(&self, addr: &str, ca_pem: &str) -> Result<Option<String>, String> {
+        crate::health::probe_registry_config(addr, ca_pem, REGISTRY_PROBE_TIMEOUT)
+            .map_err(|e| e.to_string())
     }
 
     fn upstream(&self, scheme: &str, host: &str, ca_pem: Option<&str>) -> bool {

@@ -15,6 +15,9 @@
 //! `O_NOFOLLOW`, files written through `O_EXCL` temporaries and removed only when they
 //! are regular files; a link on the way is refused with one line naming it.
 //!
+//! A changed configuration waits for the masters before this one ([`rollout`]: rolling
+//! restarts); the status then reports what runs, not what waits.
+//!
 //! The handler's I/O is injected ([`handle_with`], [`io`]): the network through a
 //! [`Probe`] ([`Network`] in production and end-to-end tests, a fake in unit tests, so
 //! no unit test binds a port); the filesystem through the SDK's `fsutil` directory
@@ -26,12 +29,13 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context as _};
+use hook_sdk::config::{LabelSelector, LabelSelectorRequirement, NamespaceSelector};
 use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, ScheduleBinding};
 use serde::Deserialize;
 
 use crate::cache_only;
 use crate::hooks::{named_binding, node_name};
-use crate::model::node_status::{NodeStatus, RegistryHealth, StaticPod, UpstreamState};
+use crate::model::node_status::{NodeStatus, RegistryHealth, Rollout, StaticPod, UpstreamState};
 use crate::module::{
     node_config_secret, node_status_config_map, CACHE_ONLY_ANNOTATION, CONFIG_HASH_ANNOTATION,
     GENERATION_ANNOTATION, HYSTERESIS_ANNOTATION, MODULE_NAME, NAMESPACE, NODE_LABEL, ROLE_LABEL,
@@ -41,6 +45,7 @@ use crate::secrets;
 
 pub mod files;
 pub mod io;
+pub mod rollout;
 
 pub use files::{
     apply, Applied, CONFIG_DIR, CONFIG_FILES, DATA_DIR, MANIFEST_DIR, MANIFEST_FILE, PKI_DIR,
@@ -56,21 +61,49 @@ pub fn hook() -> Hook {
     Hook::new(config(&node_name()), handle)
 }
 
+/// What the hook keeps of another master's status ConfigMap (binding `masters_status`):
+/// its name and the two keys the rollout gate reads.
+pub const PEER_FILTER: &str = r#"{name: .metadata.name, appliedConfigHash: (.data.appliedConfigHash // ""), registry: (.data.registry // "")}"#;
+
+/// The bindings every run needs the snapshots of: events of one binding carry the
+/// others' (shell-operator's `includeSnapshotsFrom`), so a run never mistakes a
+/// snapshot it was not given for an empty one.
+const SNAPSHOTS: [&str; 3] = ["node_config", "node_status", "masters_status"];
+
 /// The hook's configuration on node `node`: its bindings name that node's Secret and
-/// status ConfigMap.
+/// status ConfigMap, and select the other masters' status ConfigMaps (the rollout gate:
+/// a change of theirs runs the hook).
 pub(crate) fn config(node: &str) -> HookConfig {
+    let include: Vec<String> = SNAPSHOTS.iter().map(|s| s.to_string()).collect();
     HookConfig {
         name: "node-files".into(),
         kubernetes: vec![
-            named_binding("node_config", "Secret", node_config_secret(node)),
+            KubernetesBinding {
+                include_snapshots_from: include.clone(),
+                ..named_binding("node_config", "Secret", node_config_secret(node))
+            },
             KubernetesBinding {
                 execute_hook_on_event: Some(vec![]),
                 execute_hook_on_synchronization: Some(false),
                 ..named_binding("node_status", "ConfigMap", node_status_config_map(node))
             },
+            KubernetesBinding {
+                namespace: Some(NamespaceSelector::names(&[NAMESPACE])),
+                label_selector: Some(LabelSelector {
+                    match_labels: BTreeMap::from([(ROLE_LABEL.into(), "node-status".into())]),
+                    match_expressions: vec![LabelSelectorRequirement {
+                        key: NODE_LABEL.into(),
+                        operator: "NotIn".into(),
+                        values: vec![node.into()],
+                    }],
+                }),
+                jq_filter: Some(PEER_FILTER.into()),
+                include_snapshots_from: include.clone(),
+                ..KubernetesBinding::new("masters_status", "v1", "ConfigMap")
+            },
         ],
         schedule: vec![ScheduleBinding {
-            include_snapshots_from: vec!["node_config".into(), "node_status".into()],
+            include_snapshots_from: include,
             // Re-checks health and re-applies files (repairs manual edits).
             ..ScheduleBinding::new("resync", "* * * * *")
         }],
@@ -89,6 +122,14 @@ struct SecretObject {
     metadata: ObjectMeta,
     #[serde(default)]
     data: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PeerSnap {
+    name: String,
+    applied_config_hash: String,
+    registry: String,
 }
 
 #[derive(Deserialize)]
@@ -114,11 +155,34 @@ pub(crate) fn registry_addr(files: &BTreeMap<String, String>) -> Option<String> 
         .map(|d| d.http.addr)
 }
 
+/// Which files a registry runs: the [`crate::health::CONFIG_ID_HEADER`] the chart put
+/// into its distribution config (`None`: a configuration without one).
+fn config_id(files: &BTreeMap<String, String>) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Http {
+        #[serde(default)]
+        headers: BTreeMap<String, Vec<String>>,
+    }
+    #[derive(Deserialize)]
+    struct Dist {
+        http: Http,
+    }
+    files
+        .get("config.distribution.yaml")
+        .and_then(|t| serde_yaml_ng::from_str::<Dist>(t).ok())
+        .and_then(|d| d.http.headers.get(crate::health::CONFIG_ID_HEADER).cloned())
+        .and_then(|v| v.into_iter().next())
+}
+
 /// Whether this node's registry answers, from the files it was given: its address from
-/// the distribution config, trust from the CA bundle.
+/// the distribution config, trust from the CA bundle. With `installed`, the files are
+/// the ones on the node, and the registry counts as ready only when it announces their
+/// [`config_id`]: an older process (kubelet has not restarted the pod yet) is not ready
+/// on them.
 fn registry_health(
     files: &BTreeMap<String, String>,
     probe: &dyn Probe,
+    installed: bool,
 ) -> (RegistryHealth, String) {
     let (Some(addr), Some(ca)) = (registry_addr(files), files.get("pki.ca.crt")) else {
         return (
@@ -126,8 +190,18 @@ fn registry_health(
             "no http.addr or CA in the Secret".into(),
         );
     };
-    match probe.registry(&addr, ca) {
-        Ok(()) => (RegistryHealth::Ready, format!("https://{addr}/v2/ answers")),
+    let expected = if installed { config_id(files) } else { None };
+    match probe.registry_config(&addr, ca) {
+        Ok(served) => match expected {
+            Some(want) if served.as_deref() != Some(want.as_str()) => (
+                RegistryHealth::NotReady,
+                format!(
+                    "https://{addr}/v2/ answers, but not with the configuration installed: \
+                     kubelet has not restarted the registry onto it yet"
+                ),
+            ),
+            _ => (RegistryHealth::Ready, format!("https://{addr}/v2/ answers")),
+        },
         Err(e) => (RegistryHealth::NotReady, e),
     }
 }
@@ -183,7 +257,7 @@ fn upstream_state(
     // Whether the registry serves matters only while it proxies and the upstream fails.
     let serving = answers
         || prev.is_some_and(|p| p.cache_only)
-        || registry_health(files, probe).0 == RegistryHealth::Ready;
+        || registry_health(files, probe, false).0 == RegistryHealth::Ready;
     Ok(cache_only::decide(
         prev,
         cache_only::Seen {
@@ -214,6 +288,66 @@ fn install_cache_only(files: &mut BTreeMap<String, String>, variant: String) -> 
     Ok(())
 }
 
+/// The rollout gate for this run ([`rollout`]); `None` when the change is not gated: no
+/// Secret (a removal), nothing changed, a first install (no manifest on the host), or a
+/// Proxy registry switching between proxying and cache-only. The order annotation is
+/// checked whenever there is a Secret, before anything is written.
+#[allow(clippy::too_many_arguments)]
+fn rollout_gate(
+    input: &HookInput,
+    node: &str,
+    host: &Node,
+    annotation: &dyn Fn(&str) -> String,
+    has_secret: bool,
+    hash: &str,
+    prev: &NodeStatus,
+    upstream: Option<UpstreamState>,
+) -> anyhow::Result<Option<rollout::Decision>> {
+    if !has_secret {
+        return Ok(None);
+    }
+    let ahead = rollout::before(&annotation(rollout::ORDER_ANNOTATION), node)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", node_config_secret(node)))?;
+    let flip =
+        matches!((prev.upstream, upstream), (Some(p), Some(u)) if p.cache_only != u.cache_only);
+    if hash == prev.applied_config_hash || flip || !files::manifest_present(&host.root)? {
+        return Ok(None);
+    }
+    let peers = input
+        .snapshots
+        .get::<PeerSnap>("masters_status")?
+        .into_iter()
+        .map(|p| {
+            (
+                p.name,
+                rollout::Peer {
+                    applied_config_hash: p.applied_config_hash,
+                    registry: NodeStatus::from_data(&BTreeMap::from([(
+                        "registry".to_string(),
+                        p.registry,
+                    )]))
+                    .registry,
+                },
+            )
+        })
+        .collect::<BTreeMap<_, _>>();
+    // Peers by node name: only the status ConfigMap of that name counts for a master.
+    let peers = ahead
+        .iter()
+        .filter_map(|(name, _)| {
+            peers
+                .get(&node_status_config_map(name))
+                .map(|p| (name.clone(), p.clone()))
+        })
+        .collect();
+    Ok(Some(rollout::decide(
+        &ahead,
+        &peers,
+        prev.rollout.as_ref().map(|r| r.since),
+        crate::clock::now()?,
+    )))
+}
+
 fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     handle_with(input, &Node::from_env()?, &Network)
 }
@@ -222,6 +356,9 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
 /// below `host.root` through [`apply`]'s directory handles.
 pub fn handle_with(input: &mut HookInput, host: &Node, probe: &dyn Probe) -> anyhow::Result<()> {
     let node = host.name.clone();
+    if !input.snapshots.has("node_config") {
+        bail!("the run carries no snapshot of binding node_config: nothing is changed (the hook's bindings include it in every run)");
+    }
     let secrets: Vec<SecretObject> = input.snapshots.get("node_config")?;
     let secret = secrets.into_iter().next();
     let (files, hash) = match &secret {
@@ -276,7 +413,42 @@ pub fn handle_with(input: &mut HookInput, host: &Node, probe: &dyn Probe) -> any
         }
         None => None,
     };
-    let applied = apply(&host.root, files.as_ref(), &hash, host.owner)?;
+    let prev = NodeStatus::from_data(&previous);
+    let gate = rollout_gate(
+        input,
+        &node,
+        host,
+        &annotation,
+        files.is_some(),
+        &hash,
+        &prev,
+        upstream,
+    )?;
+    let hold = match &gate {
+        Some(rollout::Decision::Wait { waiting_for, since }) => Some(Rollout {
+            waiting_for: waiting_for.clone(),
+            since: *since,
+        }),
+        Some(rollout::Decision::Install { overdue }) if !overdue.is_empty() => {
+            input.log.warn(
+                "installing a changed configuration past the rollout bound",
+                &[
+                    ("overdue", serde_json::json!(overdue)),
+                    ("boundSeconds", serde_json::json!(rollout::BOUND_SECS)),
+                ],
+            );
+            None
+        }
+        _ => None,
+    };
+    let applied = match &hold {
+        // The running configuration stays: nothing on the host changes.
+        Some(_) => Applied {
+            config_hash: prev.applied_config_hash.clone(),
+            ..Applied::default()
+        },
+        None => apply(&host.root, files.as_ref(), &hash, host.owner)?,
+    };
     for f in &applied.written {
         input.log.info("wrote", &[("file", serde_json::json!(f))]);
     }
@@ -284,12 +456,43 @@ pub fn handle_with(input: &mut HookInput, host: &Node, probe: &dyn Probe) -> any
         input.log.info("removed", &[("file", serde_json::json!(f))]);
     }
     let health = match &files {
-        Some(f) => registry_health(f, probe),
+        Some(f) => registry_health(f, probe, hold.is_none()),
         None => (
             RegistryHealth::Absent,
             "no registry on this node".to_string(),
         ),
     };
+    let (generation, ro_user) = match &hold {
+        Some(_) => (
+            prev.applied_generation.clone(),
+            prev.applied_ro_user.clone(),
+        ),
+        None => (generation, ro_user),
+    };
+    // The pull Secret drops the previous ro password once every master reports the new
+    // one: report it only once the registry serves the installed files (their users).
+    let ro_user = match (&files, health.0) {
+        (Some(_), RegistryHealth::Ready) | (None, _) => ro_user,
+        _ => prev.applied_ro_user.clone(),
+    };
+    input.metrics.expire("rollout");
+    let waited = hold
+        .as_ref()
+        .map_or(Ok(0), |r| crate::clock::now().map(|now| now - r.since))?;
+    input.metrics.set(
+        "rollout",
+        "d8_embedded_registry_rollout_wait_seconds",
+        waited as f64,
+        &[("node", node.as_str())],
+    );
+    if let Some(r) = &hold {
+        if prev.rollout.as_ref() != Some(r) {
+            input.log.info(
+                "holding a changed configuration back",
+                &[("waitingFor", serde_json::json!(r.waiting_for))],
+            );
+        }
+    }
     let status = NodeStatus {
         node: node.clone(),
         applied_config_hash: applied.config_hash.clone(),
@@ -303,6 +506,7 @@ pub fn handle_with(input: &mut HookInput, host: &Node, probe: &dyn Probe) -> any
         registry: health.0,
         message: health.1,
         upstream,
+        rollout: hold,
     }
     .to_data();
     input.metrics.expire("cache_only");

@@ -18,12 +18,15 @@ const NODE: &str = "master-0";
 struct Fake {
     registry: bool,
     upstream: bool,
+    /// The configuration id the registry announces.
+    serves: Option<&'static str>,
 }
 
 /// Every probe answers.
 const ONLINE: Fake = Fake {
     registry: true,
     upstream: true,
+    serves: None,
 };
 
 impl Probe for Fake {
@@ -36,6 +39,11 @@ impl Probe for Fake {
 
     fn upstream(&self, _scheme: &str, _host: &str, _ca_pem: Option<&str>) -> bool {
         self.upstream
+    }
+
+    fn registry_config(&self, addr: &str, ca_pem: &str) -> Result<Option<String>, String> {
+        self.registry(addr, ca_pem)
+            .map(|()| self.serves.map(str::to_string))
     }
 }
 
@@ -240,6 +248,7 @@ fn a_dead_upstream_installs_the_cache_only_variant() {
     let dead = Fake {
         registry: false,
         upstream: false,
+        serves: None,
     };
     let out = run(root.path(), dead, &[proxy]).unwrap();
     let config = std::fs::read_to_string(root.path().join(CONFIG_DIR).join("distribution.yaml"));
@@ -256,4 +265,303 @@ fn a_dead_upstream_installs_the_cache_only_variant() {
         .find(|m| m.name == "d8_embedded_registry_cache_only")
         .expect("the cache-only metric");
     assert_eq!(metric.value, Some(1.0));
+}
+
+/// A config hash as the chart renders it.
+fn sha(c: char) -> String {
+    c.to_string().repeat(64)
+}
+
+/// [`NODE`]'s config Secret with config hash `hash` and the rollout order `order`,
+/// announcing configuration id `id`; told apart on the host by `ca`.
+fn ordered(hash: &str, order: &str, id: &str, ca: &str) -> Value {
+    let mut s = node_config(NAMESPACE, NODE, ca);
+    let dist = format!(
+        "version: 0.1\nhttp:\n  addr: 127.0.0.1:5001\n  headers:\n    {}: [{id}]\n",
+        crate::health::CONFIG_ID_HEADER
+    );
+    s["data"]["config.distribution.yaml"] = crate::secrets::b64(&dist).into();
+    annotated(
+        s,
+        &[
+            (CONFIG_HASH_ANNOTATION, hash),
+            (rollout::ORDER_ANNOTATION, order),
+        ],
+    )
+}
+
+/// Another master's status ConfigMap as its node hook writes it (name and labels).
+fn peer_status(node: &str, hash: &str, registry: &str) -> Value {
+    let mut cm = config_map(
+        NAMESPACE,
+        &node_status_config_map(node),
+        &[
+            ("node", node),
+            ("appliedConfigHash", hash),
+            ("registry", registry),
+        ],
+    );
+    cm["metadata"]["labels"] = serde_json::json!({ROLE_LABEL: "node-status", NODE_LABEL: node});
+    cm
+}
+
+/// This node's status ConfigMap from a run's output, as the next run's snapshot.
+fn own_status(out: &hook_sdk::testing::TestOutput) -> Value {
+    let (mut object, _) = written_status(out);
+    object["metadata"]["labels"][NODE_LABEL] = NODE.into();
+    object
+}
+
+/// Three masters, this one second: `control-0` before it, `zeta-2` after.
+fn order(before: &str, me: &str) -> String {
+    format!("control-0={before},{NODE}={me},zeta-2={}", sha('9'))
+}
+
+/// The old configuration installed and serving: a run with the old Secret.
+fn installed(root: &Path) -> Value {
+    let first = ordered(&sha('1'), &order(&sha('0'), &sha('1')), "id-1", "CA old\n");
+    let serving = Fake {
+        serves: Some("id-1"),
+        ..ONLINE
+    };
+    let out = run(root, serving, &[first]).unwrap();
+    let (_, status) = written_status(&out);
+    assert_eq!(status.registry, RegistryHealth::Ready, "{}", status.message);
+    own_status(&out)
+}
+
+const T0: i64 = 1_800_000_000;
+
+fn at<T>(t: i64, f: impl FnOnce() -> T) -> T {
+    crate::clock::with_now(t, f)
+}
+
+/// A changed configuration waits while the master before it runs the old one (a
+/// look-alike of its status in another namespace does not count), and goes
+/// once that master reports the new hash applied and ready.
+#[test]
+fn a_change_waits_for_the_master_before_and_goes_when_it_is_ready() {
+    let root = tempfile::tempdir().unwrap();
+    let own = installed(root.path());
+    let mut new = ordered(&sha('b'), &order(&sha('a'), &sha('b')), "id-b", "CA new\n");
+    new["metadata"]["annotations"][RO_USER_ANNOTATION] = "ro-2".into();
+    let old_serves = Fake {
+        serves: Some("id-1"),
+        ..ONLINE
+    };
+    let mut elsewhere = peer_status("control-0", &sha('a'), "ready");
+    elsewhere["metadata"]["namespace"] = "d8-monitoring".into();
+    let objects = [
+        new.clone(),
+        own.clone(),
+        peer_status("control-0", &sha('0'), "ready"),
+        elsewhere,
+    ];
+    let out = at(T0, || run(root.path(), old_serves, &objects)).unwrap();
+    assert_eq!(ca_on_host(root.path()), "CA old\n", "nothing installed");
+    let (_, status) = written_status(&out);
+    assert_eq!(status.applied_config_hash, sha('1'));
+    assert_eq!(
+        (
+            status.applied_generation.as_str(),
+            status.applied_ro_user.as_str()
+        ),
+        ("7", "ro-1"),
+        "what it runs, not what waits"
+    );
+    assert_eq!(
+        status.rollout,
+        Some(Rollout {
+            waiting_for: vec!["control-0".into()],
+            since: T0
+        })
+    );
+    assert_eq!(status.registry, RegistryHealth::Ready, "it still serves");
+
+    // control-0 restarting on the new hash: still waiting, since the same time.
+    let waiting = own_status(&out);
+    let restarting = [
+        new.clone(),
+        waiting.clone(),
+        peer_status("control-0", &sha('a'), "not-ready"),
+    ];
+    let out = at(T0 + 30, || run(root.path(), old_serves, &restarting)).unwrap();
+    assert!(out.objects.is_empty(), "the same status: {:?}", out.objects);
+    assert_eq!(ca_on_host(root.path()), "CA old\n");
+
+    // control-0 ready on the new hash: this master installs.
+    let new_again = new.clone();
+    let ready = [new, waiting, peer_status("control-0", &sha('a'), "ready")];
+    let out = at(T0 + 60, || run(root.path(), old_serves, &ready)).unwrap();
+    assert_eq!(ca_on_host(root.path()), "CA new\n");
+    let (_, status) = written_status(&out);
+    assert_eq!(status.applied_config_hash, sha('b'));
+    assert_eq!(status.rollout, None);
+    // The old process still answers: not ready on the files just installed.
+    assert_eq!(status.registry, RegistryHealth::NotReady);
+    assert!(
+        status
+            .message
+            .contains("not with the configuration installed"),
+        "{}",
+        status.message
+    );
+    assert_eq!(
+        status.applied_ro_user, "ro-1",
+        "the new users do not run yet"
+    );
+    // kubelet restarted it: ready on the new files, with the new users.
+    let restarted = Fake {
+        serves: Some("id-b"),
+        ..ONLINE
+    };
+    let after = [new_again, own_status(&out)];
+    let out = at(T0 + 90, || run(root.path(), restarted, &after)).unwrap();
+    let (_, status) = written_status(&out);
+    assert_eq!(
+        (status.registry, status.applied_ro_user.as_str()),
+        (RegistryHealth::Ready, "ro-2")
+    );
+}
+
+/// A master before it that never comes back holds the change for the bound only.
+#[test]
+fn a_change_goes_after_the_bound() {
+    let root = tempfile::tempdir().unwrap();
+    let own = installed(root.path());
+    let new = ordered(&sha('b'), &order(&sha('a'), &sha('b')), "id-b", "CA new\n");
+    let dead = peer_status("control-0", &sha('0'), "not-ready");
+    let out = at(T0, || {
+        run(root.path(), ONLINE, &[new.clone(), own, dead.clone()])
+    })
+    .unwrap();
+    let waiting = own_status(&out);
+    let out = at(T0 + rollout::BOUND_SECS - 1, || {
+        run(
+            root.path(),
+            ONLINE,
+            &[new.clone(), waiting.clone(), dead.clone()],
+        )
+    })
+    .unwrap();
+    assert_eq!(ca_on_host(root.path()), "CA old\n");
+    let wait = out
+        .metrics
+        .iter()
+        .find(|m| m.name == "d8_embedded_registry_rollout_wait_seconds")
+        .expect("the wait metric");
+    assert_eq!(wait.value, Some((rollout::BOUND_SECS - 1) as f64));
+    at(T0 + rollout::BOUND_SECS, || {
+        run(root.path(), ONLINE, &[new, waiting, dead])
+    })
+    .unwrap();
+    assert_eq!(
+        ca_on_host(root.path()),
+        "CA new\n",
+        "installed past the bound"
+    );
+}
+
+/// A master alone, and a first install, are never held.
+#[test]
+fn a_single_master_and_a_first_install_go_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let own = installed(root.path());
+    let alone = ordered(
+        &sha('b'),
+        &format!("{NODE}={}", sha('b')),
+        "id-b",
+        "CA new\n",
+    );
+    run(root.path(), ONLINE, &[alone, own]).unwrap();
+    assert_eq!(ca_on_host(root.path()), "CA new\n");
+
+    let fresh = tempfile::tempdir().unwrap();
+    let new = ordered(&sha('b'), &order(&sha('a'), &sha('b')), "id-b", "CA new\n");
+    let behind = peer_status("control-0", &sha('0'), "ready");
+    let out = run(fresh.path(), ONLINE, &[new, behind]).unwrap();
+    assert_eq!(
+        ca_on_host(fresh.path()),
+        "CA new\n",
+        "no manifest yet: installed"
+    );
+    assert_eq!(written_status(&out).1.rollout, None);
+}
+
+/// An order annotation that is not what the chart renders refuses the run before
+/// anything is written, in one line that does not quote it.
+#[test]
+fn a_hostile_order_is_refused_and_nothing_written() {
+    for order in [
+        format!("control-0;touch /x={},{NODE}={}", sha('a'), sha('b')),
+        format!("control-0=$(id),{NODE}={}", sha('b')),
+        format!("control-0={}", sha('a')),
+    ] {
+        let root = tempfile::tempdir().unwrap();
+        let secret = ordered(&sha('b'), &order, "id-b", "CA\n");
+        let e = run(root.path(), ONLINE, &[secret]).unwrap_err().to_string();
+        assert!(e.contains(rollout::ORDER_ANNOTATION), "{e}");
+        assert!(
+            !e.contains("touch") && !e.contains("$(id)") && !e.contains('\n'),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+}
+
+/// A Proxy registry going cache-only (node-local) is not held back by the rollout: a
+/// configuration that waits goes with it.
+#[test]
+fn a_cache_only_switch_is_not_gated() {
+    let root = tempfile::tempdir().unwrap();
+    let proxy = |hash: &str, ca: &str| {
+        annotated(
+            secret(
+                NAMESPACE,
+                &node_config_secret(NODE),
+                &[
+                    (
+                        cache_only::CONFIG_KEY,
+                        "http:\n  addr: 127.0.0.1:5001\nproxy:\n  remoteurl: https://upstream.example:8443\n",
+                    ),
+                    (cache_only::CACHE_ONLY_KEY, "http:\n  addr: 127.0.0.1:5001\n# cache only\n"),
+                    ("pki.ca.crt", ca),
+                    (
+                        "manifest.embedded-registry.yaml",
+                        "kind: Pod\nmetadata:\n  annotations: {}\n",
+                    ),
+                ],
+            ),
+            &[
+                (CONFIG_HASH_ANNOTATION, hash),
+                (rollout::ORDER_ANNOTATION, &order(&sha('a'), hash)),
+            ],
+        )
+    };
+    let out = run(root.path(), ONLINE, &[proxy(&sha('1'), "CA old\n")]).unwrap();
+    let own = own_status(&out);
+    let behind = peer_status("control-0", &sha('0'), "ready");
+    // The upstream answers: the change waits for control-0.
+    run(
+        root.path(),
+        ONLINE,
+        &[proxy(&sha('b'), "CA new\n"), own.clone(), behind.clone()],
+    )
+    .unwrap();
+    assert_eq!(ca_on_host(root.path()), "CA old\n");
+    // The upstream and the registry gone: cache-only at once, with the new files.
+    let dead = Fake {
+        registry: false,
+        upstream: false,
+        serves: None,
+    };
+    run(
+        root.path(),
+        dead,
+        &[proxy(&sha('b'), "CA new\n"), own, behind],
+    )
+    .unwrap();
+    assert_eq!(ca_on_host(root.path()), "CA new\n");
+    let config = std::fs::read_to_string(root.path().join(CONFIG_DIR).join("distribution.yaml"));
+    assert!(config.unwrap().contains("# cache only"));
 }
