@@ -565,3 +565,46 @@ fn detached_does_not_move_to_another_storage_while_nodes_pull_from_it() {
     );
     assert_eq!(next.registry.as_ref(), Some(&rekeyed));
 }
+
+#[test]
+fn detached_on_s3_in_ha_lists_every_master_in_the_nodes_mirror_configuration() {
+    let masters = vec!["m1".to_string(), "m2".to_string(), "m3".to_string()];
+    let t = RegistryTarget::with_s3(
+        Mode::Detached,
+        None,
+        Some(s3_target("b", "s")),
+        masters.clone(),
+        KEY,
+    );
+    let d = wants(&t);
+    let all_serving: Vec<NodeReport> = masters
+        .iter()
+        .map(|n| NodeReport {
+            node: n.clone(),
+            ..serving(&t)[0].clone()
+        })
+        .collect();
+    let stored = CheckRecord {
+        what: STORAGE.into(),
+        ..check(&t, true)
+    };
+    let deployed = step(State::default(), &d, &[], Some(stored), &fleet(""), 1);
+    assert_eq!(deployed.registry.as_ref(), Some(&t));
+    // Two of three serve: no mirror check yet, no mirror configuration.
+    assert_eq!(check_needed(&deployed, &d, &all_serving[..2], false), None);
+    let mirror = CheckRecord {
+        what: "mirror".into(),
+        ..check(&t, true)
+    };
+    let acked = fleet(&h(&["m1", "m2", "m3"]));
+    let listed = step(deployed, &d, &all_serving, Some(mirror), &acked, 2);
+    assert_eq!(
+        listed.mirrors, masters,
+        "every master serves the same bucket"
+    );
+    let switched = step(listed, &d, &all_serving, None, &acked, 3);
+    assert_eq!(
+        (switched.cluster, switched.mirrors.len()),
+        (ClusterTarget::Embedded, 3)
+    );
+}
