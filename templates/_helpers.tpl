@@ -53,15 +53,13 @@ server = {{ printf "https://%s" .address | toJson }}
 {{- define "embedded_registry.token_issuer" -}}embedded-registry-auth{{- end -}}
 {{- define "embedded_registry.token_service" -}}embedded-registry{{- end -}}
 
-{{- /* The S3 settings of the registry the masters run (module values): the `s3` object
-       of `proxy` or `detached` when its storageMode is S3, as JSON; empty otherwise. */ -}}
+{{- /* The S3 bucket of the registry the masters run: internal.switch.registry.s3, the
+       switch's target (checked by the storage check before any master got it; never
+       the settings, which may hold a bucket that failed its check), as JSON; {} on Fs. */ -}}
 {{- define "embedded_registry.s3" -}}
 {{- $r := (.internal.switch | default dict).registry | default dict -}}
-{{- $section := dict -}}
-{{- if eq (toString $r.mode) "Proxy" }}{{ $section = .proxy | default dict }}{{ end -}}
-{{- if eq (toString $r.mode) "Detached" }}{{ $section = .detached | default dict }}{{ end -}}
-{{- if and (eq (toString $section.storageMode) "S3") $section.s3 -}}
-{{- toJson $section.s3 -}}
+{{- if $r.s3 -}}
+{{- toJson $r.s3 -}}
 {{- else -}}
 {}
 {{- end -}}

@@ -445,6 +445,9 @@ def test_every_alert_fires_over_its_real_source_and_only_then(sources, tmp_path)
             ["certificate", "node"]),
         "D8EmbeddedRegistryCheckFailing": ("1h", [("d8_embedded_registry_check_ok", check, "0x90", "1x90")],
                                            ["check", "kind"]),
+        "D8EmbeddedRegistryStorageCheckFailing": ("1h", [
+            ("d8_embedded_registry_check_ok", {**check, "check": "storage", "kind": "bad-credentials"},
+             "0x90", "1x90")], ["kind"]),
         "D8EmbeddedRegistrySwitchNotReady": ("2h", [
             ("d8_embedded_registry_switch_ready", hook_series("d8_embedded_registry_switch_ready"), "0x150", "1x150")],
             []),

@@ -42,6 +42,56 @@ pub struct ProxyTarget {
     pub ttl: GoDuration,
 }
 
+/// The S3 bucket a registry keeps its data in (`storageMode: S3`), as the switch
+/// checked it: the chart renders distribution's `storage.s3` from this, never from the
+/// settings, so a bucket that failed its check is never rendered.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Target {
+    /// The S3 API URL with its scheme.
+    pub endpoint: String,
+    /// The bucket's region.
+    pub region: String,
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix of the registry's data.
+    pub root_directory: String,
+    /// Access key ID.
+    pub access_key: String,
+    /// Secret access key (in the generation only through its HMAC, like the upstream
+    /// password; never printed: `Debug` hides it).
+    pub secret_key: String,
+    /// PEM CA bundle of the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// Path-style requests.
+    pub force_path_style: bool,
+}
+
+impl std::fmt::Debug for S3Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Target")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("root_directory", &self.root_directory)
+            .field("secret_key", &"<hidden>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Target {
+    /// Where the data lives (endpoint, bucket, root directory): two targets with the
+    /// same place hold the same data, whatever their keys.
+    pub fn place(&self) -> (&str, &str, &str) {
+        (
+            self.endpoint.as_str(),
+            self.bucket.as_str(),
+            self.root_directory.trim_end_matches('/'),
+        )
+    }
+}
+
 /// What the masters' static pods run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -51,6 +101,11 @@ pub struct RegistryTarget {
     /// The upstream (Proxy only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxyTarget>,
+    /// The S3 bucket of `storageMode: S3`; absent: the master's disk (`Fs`). Absent
+    /// from the hashed text too, so an Fs target keeps the generation it had before
+    /// S3 existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Target>,
     /// Masters that run a registry, in mirror order.
     pub nodes: Vec<String>,
     /// Hash of everything above: masters report which generation they run.
@@ -62,11 +117,25 @@ impl RegistryTarget {
     /// registries' shared `http.secret`): the generation covers the upstream password,
     /// so that a new password restarts the registries, and it is printed and stored in
     /// ConfigMaps, so it must not let anyone test guesses of that password offline. An
-    /// HMAC under a key only the cluster's Secrets hold does both.
+    /// HMAC under a key only the cluster's Secrets hold does both. The S3 secret key
+    /// is covered the same way: a new secret key is a new generation, checked by the
+    /// storage check before any master renders it.
     pub fn new(mode: Mode, proxy: Option<ProxyTarget>, nodes: Vec<String>, key: &[u8]) -> Self {
+        Self::with_s3(mode, proxy, None, nodes, key)
+    }
+
+    /// [`RegistryTarget::new`] with the S3 bucket of `storageMode: S3` (`None`: Fs).
+    pub fn with_s3(
+        mode: Mode,
+        proxy: Option<ProxyTarget>,
+        s3: Option<S3Target>,
+        nodes: Vec<String>,
+        key: &[u8],
+    ) -> Self {
         let mut t = RegistryTarget {
             mode,
             proxy,
+            s3,
             nodes,
             generation: String::new(),
         };
@@ -97,7 +166,8 @@ pub enum ClusterTarget {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckRecord {
-    /// `upstream` (Proxy) or `mirror` (Detached).
+    /// `storage` (S3, before the masters run the target), `upstream` (Proxy) or
+    /// `mirror` (Detached).
     pub what: String,
     /// The generation checked.
     pub generation: String,
@@ -117,7 +187,7 @@ pub struct CheckRecord {
 pub enum ConditionType {
     /// The mode asked for is in place.
     Ready,
-    /// The upstream or mirror check passed.
+    /// The storage, upstream or mirror check passed.
     ChecksPassed,
     /// Every listed master runs the registry and it answers.
     NodeServicesReady,
@@ -248,7 +318,7 @@ pub struct Recheck {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckStatus {
-    /// `upstream` or `mirror`.
+    /// `storage`, `upstream` or `mirror`.
     pub what: String,
     /// Passed.
     pub ok: bool,

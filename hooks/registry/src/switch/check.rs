@@ -46,12 +46,69 @@ pub struct MirrorInputs<'a> {
     pub base: String,
 }
 
+/// The whole time the storage check of a switch step may take.
+pub const STORAGE_BUDGET: Duration = Duration::from_secs(20);
+
 /// A check that cannot be built.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CheckError {
     /// A Proxy target came without its proxy settings.
     #[error("a Proxy target without proxy settings")]
     NoProxySettings,
+    /// A storage check was asked of the registry checker, or a target without S3 of
+    /// the storage checker.
+    #[error("a storage check runs through storage::Checker, on a target with s3")]
+    NotStorage,
+}
+
+/// Runs the storage check a [`CheckNeeded::Storage`] step asks for through `checker`:
+/// the target's bucket, within [`STORAGE_BUDGET`], each request within
+/// [`REQUEST_TIMEOUT`]. The record holds the failure's kind and one-line message (no
+/// key: the check's messages hold none).
+pub fn run_storage(
+    checker: &dyn crate::storage::Checker,
+    need: CheckNeeded,
+    now: i64,
+) -> Result<CheckRecord, CheckError> {
+    let CheckNeeded::Storage(t) = need else {
+        return Err(CheckError::NotStorage);
+    };
+    let b = t.s3.as_ref().ok_or(CheckError::NotStorage)?;
+    let mut spec = crate::storage::Spec::new(
+        &b.endpoint,
+        &b.region,
+        &b.bucket,
+        &b.access_key,
+        &b.secret_key,
+    );
+    spec.root_directory = b.root_directory.clone();
+    spec.ca_pem = b.ca.clone();
+    spec.force_path_style = b.force_path_style;
+    spec.budget = STORAGE_BUDGET;
+    spec.request_timeout = REQUEST_TIMEOUT;
+    let report = checker.check(&spec);
+    let (kind, message) = match &report.failure {
+        Some(f) => (f.kind.name(), f.message.clone()),
+        None if report.ok => (
+            String::new(),
+            format!(
+                "bucket {} at {} is usable (read, write, delete)",
+                report.bucket, report.endpoint
+            ),
+        ),
+        None => (
+            "http".into(),
+            "the storage check failed without a reason".into(),
+        ),
+    };
+    Ok(CheckRecord {
+        what: super::STORAGE.into(),
+        generation: t.generation,
+        ok: report.ok && report.failure.is_none(),
+        kind,
+        message,
+        since: now,
+    })
 }
 
 /// Runs the check `need` asks for through `checker`. A mirror check whose inputs are
@@ -64,6 +121,7 @@ pub fn run(
     now: i64,
 ) -> Result<CheckRecord, CheckError> {
     let (what, generation, mut spec) = match need {
+        CheckNeeded::Storage(_) => return Err(CheckError::NotStorage),
         CheckNeeded::Upstream(t) => {
             let p = t.proxy.clone().ok_or(CheckError::NoProxySettings)?;
             let mut spec = Spec::new(&p.scheme, &p.host, &p.path);

@@ -4,8 +4,8 @@
 use serde_json::json;
 
 use super::Desired;
-use crate::model::settings::{Mode, ProxySettings};
-use crate::model::switch::{ProxyTarget, RegistryTarget};
+use crate::model::settings::{Mode, ProxySettings, S3Settings};
+use crate::model::switch::{ProxyTarget, RegistryTarget, S3Target};
 use crate::model::values::Master;
 
 /// Why the settings name no target.
@@ -22,10 +22,13 @@ pub enum DesiredError {
     NoKey,
 }
 
-/// The registry the settings ask for: Proxy on every master with HA, else on the first.
+/// The registry the settings ask for: Proxy, or Detached on S3, on every master with
+/// HA, else on the first. `s3`: the bucket of the mode's section when its
+/// `storageMode` is S3 (`None`: Fs).
 pub fn desired(
     mode: Mode,
     proxy: Option<&ProxySettings>,
+    s3: Option<&S3Settings>,
     masters: &[Master],
     ha: bool,
     current: Option<&RegistryTarget>,
@@ -44,7 +47,9 @@ pub fn desired(
                 registry: None,
             })
         }
+        // On S3 every master serves the same bucket: nothing is left behind on a disk.
         Mode::Proxy if ha => masters.iter().map(|m| m.name.clone()).collect(),
+        Mode::Detached if ha && s3.is_some() => masters.iter().map(|m| m.name.clone()).collect(),
         _ => match staying {
             Some(n) => vec![n.clone()],
             None => masters.iter().take(1).map(|m| m.name.clone()).collect(),
@@ -68,12 +73,28 @@ pub fn desired(
         }
         _ => None,
     };
+    let s3 = s3.map(|b| S3Target {
+        endpoint: b.endpoint.clone(),
+        region: b.region.clone(),
+        bucket: b.bucket.clone(),
+        root_directory: b.root_directory.clone(),
+        access_key: b.access_key.clone(),
+        secret_key: b.secret_key.clone(),
+        ca: b.ca.clone(),
+        force_path_style: b.force_path_style,
+    });
     // The generation's key: the registries' shared secret, computed by the pki hook
     // before this one.
     let key = key.ok_or(DesiredError::NoKey)?;
     Ok(Desired {
         mode,
-        registry: Some(RegistryTarget::new(mode, proxy, nodes, key.as_bytes())),
+        registry: Some(RegistryTarget::with_s3(
+            mode,
+            proxy,
+            s3,
+            nodes,
+            key.as_bytes(),
+        )),
     })
 }
 

@@ -83,6 +83,8 @@ pub enum CheckNeeded {
     Upstream(RegistryTarget),
     /// The local mirror of this target (before nodes pull from it).
     Mirror(RegistryTarget),
+    /// The S3 bucket of this target (before any master switches to it).
+    Storage(RegistryTarget),
 }
 
 /// A recheck's outcome as a check record, when it is about the registry `state` runs and
@@ -117,26 +119,68 @@ pub fn check_needed(
     scheduled: bool,
 ) -> Option<CheckNeeded> {
     let target = desired.registry.as_ref()?;
-    match target.mode {
-        Mode::Proxy => {
-            let pending = state.registry.as_ref() != Some(target);
-            let passed = state
-                .check
-                .as_ref()
-                .is_some_and(|c| c.generation == target.generation && c.ok);
-            (pending && !passed || scheduled).then(|| CheckNeeded::Upstream(target.clone()))
+    if state.registry.as_ref() != Some(target) {
+        let (done, _) = progress(state.check.as_ref(), target);
+        match checks_before(target).get(done) {
+            Some(&STORAGE) => return Some(CheckNeeded::Storage(target.clone())),
+            Some(_) => return Some(CheckNeeded::Upstream(target.clone())),
+            None => {}
         }
+    }
+    match target.mode {
+        Mode::Proxy => scheduled.then(|| CheckNeeded::Upstream(target.clone())),
         Mode::Detached => {
             let deployed = state.registry.as_ref() == Some(target) && all_ready(target, nodes);
-            let passed = state
-                .check
-                .as_ref()
-                .is_some_and(|c| c.generation == target.generation && c.ok);
+            let passed = mirror_check(state.check.as_ref(), target).is_some_and(|c| c.ok);
             (deployed && state.cluster == ClusterTarget::Upstream && !passed)
                 .then(|| CheckNeeded::Mirror(target.clone()))
         }
         Mode::Direct => None,
     }
+}
+
+/// [`CheckRecord::what`] of the storage check.
+pub const STORAGE: &str = "storage";
+/// [`CheckRecord::what`] of the upstream check.
+pub const UPSTREAM: &str = "upstream";
+
+/// The checks `target` passes before any master runs it, in order: the storage (on
+/// S3), then the upstream (Proxy). Each runs only once the ones before it passed, so
+/// a record of one (passed or not) says that those before it passed.
+pub fn checks_before(target: &RegistryTarget) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if target.s3.is_some() {
+        out.push(STORAGE);
+    }
+    if target.mode == Mode::Proxy {
+        out.push(UPSTREAM);
+    }
+    out
+}
+
+/// How many of [`checks_before`] `target` passed by the record `check`, and the
+/// record when it is the next one's failure.
+fn progress<'a>(
+    check: Option<&'a CheckRecord>,
+    target: &RegistryTarget,
+) -> (usize, Option<&'a CheckRecord>) {
+    let Some(c) = check.filter(|c| c.generation == target.generation) else {
+        return (0, None);
+    };
+    match checks_before(target).iter().position(|w| *w == c.what) {
+        Some(i) if c.ok => (i + 1, None),
+        Some(i) => (i, Some(c)),
+        None => (0, None),
+    }
+}
+
+/// The record of `target`'s mirror check, if it is the last check (any record of its
+/// generation but the storage check's, which runs before the masters get it).
+fn mirror_check<'a>(
+    check: Option<&'a CheckRecord>,
+    target: &RegistryTarget,
+) -> Option<&'a CheckRecord> {
+    check.filter(|c| c.generation == target.generation && c.what != STORAGE)
 }
 
 /// Every master of `target` runs its generation and answers.
@@ -344,10 +388,13 @@ fn to_registry(
     fleet: &Fleet,
     now: i64,
 ) {
+    // The last check about this target but the storage check: the upstream check
+    // (Proxy), the mirror check (Detached).
     let passed = s
         .check
         .as_ref()
         .filter(|k| k.generation == target.generation)
+        .filter(|k| k.what != STORAGE)
         .map(|k| (k.ok, k.kind.clone(), k.message.clone()));
     let current = s.registry.clone();
     c.set(
@@ -367,6 +414,24 @@ fn to_registry(
         return;
     }
 
+    // Detached's data is where its storage is: moving it (Fs to S3, another bucket or
+    // root) while nodes pull from the mirror would serve them an empty one, since
+    // nothing is migrated. The safe way is through Direct, as above.
+    let place = |r: &RegistryTarget| {
+        r.s3.as_ref()
+            .map(|b| b.place())
+            .map(|(e, b, r)| (e.to_string(), b.to_string(), r.to_string()))
+    };
+    if target.mode == Mode::Detached
+        && s.cluster == ClusterTarget::Embedded
+        && current
+            .as_ref()
+            .is_some_and(|r| r.mode == Mode::Detached && place(r) != place(target))
+    {
+        c.set(ConditionType::Ready, false, "TransitionRefused", "moving Detached to another storage (Fs to S3, another bucket or rootDirectory) while nodes pull from the mirror is refused: the data is not migrated; switch to Direct, then to Detached on the new storage and push the mirror");
+        return;
+    }
+
     // Nodes must always have a master to pull from while the pull Secret names the
     // embedded registry: a target that keeps none of the listed masters (they are no
     // longer masters) sends the cluster back to the upstream first.
@@ -380,35 +445,44 @@ fn to_registry(
     }
 
     if current.as_ref() != Some(target) {
-        if target.mode == Mode::Proxy {
-            match &passed {
-                Some((true, _, _)) => {}
-                Some((false, kind, message)) => {
-                    c.set(ConditionType::ChecksPassed, false, &reason(kind), message);
+        let (done, failed) = progress(s.check.as_ref(), target);
+        if let Some(what) = checks_before(target).get(done) {
+            let name = if *what == STORAGE {
+                "Storage"
+            } else {
+                "Upstream"
+            };
+            match failed {
+                Some(f) => {
+                    c.set(
+                        ConditionType::ChecksPassed,
+                        false,
+                        &reason(&f.kind),
+                        &f.message,
+                    );
                     c.set(
                         ConditionType::Ready,
                         false,
-                        "UpstreamCheckFailed",
-                        &format!("the cluster stays on its current registry: {message}"),
+                        &format!("{name}CheckFailed"),
+                        &format!("the cluster stays on its current registry: {}", f.message),
                     );
-                    return;
                 }
                 None => {
                     c.set(
                         ConditionType::ChecksPassed,
                         false,
                         "Pending",
-                        "the upstream check has not run yet",
+                        &format!("the {what} check has not run yet"),
                     );
                     c.set(
                         ConditionType::Ready,
                         false,
-                        "UpstreamCheckPending",
-                        "waiting for the upstream check",
+                        &format!("{name}CheckPending"),
+                        &format!("waiting for the {what} check"),
                     );
-                    return;
                 }
             }
+            return;
         }
         s.registry = Some(target.clone());
         s.switched_to_upstream_at = None;

@@ -467,3 +467,144 @@ fn embedded(d: &Desired, t: &RegistryTarget) -> State {
     assert_eq!(s.cluster, ClusterTarget::Embedded);
     s
 }
+
+fn s3_target(bucket: &str, secret: &str) -> crate::model::switch::S3Target {
+    crate::model::switch::S3Target {
+        endpoint: "https://s3.example.com".into(),
+        region: "garage".into(),
+        bucket: bucket.into(),
+        root_directory: "/er".into(),
+        access_key: "GK1".into(),
+        secret_key: secret.into(),
+        ca: None,
+        force_path_style: true,
+    }
+}
+
+#[test]
+fn detached_on_s3_waits_for_the_storage_check_then_the_mirror_check() {
+    let t = RegistryTarget::with_s3(
+        Mode::Detached,
+        None,
+        Some(s3_target("b", "s")),
+        vec!["m1".into()],
+        KEY,
+    );
+    let d = wants(&t);
+    let acked = fleet(&h(&["m1"]));
+    assert_eq!(
+        check_needed(&State::default(), &d, &[], false),
+        Some(CheckNeeded::Storage(t.clone()))
+    );
+    let stored = |ok| CheckRecord {
+        what: STORAGE.into(),
+        ..check(&t, ok)
+    };
+    let refused = step(State::default(), &d, &[], Some(stored(false)), &acked, 1);
+    assert_eq!(refused.registry, None, "a failed bucket is never deployed");
+    let deployed = step(State::default(), &d, &[], Some(stored(true)), &acked, 1);
+    assert_eq!(deployed.registry.as_ref(), Some(&t));
+    // The storage check passing is not the mirror check: that one follows.
+    assert_eq!(
+        check_needed(&deployed, &d, &serving(&t), false),
+        Some(CheckNeeded::Mirror(t.clone()))
+    );
+    let next = step(deployed, &d, &serving(&t), None, &acked, 2);
+    assert_eq!(next.cluster, ClusterTarget::Upstream);
+}
+
+#[test]
+fn detached_does_not_move_to_another_storage_while_nodes_pull_from_it() {
+    let fs = RegistryTarget::new(Mode::Detached, None, vec!["m1".into()], KEY);
+    let state = State {
+        registry: Some(fs.clone()),
+        cluster: ClusterTarget::Embedded,
+        mirrors: vec!["m1".into()],
+        ..State::default()
+    };
+    let on_s3 = |bucket: &str, secret: &str| {
+        RegistryTarget::with_s3(
+            Mode::Detached,
+            None,
+            Some(s3_target(bucket, secret)),
+            vec!["m1".into()],
+            KEY,
+        )
+    };
+    let t = on_s3("b", "s");
+    let next = step(
+        state.clone(),
+        &wants(&t),
+        &serving(&fs),
+        None,
+        &fleet(""),
+        1,
+    );
+    assert_eq!(next.registry.as_ref(), Some(&fs));
+    assert!(next
+        .conditions
+        .iter()
+        .any(|c| c.reason == "TransitionRefused"));
+    // On S3 already: a new secret key for the same bucket goes through its check.
+    let state = State {
+        registry: Some(t.clone()),
+        ..state
+    };
+    let rekeyed = on_s3("b", "s2");
+    let ok = CheckRecord {
+        what: STORAGE.into(),
+        ..check(&rekeyed, true)
+    };
+    let next = step(
+        state,
+        &wants(&rekeyed),
+        &serving(&t),
+        Some(ok),
+        &fleet(""),
+        1,
+    );
+    assert_eq!(next.registry.as_ref(), Some(&rekeyed));
+}
+
+#[test]
+fn detached_on_s3_in_ha_lists_every_master_in_the_nodes_mirror_configuration() {
+    let masters = vec!["m1".to_string(), "m2".to_string(), "m3".to_string()];
+    let t = RegistryTarget::with_s3(
+        Mode::Detached,
+        None,
+        Some(s3_target("b", "s")),
+        masters.clone(),
+        KEY,
+    );
+    let d = wants(&t);
+    let all_serving: Vec<NodeReport> = masters
+        .iter()
+        .map(|n| NodeReport {
+            node: n.clone(),
+            ..serving(&t)[0].clone()
+        })
+        .collect();
+    let stored = CheckRecord {
+        what: STORAGE.into(),
+        ..check(&t, true)
+    };
+    let deployed = step(State::default(), &d, &[], Some(stored), &fleet(""), 1);
+    assert_eq!(deployed.registry.as_ref(), Some(&t));
+    // Two of three serve: no mirror check yet, no mirror configuration.
+    assert_eq!(check_needed(&deployed, &d, &all_serving[..2], false), None);
+    let mirror = CheckRecord {
+        what: "mirror".into(),
+        ..check(&t, true)
+    };
+    let acked = fleet(&h(&["m1", "m2", "m3"]));
+    let listed = step(deployed, &d, &all_serving, Some(mirror), &acked, 2);
+    assert_eq!(
+        listed.mirrors, masters,
+        "every master serves the same bucket"
+    );
+    let switched = step(listed, &d, &all_serving, None, &acked, 3);
+    assert_eq!(
+        (switched.cluster, switched.mirrors.len()),
+        (ClusterTarget::Embedded, 3)
+    );
+}

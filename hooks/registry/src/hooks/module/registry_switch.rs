@@ -34,6 +34,39 @@ use crate::secrets::{self, SECRET_FILTER};
 use crate::switch::pull_secret::Action;
 use crate::switch::{self, desired, NodeReport};
 use crate::upstream::{self, Checker};
+use crate::{model::settings::S3Settings, storage};
+
+/// The S3 bucket of `mode`'s section (`proxy` or `detached`) when its `storageMode` is
+/// S3. Only these two keys are read: typing the whole section would fail on values the
+/// schema accepts but the types cannot hold (see resolve-mode).
+fn s3_settings(input: &HookInput, mode: Mode) -> anyhow::Result<Option<S3Settings>> {
+    let section = match mode {
+        Mode::Proxy => "proxy",
+        Mode::Detached => "detached",
+        Mode::Direct => return Ok(None),
+    };
+    let storage_mode: Option<String> = input
+        .values
+        .get_as(&format!("{MODULE_KEY}.{section}.storageMode"))?;
+    if storage_mode.as_deref() != Some("S3") {
+        return Ok(None);
+    }
+    // The settings check (and its CEL rules) require s3 with storageMode S3.
+    let s3: Option<S3Settings> = input
+        .values
+        .get_as(&format!("{MODULE_KEY}.{section}.s3"))
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "spec.settings.{section}.s3 is not a valid s3 object: write endpoint, region, bucket, accessKey and secretKey as strings"
+            )
+        })?;
+    match s3 {
+        Some(b) => Ok(Some(b)),
+        None => anyhow::bail!(
+            "spec.settings.{section}.s3 is required when {section}.storageMode is S3: add s3 with endpoint, region, bucket, accessKey and secretKey"
+        ),
+    }
+}
 
 /// The Node binding's filter: a small object per node (name, Ready, the two
 /// annotations and two labels the switch reads), so 5,000 nodes stay a small snapshot;
@@ -116,12 +149,16 @@ pub fn hook() -> Hook {
 }
 
 fn handle(input: &mut HookInput) -> anyhow::Result<()> {
-    handle_with(input, &upstream::Network)
+    handle_with(input, &upstream::Network, &storage::Network)
 }
 
-/// The handler with its upstream/mirror check injected: every I/O it does goes through
-/// `checker` (and the SDK's collectors).
-fn handle_with(input: &mut HookInput, checker: &dyn Checker) -> anyhow::Result<()> {
+/// The handler with its checks injected: every I/O it does goes through `checker`
+/// (upstream and mirror), `storage` (the S3 bucket) and the SDK's collectors.
+fn handle_with(
+    input: &mut HookInput,
+    checker: &dyn Checker,
+    storage: &dyn storage::Checker,
+) -> anyhow::Result<()> {
     // A run without the state (a schedule or an event whose context carries no
     // snapshots) must not start over from Direct, nor block the queue by failing:
     // the next beforeHelm run carries every snapshot.
@@ -149,6 +186,7 @@ fn handle_with(input: &mut HookInput, checker: &dyn Checker) -> anyhow::Result<(
         .get_as(&format!("{MODULE_KEY}.mode"))?
         .unwrap_or_default();
     let proxy: Option<ProxySettings> = input.values.get_as(&format!("{MODULE_KEY}.proxy"))?;
+    let s3 = s3_settings(input, mode)?;
     let masters: Vec<Master> = input
         .values
         .get_as(&format!("{MODULE_KEY}.internal.masters"))?
@@ -171,6 +209,7 @@ fn handle_with(input: &mut HookInput, checker: &dyn Checker) -> anyhow::Result<(
     let desired = desired::desired(
         mode,
         proxy.as_ref(),
+        s3.as_ref(),
         &masters,
         ha,
         state.registry.as_ref(),
@@ -188,21 +227,42 @@ fn handle_with(input: &mut HookInput, checker: &dyn Checker) -> anyhow::Result<(
     let recheck: Option<Recheck> = input
         .values
         .get_as(&format!("{MODULE_KEY}.internal.switch.recheck"))?;
-    let check = match switch::check_needed(&state, &desired, &reports, scheduled) {
-        None => recheck
-            .as_ref()
-            .and_then(|r| switch::recheck_news(r, &state, now)),
-        Some(need) => Some(run_check(
-            input,
-            checker,
-            need,
-            &masters,
-            secrets.get(&user_secret(Role::Ro)),
-            now,
-        )?),
-    };
-    if let Some(c) = &check {
-        set_check_metric(input, c);
+    // At most two checks in one run: the storage check, then (once it passed) the
+    // upstream check of the same target.
+    let mut check = None;
+    let mut probe = state.clone();
+    for _ in 0..2 {
+        let Some(need) = switch::check_needed(&probe, &desired, &reports, scheduled) else {
+            if check.is_none() {
+                check = recheck
+                    .as_ref()
+                    .and_then(|r| switch::recheck_news(r, &state, now));
+                if let Some(c) = &check {
+                    set_check_metric(input, c);
+                }
+            }
+            break;
+        };
+        let storage_step = matches!(need, switch::CheckNeeded::Storage(_));
+        let c = if storage_step {
+            switch::check::run_storage(storage, need, now)?
+        } else {
+            run_check(
+                input,
+                checker,
+                need,
+                &masters,
+                secrets.get(&user_secret(Role::Ro)),
+                now,
+            )?
+        };
+        set_check_metric(input, &c);
+        let more = storage_step && c.ok;
+        probe.check = Some(c.clone());
+        check = Some(c);
+        if !more {
+            break;
+        }
     }
     let ca: String = input
         .values
@@ -331,5 +391,7 @@ fn handle_with(input: &mut HookInput, checker: &dyn Checker) -> anyhow::Result<(
     Ok(())
 }
 
+#[cfg(test)]
+mod storage_tests;
 #[cfg(test)]
 mod tests;

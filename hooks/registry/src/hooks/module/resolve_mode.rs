@@ -1,5 +1,6 @@
 //! Decides what the chart renders: the effective mode and whether the registry runs in
-//! HA. Runs before every Helm render, after the masters are known.
+//! HA (Proxy, or Detached on S3: every master). Runs before every Helm render, after
+//! the masters are known.
 
 use anyhow::bail;
 use hook_sdk::{Hook, HookConfig, HookInput};
@@ -50,7 +51,16 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let control_plane_ha: Option<bool> = input
         .values
         .get_as("global.discovery.clusterControlPlaneIsHighlyAvailable")?;
+    // Detached on S3 runs on every master like Proxy: they all serve the same bucket.
+    let detached_on_s3 = input
+        .values
+        .get_as::<String>(&format!("{MODULE_KEY}.detached.storageMode"))?
+        .is_some_and(|m| m == "S3");
     let ha = match settings.mode {
+        Mode::Detached if detached_on_s3 => settings
+            .high_availability
+            .or(control_plane_ha)
+            .unwrap_or(masters.len() > 1),
         Mode::Proxy => settings
             .high_availability
             .or(control_plane_ha)
@@ -111,6 +121,26 @@ mod tests {
             (out["mode"].clone(), out["highAvailability"].clone()),
             (json!("Detached"), json!(false))
         );
+    }
+
+    #[test]
+    fn detached_on_s3_is_ha_like_proxy_and_on_fs_never() {
+        let s3 = json!({"mode": "Detached", "detached": {"storageMode": "S3", "s3": {}}});
+        assert_eq!(
+            run(s3.clone(), 3, json!({})).unwrap()["highAvailability"],
+            true
+        );
+        assert_eq!(
+            run(s3.clone(), 1, json!({})).unwrap()["highAvailability"],
+            false
+        );
+        let cp = json!({"discovery": {"clusterControlPlaneIsHighlyAvailable": false}});
+        assert_eq!(run(s3.clone(), 3, cp).unwrap()["highAvailability"], false);
+        let mut off = s3;
+        off["highAvailability"] = json!(false);
+        assert_eq!(run(off, 3, json!({})).unwrap()["highAvailability"], false);
+        let fs = json!({"mode": "Detached", "detached": {"storageMode": "Fs"}});
+        assert_eq!(run(fs, 3, json!({})).unwrap()["highAvailability"], false);
     }
 
     #[test]

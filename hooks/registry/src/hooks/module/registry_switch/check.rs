@@ -105,7 +105,7 @@ pub(super) fn run_check(
 ) -> anyhow::Result<CheckRecord> {
     let images = release_images(input)?;
     let mirror = match need {
-        CheckNeeded::Upstream(_) => MirrorInputs::default(),
+        CheckNeeded::Upstream(_) | CheckNeeded::Storage(_) => MirrorInputs::default(),
         CheckNeeded::Mirror(_) => MirrorInputs {
             masters,
             ro,
@@ -171,7 +171,7 @@ mod tests {
     }
 
     fn handle(input: &mut hook_sdk::HookInput) -> anyhow::Result<()> {
-        super::super::handle_with(input, &Upstream)
+        super::super::handle_with(input, &Upstream, &super::super::tests::NoStorage)
     }
 
     fn digest(first: char, i: usize) -> String {

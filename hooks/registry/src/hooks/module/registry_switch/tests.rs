@@ -115,8 +115,17 @@ impl crate::upstream::Checker for Offline {
     }
 }
 
+/// A storage checker for targets without S3: asked anyway, it fails the test.
+pub(super) struct NoStorage;
+
+impl crate::storage::Checker for NoStorage {
+    fn check(&self, spec: &crate::storage::Spec) -> crate::storage::Report {
+        panic!("no storage check expected (asked for {})", spec.endpoint)
+    }
+}
+
 fn handle_offline(input: &mut hook_sdk::HookInput) -> anyhow::Result<()> {
-    super::handle_with(input, &Offline)
+    super::handle_with(input, &Offline, &NoStorage)
 }
 
 /// The hook with the [`Offline`] checker.
@@ -234,6 +243,7 @@ fn one_registry_stays_on_its_master_when_a_master_sorting_first_joins() {
     let desired = |masters: &[Master], before| {
         crate::switch::desired::desired(
             crate::model::settings::Mode::Detached,
+            None,
             None,
             masters,
             false,
