@@ -41,8 +41,17 @@ class Node:
     def __init__(self, root: pathlib.Path, index: int, host: str, rpc_secret: str, replication: int):
         self.root, self.index, self.host = root / f"node{index}", index, host
         self.root.mkdir(parents=True)
-        self.s3_port, self.rpc_port, self.admin_port = (free_port(host) for _ in range(3))
+        self.rpc_secret, self.replication = rpc_secret, replication
         self.config = self.root / "garage.toml"
+        self.proc = None
+        self.node_id = None
+        self.pick_ports()
+
+    def pick_ports(self):
+        """Chooses free ports and writes the configuration (again after a port was taken
+        between the choice and Garage's bind: `free_port` cannot hold a port)."""
+        host, rpc_secret, replication = self.host, self.rpc_secret, self.replication
+        self.s3_port, self.rpc_port, self.admin_port = (free_port(host) for _ in range(3))
         self.config.write_text(f"""
 metadata_dir = "{self.root / 'meta'}"
 data_dir = "{self.root / 'data'}"
@@ -59,8 +68,6 @@ api_bind_addr = "{host}:{self.s3_port}"
 [admin]
 api_bind_addr = "{host}:{self.admin_port}"
 """)
-        self.proc = None
-        self.node_id = None
 
     @property
     def endpoint(self):
@@ -115,25 +122,46 @@ class Garage:
             for n in self.nodes:
                 n.start(self.garage)
             for n in self.nodes:
-                def up(n=n):
-                    if not n.running():
-                        raise AssertionError(f"garage node {n.index} exited:\n{n.log()}")
-                    p = self.cli("node", "id", "-q", node=n, check=False)
-                    return p if p.returncode == 0 else None
-                out = wait_until(up, what=f"garage node {n.index} to answer", **WAIT)
-                n.node_id = out.stdout.strip().splitlines()[-1].split("@")[0]
+                n.node_id = self._answering(n)
             first = self.nodes[0]
             for n in self.nodes[1:]:
                 wait_until(lambda n=n: self.cli("node", "connect", f"{n.node_id}@{n.host}:{n.rpc_port}",
                                                 node=first, check=False).returncode == 0,
                            what=f"garage node {n.index} to join", **WAIT)
             for n in self.nodes:
-                self.cli("layout", "assign", "-z", "dc1", "-c", "1G", n.node_id, node=first)
+                wait_until(lambda n=n: self._running_all() and self.cli(
+                    "layout", "assign", "-z", "dc1", "-c", "1G", n.node_id, node=first,
+                    check=False).returncode == 0, what=f"layout assign of garage node {n.index}", **WAIT)
             self.cli("layout", "apply", "--version", "1", node=first)
             return self
         except BaseException:
             self.stop()
             raise
+
+    def _answering(self, n, attempts=3):
+        """Waits for node `n` to answer and returns its id. A node that exits because a
+        chosen port was taken meanwhile is restarted on new ports, at most `attempts` times."""
+        for attempt in range(attempts):
+            def up():
+                if not n.running():
+                    return "exited"
+                p = self.cli("node", "id", "-q", node=n, check=False)
+                return p if p.returncode == 0 else None
+            out = wait_until(up, what=f"garage node {n.index} to answer", **WAIT)
+            if out != "exited":
+                return out.stdout.strip().splitlines()[-1].split("@")[0]
+            if "in use" not in n.log() or attempt == attempts - 1:
+                raise AssertionError(f"garage node {n.index} exited:\n{n.log()}")
+            n.stop()
+            n.pick_ports()
+            n.start(self.garage)
+        raise AssertionError("unreachable")
+
+    def _running_all(self):
+        for n in self.nodes:
+            if not n.running():
+                raise AssertionError(f"garage node {n.index} exited:\n{n.log()}")
+        return True
 
     def __exit__(self, *exc):
         self.stop()
