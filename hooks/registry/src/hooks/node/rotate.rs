@@ -15,6 +15,11 @@
 //! Metrics (group `rotation`, label `node`): releases kept, manifests deleted, bytes
 //! freed, `..._failed` (1 when the last run stopped on an error); and, never expired,
 //! the last success time.
+//!
+//! The handler's I/O is injected ([`handle_with`]): the registry through a
+//! [`Registry`] ([`rotation::Network`] in production and end-to-end tests, a fake in unit
+//! tests, so no unit test opens a socket), and the host root the manifest is moved
+//! under, reached only through the SDK's `fsutil` directory handles.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,11 +32,11 @@ use hook_sdk::fsutil::{Dir, Kind};
 
 use super::node_files::{registry_addr, HOST_ROOT_VAR, MANIFEST_DIR, MANIFEST_FILE};
 use crate::distribution::{Credentials, Endpoint};
-use crate::health;
 use crate::hooks::{named_binding, node_name};
 use crate::module::{node_config_secret, user_secret, Role};
 use crate::rotation::plan::Policy;
-use crate::rotation::run::{execute, Job};
+use crate::rotation::run::Job;
+use crate::rotation::{self, Registry};
 use crate::secrets;
 
 /// The ConfigMap with the rotation settings.
@@ -117,7 +122,18 @@ pub fn settings(data: &BTreeMap<String, String>) -> anyhow::Result<Settings> {
 }
 
 fn handle(input: &mut HookInput) -> anyhow::Result<()> {
-    let node = node_name();
+    let root = PathBuf::from(std::env::var(HOST_ROOT_VAR).unwrap_or_else(|_| "/".into()));
+    handle_with(input, &node_name(), &root, &rotation::Network)
+}
+
+/// The handler, given its I/O: the node it runs on, the host root (where the static pod
+/// manifest is moved for a restart) and the registry to rotate through.
+pub fn handle_with(
+    input: &mut HookInput,
+    node: &str,
+    root: &Path,
+    registry: &dyn Registry,
+) -> anyhow::Result<()> {
     let first = |input: &HookInput, b: &str| -> anyhow::Result<Option<BTreeMap<String, String>>> {
         Ok(input
             .snapshots
@@ -134,7 +150,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         // Not Detached, or this master holds no registry: nothing to rotate here.
         return Ok(());
     };
-    let labels = [("node", node.as_str())];
+    let labels = [("node", node)];
     let decode = |m: BTreeMap<String, String>| {
         secrets::SecretSnap {
             name: String::new(),
@@ -195,7 +211,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let report = execute(&job);
+    let report = registry.execute(&job);
     let plan = report.plan.as_ref();
     let deleted = report.applied.as_ref().map_or(0, |a| a.deleted);
     let freed = report.applied.as_ref().map_or(0, |a| a.freed_bytes);
@@ -224,13 +240,13 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     if failure.is_none() && deleted > 0 {
         // Deleted manifests free nothing until garbage collection, which needs the
         // registry stopped: restart it, and its init container collects.
-        let root = PathBuf::from(std::env::var(HOST_ROOT_VAR).unwrap_or_else(|_| "/".into()));
-        let ca = job.endpoint.ca_pem.clone().unwrap_or_default();
-        match restart_for_gc(&root, &job.endpoint.host, &ca, GC_STOP_WAIT, GC_START_WAIT) {
+        let ca = job.endpoint.ca_pem.as_deref().unwrap_or_default();
+        let waits = (GC_STOP_WAIT, GC_START_WAIT);
+        match restart_for_gc(root, &job.endpoint.host, ca, registry, waits) {
             Ok(()) => input
                 .log
                 .info("registry restarted for garbage collection", &[]),
-            Err(e) => failure = Some(("gc".into(), e)),
+            Err(e) => failure = Some(("gc".into(), e.to_string())),
         }
     }
     input.metrics.set(
@@ -312,55 +328,84 @@ fn gc_dirs(root: &Path) -> anyhow::Result<(Dir, Dir)> {
     Ok((manifests, aside))
 }
 
+/// Why [`restart_for_gc`] could not restart the registry; each message is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// A directory or file on the way could not be reached, or is not what it should
+    /// be (a symbolic link, a directory): the message names its path.
+    #[error("{0}")]
+    Files(String),
+    /// Neither kubelet's directory nor the place aside holds the manifest.
+    #[error("{}: no static pod manifest to restart", .0.display())]
+    NoManifest(PathBuf),
+    /// The registry still answered when the stop wait ran out (the manifest is back).
+    #[error("the registry on {addr} did not stop within {secs}s; garbage collection did not run")]
+    NotStopped {
+        /// The registry's `host:port`.
+        addr: String,
+        /// The wait, in seconds.
+        secs: u64,
+    },
+    /// The registry did not answer again within the start wait.
+    #[error("the registry on {addr} did not answer within {secs}s after garbage collection")]
+    NotBack {
+        /// The registry's `host:port`.
+        addr: String,
+        /// The wait, in seconds.
+        secs: u64,
+    },
+}
+
+impl From<anyhow::Error> for GcError {
+    fn from(e: anyhow::Error) -> Self {
+        GcError::Files(format!("{e:#}").replace('\n', " "))
+    }
+}
+
+impl From<hook_sdk::fsutil::FsError> for GcError {
+    fn from(e: hook_sdk::fsutil::FsError) -> Self {
+        anyhow::Error::from(e).into()
+    }
+}
+
 /// Restarts the static pod so its `garbage-collect` init container runs with the
 /// registry stopped: the manifest moves out of kubelet's directory until `/v2/` stops
-/// answering, then back, then the registry must answer again. The manifest always goes
-/// back, whatever happened. Both directories are reached without following a link
-/// below `root`, and only a regular file is moved (a link there is refused).
+/// answering (asked of `registry`), then back, then the registry must answer again;
+/// `waits` bounds the stop and the start. The manifest always goes back, whatever
+/// happened. Both directories are reached without following a link below `root`, and
+/// only a regular file is moved (a link there is refused).
 pub fn restart_for_gc(
     root: &Path,
     addr: &str,
     ca: &str,
-    stop_wait: Duration,
-    start_wait: Duration,
-) -> Result<(), String> {
-    fn text(e: impl Into<anyhow::Error>) -> String {
-        format!("{:#}", e.into()).replace('\n', " ")
-    }
-    let (manifests, aside) = gc_dirs(root).map_err(text)?;
+    registry: &dyn Registry,
+    (stop_wait, start_wait): (Duration, Duration),
+) -> Result<(), GcError> {
+    let (manifests, aside) = gc_dirs(root)?;
     let is_file = |d: &Dir, name: &str| d.kind(name).map(|k| k == Some(Kind::File));
-    let manifest_there = is_file(&manifests, MANIFEST_FILE).map_err(text)?;
-    if !manifest_there && is_file(&aside, ASIDE_FILE).map_err(text)? {
+    let manifest_there = is_file(&manifests, MANIFEST_FILE)?;
+    if !manifest_there && is_file(&aside, ASIDE_FILE)? {
         // A run that stopped between the two moves: put the manifest back first.
-        aside
-            .rename(ASIDE_FILE, &manifests, MANIFEST_FILE)
-            .map_err(text)?;
+        aside.rename(ASIDE_FILE, &manifests, MANIFEST_FILE)?;
     }
-    if !is_file(&manifests, MANIFEST_FILE).map_err(text)? {
-        return Err(format!(
-            "{}: no static pod manifest to restart",
-            manifests.join(MANIFEST_FILE).display()
-        ));
+    if !is_file(&manifests, MANIFEST_FILE)? {
+        return Err(GcError::NoManifest(manifests.join(MANIFEST_FILE)));
     }
-    manifests
-        .rename(MANIFEST_FILE, &aside, ASIDE_FILE)
-        .map_err(text)?;
-    let answers = || health::check_registry(addr, ca, Duration::from_secs(2)).is_ok();
+    manifests.rename(MANIFEST_FILE, &aside, ASIDE_FILE)?;
+    let answers = || registry.answers(addr, ca);
     let stopped = wait_for(|| !answers(), stop_wait);
-    aside
-        .rename(ASIDE_FILE, &manifests, MANIFEST_FILE)
-        .map_err(text)?;
+    aside.rename(ASIDE_FILE, &manifests, MANIFEST_FILE)?;
     if !stopped {
-        return Err(format!(
-            "the registry on {addr} did not stop within {}s; garbage collection did not run",
-            stop_wait.as_secs()
-        ));
+        return Err(GcError::NotStopped {
+            addr: addr.to_string(),
+            secs: stop_wait.as_secs(),
+        });
     }
     if !wait_for(answers, start_wait) {
-        return Err(format!(
-            "the registry on {addr} did not answer within {}s after garbage collection",
-            start_wait.as_secs()
-        ));
+        return Err(GcError::NotBack {
+            addr: addr.to_string(),
+            secs: start_wait.as_secs(),
+        });
     }
     Ok(())
 }
