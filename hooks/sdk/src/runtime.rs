@@ -52,7 +52,7 @@ pub enum RunError {
         limit_mib: u64,
     },
     /// The binding context file is not what the runner writes.
-    #[error("BINDING_CONTEXT_PATH={}: {error}", path.display())]
+    #[error("{}={}: {error}", vars::BINDING_CONTEXT, path.display())]
     Contexts {
         /// The file.
         path: PathBuf,
@@ -123,7 +123,28 @@ pub enum RunError {
 
 type Result<T> = std::result::Result<T, RunError>;
 
-/// Input and output file paths of one run, as the runner passes them in the environment.
+/// The runner's environment variables naming a run's files: the one list the runtime
+/// reads and every runner here (the local converge, [`crate::testing::HookTest`]) sets,
+/// through [`IoPaths::from_env`] and [`IoPaths::vars`].
+pub mod vars {
+    /// The binding contexts (input, required).
+    pub const BINDING_CONTEXT: &str = "BINDING_CONTEXT_PATH";
+    /// The values (input, required for module hooks).
+    pub const VALUES: &str = "VALUES_PATH";
+    /// The config values (input, required for module hooks).
+    pub const CONFIG_VALUES: &str = "CONFIG_VALUES_PATH";
+    /// The values patch (output).
+    pub const VALUES_PATCH: &str = "VALUES_JSON_PATCH_PATH";
+    /// The config values patch (output).
+    pub const CONFIG_VALUES_PATCH: &str = "CONFIG_VALUES_JSON_PATCH_PATH";
+    /// The object operations (output).
+    pub const KUBERNETES_PATCH: &str = "KUBERNETES_PATCH_PATH";
+    /// The metric operations (output).
+    pub const METRICS: &str = "METRICS_PATH";
+}
+
+/// Input and output file paths of one run, as the runner passes them in the environment
+/// (the variables of [`vars`]).
 #[derive(Clone, Debug, Default)]
 pub struct IoPaths {
     /// `BINDING_CONTEXT_PATH` (required).
@@ -151,14 +172,31 @@ impl IoPaths {
                 .map(PathBuf::from)
         };
         IoPaths {
-            binding_context: var("BINDING_CONTEXT_PATH"),
-            values: var("VALUES_PATH"),
-            config_values: var("CONFIG_VALUES_PATH"),
-            values_patch: var("VALUES_JSON_PATCH_PATH"),
-            config_values_patch: var("CONFIG_VALUES_JSON_PATCH_PATH"),
-            kubernetes_patch: var("KUBERNETES_PATCH_PATH"),
-            metrics: var("METRICS_PATH"),
+            binding_context: var(vars::BINDING_CONTEXT),
+            values: var(vars::VALUES),
+            config_values: var(vars::CONFIG_VALUES),
+            values_patch: var(vars::VALUES_PATCH),
+            config_values_patch: var(vars::CONFIG_VALUES_PATCH),
+            kubernetes_patch: var(vars::KUBERNETES_PATCH),
+            metrics: var(vars::METRICS),
         }
+    }
+
+    /// The set paths as `(variable, path)` pairs: what a runner puts in a hook
+    /// process's environment ([`std::process::Command::envs`]).
+    pub fn vars(&self) -> Vec<(&'static str, &Path)> {
+        [
+            (vars::BINDING_CONTEXT, &self.binding_context),
+            (vars::VALUES, &self.values),
+            (vars::CONFIG_VALUES, &self.config_values),
+            (vars::VALUES_PATCH, &self.values_patch),
+            (vars::CONFIG_VALUES_PATCH, &self.config_values_patch),
+            (vars::KUBERNETES_PATCH, &self.kubernetes_patch),
+            (vars::METRICS, &self.metrics),
+        ]
+        .into_iter()
+        .filter_map(|(var, path)| Some((var, path.as_deref()?)))
+        .collect()
     }
 }
 
@@ -256,10 +294,10 @@ pub fn execute(hook: &Hook, io: &IoPaths, module: bool) -> Result<HookOutputs> {
         .binding_context
         .as_deref()
         .ok_or(RunError::MissingInput {
-            var: "BINDING_CONTEXT_PATH",
+            var: vars::BINDING_CONTEXT,
         })?;
     let text = read_json(
-        "BINDING_CONTEXT_PATH",
+        vars::BINDING_CONTEXT,
         bc_path,
         crate::context::MAX_CONTEXT_BYTES,
     )?;
@@ -267,15 +305,15 @@ pub fn execute(hook: &Hook, io: &IoPaths, module: bool) -> Result<HookOutputs> {
         path: bc_path.into(),
         error,
     })?;
-    let values = read_values("VALUES_PATH", io.values.as_deref(), module)?;
-    let config_values = read_values("CONFIG_VALUES_PATH", io.config_values.as_deref(), module)?;
+    let values = read_values(vars::VALUES, io.values.as_deref(), module)?;
+    let config_values = read_values(vars::CONFIG_VALUES, io.config_values.as_deref(), module)?;
 
     let out = run_in_memory(hook, contexts, values, config_values)?;
 
     let jsonl = |items: Vec<String>| items.into_iter().map(|l| l + "\n").collect::<String>();
     let files = [
         (
-            "VALUES_JSON_PATCH_PATH",
+            vars::VALUES_PATCH,
             &io.values_patch,
             !out.values_patch.is_empty(),
             if out.values_patch.is_empty() {
@@ -285,7 +323,7 @@ pub fn execute(hook: &Hook, io: &IoPaths, module: bool) -> Result<HookOutputs> {
             },
         ),
         (
-            "CONFIG_VALUES_JSON_PATCH_PATH",
+            vars::CONFIG_VALUES_PATCH,
             &io.config_values_patch,
             !out.config_values_patch.is_empty(),
             if out.config_values_patch.is_empty() {
@@ -295,7 +333,7 @@ pub fn execute(hook: &Hook, io: &IoPaths, module: bool) -> Result<HookOutputs> {
             },
         ),
         (
-            "KUBERNETES_PATCH_PATH",
+            vars::KUBERNETES_PATCH,
             &io.kubernetes_patch,
             !out.objects.is_empty(),
             jsonl(
@@ -306,7 +344,7 @@ pub fn execute(hook: &Hook, io: &IoPaths, module: bool) -> Result<HookOutputs> {
             ),
         ),
         (
-            "METRICS_PATH",
+            vars::METRICS,
             &io.metrics,
             !out.metrics.is_empty(),
             jsonl(
@@ -579,6 +617,47 @@ mod tests {
             names.sort();
             names
         }
+    }
+
+    /// The variables a runner sets are the runner contract's names (addon-operator's
+    /// and shell-operator's), and only the paths that are set.
+    #[test]
+    fn io_paths_name_the_runner_variables() {
+        let all = IoPaths {
+            binding_context: Some("a".into()),
+            values: Some("b".into()),
+            config_values: Some("c".into()),
+            values_patch: Some("d".into()),
+            config_values_patch: Some("e".into()),
+            kubernetes_patch: Some("f".into()),
+            metrics: Some("g".into()),
+        };
+        let names: Vec<(&str, String)> = all
+            .vars()
+            .into_iter()
+            .map(|(v, p)| (v, p.display().to_string()))
+            .collect();
+        let want = [
+            ("BINDING_CONTEXT_PATH", "a"),
+            ("VALUES_PATH", "b"),
+            ("CONFIG_VALUES_PATH", "c"),
+            ("VALUES_JSON_PATCH_PATH", "d"),
+            ("CONFIG_VALUES_JSON_PATCH_PATH", "e"),
+            ("KUBERNETES_PATCH_PATH", "f"),
+            ("METRICS_PATH", "g"),
+        ];
+        assert_eq!(
+            names,
+            want.map(|(v, p)| (v, p.to_string())).to_vec(),
+            "names and order"
+        );
+        let shell = IoPaths {
+            binding_context: Some("a".into()),
+            metrics: Some("g".into()),
+            ..Default::default()
+        };
+        let set: Vec<&str> = shell.vars().into_iter().map(|(v, _)| v).collect();
+        assert_eq!(set, ["BINDING_CONTEXT_PATH", "METRICS_PATH"]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::bindings::BindingError;
 use crate::context::{BindingContext, ContextType, SnapshotItem};
 use crate::metrics::{parse_metric_operations, MetricOperation, MetricsError};
 use crate::objects::{parse_object_operations, ObjectOperation, ObjectsError};
-use crate::runtime::{run_in_memory, HookOutputs, RunError};
+use crate::runtime::{run_in_memory, HookOutputs, IoPaths, RunError};
 use crate::values::{apply_values_patch, parse_values_patch, PatchError};
 use crate::Hook;
 
@@ -373,19 +373,19 @@ impl HookTest {
         write("bc.json", self.contexts_json())?;
         write("values.json", self.values.to_string())?;
         write("config-values.json", self.config_values.to_string())?;
+        let paths = IoPaths {
+            binding_context: Some(p("bc.json")),
+            values: Some(p("values.json")),
+            config_values: Some(p("config-values.json")),
+            values_patch: Some(p("values-patch.json")),
+            config_values_patch: Some(p("config-values-patch.json")),
+            kubernetes_patch: Some(p("k8s.json")),
+            metrics: Some(p("metrics.json")),
+        };
         let output = Command::new(program)
             .args(args)
             .env_clear()
-            .env("BINDING_CONTEXT_PATH", p("bc.json"))
-            .env("VALUES_PATH", p("values.json"))
-            .env("CONFIG_VALUES_PATH", p("config-values.json"))
-            .env("VALUES_JSON_PATCH_PATH", p("values-patch.json"))
-            .env(
-                "CONFIG_VALUES_JSON_PATCH_PATH",
-                p("config-values-patch.json"),
-            )
-            .env("KUBERNETES_PATCH_PATH", p("k8s.json"))
-            .env("METRICS_PATH", p("metrics.json"))
+            .envs(paths.vars())
             .output()
             .map_err(io(format!("cannot run {}", program.display())))?;
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();

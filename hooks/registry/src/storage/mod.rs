@@ -22,6 +22,8 @@ use serde::Serialize;
 
 pub use classify::Step;
 
+use crate::distribution::failure::FailureKind;
+
 /// The caps on what the check reads and how long it waits.
 pub mod limits {
     use std::time::Duration;
@@ -46,8 +48,9 @@ pub mod limits {
 
 /// The class of a storage check failure; stable kebab-case names for JSON output,
 /// metrics and conditions. The transport and TLS kinds are the upstream check's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Kind {
     /// The endpoint's host name does not resolve.
     Dns,
@@ -79,35 +82,15 @@ pub enum Kind {
     Http,
 }
 
-impl Kind {
-    /// The kebab-case name.
-    pub fn name(self) -> String {
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
+impl FailureKind for Kind {
+    fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
-/// A classified failure: a one-line message naming the setting to fix, no secret in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("[{}] {message}", kind.name())]
-pub struct Failure {
-    /// The class.
-    pub kind: Kind,
-    /// What happened and what to do about it.
-    pub message: String,
-}
-
-impl Failure {
-    /// A failure of `kind` with `message`.
-    pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        Failure {
-            kind,
-            message: message.into(),
-        }
-    }
-}
+/// A classified failure: a one-line message naming the setting to fix, no secret in it
+/// (the upstream check's shape, shown as `[kind] message`).
+pub type Failure = crate::distribution::failure::Failure<Kind>;
 
 /// What to check: the fields of the `s3` settings object, and the check's limits.
 #[derive(Clone)]
@@ -307,7 +290,7 @@ impl Report {
                 "OK: bucket {} at {} is usable (read, write, delete)\n",
                 self.bucket, self.endpoint
             ),
-            Some(f) => format!("FAILED [{}]: {}\n", f.kind.name(), f.message),
+            Some(f) => format!("FAILED [{}]: {}\n", f.kind.as_str(), f.message),
         };
         for s in &self.steps {
             let status = s.status.map(|c| format!(" (HTTP {c})")).unwrap_or_default();

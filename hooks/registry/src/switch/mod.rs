@@ -383,7 +383,7 @@ fn to_registry(
             match &passed {
                 Some((true, _, _)) => {}
                 Some((false, kind, message)) => {
-                    c.set(ConditionType::ChecksPassed, false, &reason(kind), message);
+                    c.set(ConditionType::ChecksPassed, false, reason(kind), message);
                     c.set(
                         ConditionType::Ready,
                         false,
@@ -443,7 +443,7 @@ fn to_registry(
         ),
         _ => match &passed {
             Some((true, _, m)) => c.set(ConditionType::ChecksPassed, true, "MirrorComplete", m),
-            Some((false, kind, m)) => c.set(ConditionType::ChecksPassed, false, &reason(kind), m),
+            Some((false, kind, m)) => c.set(ConditionType::ChecksPassed, false, reason(kind), m),
             None if s.cluster == ClusterTarget::Embedded => c.set(
                 ConditionType::ChecksPassed,
                 true,
@@ -561,16 +561,15 @@ fn to_registry(
     );
 }
 
-fn reason(kind: &str) -> String {
-    let mut out = String::from("Check");
-    for part in kind.split('-') {
-        let mut ch = part.chars();
-        if let Some(f) = ch.next() {
-            out.push(f.to_ascii_uppercase());
-            out.extend(ch);
-        }
+/// The `ChecksPassed` reason of a failed check record's kind: the failure kind's own
+/// ([`crate::distribution::Kind::reason`]); `CheckPending` while the check waits for
+/// its inputs, `CheckFailed` for a kind this version does not know (an older state).
+fn reason(kind: &str) -> &'static str {
+    match crate::distribution::Kind::from_name(kind) {
+        Some(k) => k.reason(),
+        None if kind == "pending" => "CheckPending",
+        None => "CheckFailed",
     }
-    out
 }
 
 /// Conditions with transition times kept while the status is unchanged.

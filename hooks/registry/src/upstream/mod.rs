@@ -189,12 +189,9 @@ impl Report {
     }
 }
 
-/// The kebab-case name of a failure kind.
+/// The kebab-case name of a failure kind ([`Kind::as_str`]).
 pub fn kind_name(kind: Kind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+    kind.as_str().to_string()
 }
 
 /// What runs a check: the network in production and end-to-end tests ([`Network`]), a

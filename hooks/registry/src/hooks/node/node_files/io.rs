@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 
+use crate::health::HealthError;
 use crate::hooks::node_name;
 
 /// Host root variable.
@@ -24,8 +25,8 @@ pub const UPSTREAM_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::fro
 /// fake in unit tests, so that the handler does no network I/O of its own.
 pub trait Probe {
     /// `Ok` when the registry at `addr` (`host:port`) answers `/v2/` over TLS trusting
-    /// `ca_pem`; else why not, in one line.
-    fn registry(&self, addr: &str, ca_pem: &str) -> Result<(), String>;
+    /// `ca_pem`; else why not (its message is one line).
+    fn registry(&self, addr: &str, ca_pem: &str) -> Result<(), HealthError>;
     /// Whether a Proxy registry's upstream (`scheme`, `host[:port]`) answers `/v2/`,
     /// trusting `ca_pem` alone when given.
     fn upstream(&self, scheme: &str, host: &str, ca_pem: Option<&str>) -> bool;
@@ -37,8 +38,8 @@ pub trait Probe {
 pub struct Network;
 
 impl Probe for Network {
-    fn registry(&self, addr: &str, ca_pem: &str) -> Result<(), String> {
-        crate::health::check_registry(addr, ca_pem, REGISTRY_PROBE_TIMEOUT)
+    fn registry(&self, addr: &str, ca_pem: &str) -> Result<(), HealthError> {
+        crate::health::probe_registry(addr, ca_pem, REGISTRY_PROBE_TIMEOUT)
     }
 
     fn upstream(&self, scheme: &str, host: &str, ca_pem: Option<&str>) -> bool {

@@ -128,7 +128,7 @@ fn registry_health(
     };
     match probe.registry(&addr, ca) {
         Ok(()) => (RegistryHealth::Ready, format!("https://{addr}/v2/ answers")),
-        Err(e) => (RegistryHealth::NotReady, e),
+        Err(e) => (RegistryHealth::NotReady, e.to_string()),
     }
 }
 

@@ -27,10 +27,13 @@ const ONLINE: Fake = Fake {
 };
 
 impl Probe for Fake {
-    fn registry(&self, addr: &str, _ca_pem: &str) -> Result<(), String> {
+    fn registry(&self, addr: &str, _ca_pem: &str) -> Result<(), crate::health::HealthError> {
         match self.registry {
             true => Ok(()),
-            false => Err(format!("GET https://{addr}/v2/: cannot connect (fake)")),
+            false => Err(crate::health::HealthError::Request {
+                addr: addr.to_string(),
+                chain: "cannot connect (fake)".into(),
+            }),
         }
     }
 
