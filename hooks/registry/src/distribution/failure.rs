@@ -129,6 +129,25 @@ impl<K: FailureKind> std::fmt::Display for Failure<K> {
 
 impl<K: FailureKind> std::error::Error for Failure<K> {}
 
+/// A check's report for people, the same for both checks: a verdict line (`OK: ` and
+/// what `ok` says, or `FAILED [kind]: message`), then `lines`, each indented by two.
+pub fn human_report<K: FailureKind>(
+    failure: Option<&Failure<K>>,
+    ok: impl FnOnce() -> String,
+    lines: impl IntoIterator<Item = String>,
+) -> String {
+    let mut out = match failure {
+        None => format!("OK: {}\n", ok()),
+        Some(f) => format!("FAILED [{}]: {}\n", f.kind.as_str(), f.message),
+    };
+    for line in lines {
+        out.push_str("  ");
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
 impl Failure {
     /// Classifies a transport error of a request to `url`.
     pub fn from_transport(url: &str, e: &reqwest::Error) -> Self {

@@ -81,10 +81,9 @@ pub trait Registry {
 /// How long one "does it answer?" probe of [`Network::answers`] may take.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The real registry, over the network ([`execute`], [`crate::health::probe_registry`]).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Network;
+pub use crate::distribution::Network;
 
+/// The real registry, over the network ([`execute`], [`crate::health::probe_registry`]).
 impl Registry for Network {
     fn execute(&self, job: &Job) -> Report {
         execute(job)

@@ -47,25 +47,11 @@ pub mod limits {
 }
 
 /// The class of a storage check failure; stable kebab-case names for JSON output,
-/// metrics and conditions. The transport and TLS kinds are the upstream check's.
+/// metrics and conditions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
 #[serde(rename_all = "kebab-case")]
 #[strum(serialize_all = "kebab-case")]
 pub enum Kind {
-    /// The endpoint's host name does not resolve.
-    Dns,
-    /// Nothing accepts connections at the endpoint.
-    Connect,
-    /// No answer within the time allowed.
-    Timeout,
-    /// The certificate does not name the endpoint's host.
-    TlsNameMismatch,
-    /// The certificate does not chain to `s3.ca` or a system root.
-    TlsUnknownCa,
-    /// The certificate expired (or is not valid yet).
-    TlsExpired,
-    /// Another TLS failure (e.g. the server speaks plain HTTP).
-    Tls,
     /// The server refused the access key or the signature (secret key).
     BadCredentials,
     /// The bucket does not exist.
@@ -80,11 +66,19 @@ pub enum Kind {
     Oversize,
     /// Any other unexpected answer (a 5xx, a probe read back different).
     Http,
+    /// One of the upstream check's transport and TLS kinds, under its own name (`dns`,
+    /// `connect`, `timeout`, `tls-name-mismatch`, `tls-unknown-ca`, `tls-expired`,
+    /// `tls`): the same classification of the same client's errors.
+    #[serde(untagged)]
+    Transport(crate::distribution::Kind),
 }
 
 impl FailureKind for Kind {
     fn as_str(self) -> &'static str {
-        self.into()
+        match self {
+            Kind::Transport(k) => k.as_str(),
+            other => other.into(),
+        }
     }
 }
 
@@ -285,19 +279,18 @@ pub struct Report {
 impl Report {
     /// Lines for a human: a verdict, then one line per step.
     pub fn human(&self) -> String {
-        let mut out = match &self.failure {
-            None => format!(
-                "OK: bucket {} at {} is usable (read, write, delete)\n",
+        let ok = || {
+            format!(
+                "bucket {} at {} is usable (read, write, delete)",
                 self.bucket, self.endpoint
-            ),
-            Some(f) => format!("FAILED [{}]: {}\n", f.kind.as_str(), f.message),
+            )
         };
-        for s in &self.steps {
+        let lines = self.steps.iter().map(|s| {
             let status = s.status.map(|c| format!(" (HTTP {c})")).unwrap_or_default();
             let verdict = if s.ok { "ok    " } else { "failed" };
-            out.push_str(&format!("  {verdict} {}{status}\n", s.step));
-        }
-        out
+            format!("{verdict} {}{status}", s.step)
+        });
+        crate::distribution::failure::human_report(self.failure.as_ref(), ok, lines)
     }
 }
 
@@ -308,10 +301,9 @@ pub trait Checker {
     fn check(&self, spec: &Spec) -> Report;
 }
 
-/// The real check, over the network ([`check`]).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Network;
+pub use crate::distribution::Network;
 
+/// The real check, over the network ([`check`]).
 impl Checker for Network {
     fn check(&self, spec: &Spec) -> Report {
         check(spec)
@@ -372,7 +364,7 @@ impl<'a> Run<'a> {
         };
         let tls = crate::distribution::client::tls_config(&tls_endpoint).map_err(|f| {
             Failure::new(
-                Kind::Tls,
+                Kind::Transport(f.kind),
                 f.message.replace("proxy.ca, --ca-file", "s3.ca, --ca-file"),
             )
         })?;
@@ -540,7 +532,7 @@ impl<'a> Run<'a> {
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             self.mark(step, false, None);
-            return Err(Failure::new(Kind::Timeout, format!("{at}: the check's time budget ran out before {}; check that the endpoint answers quickly", step.name())));
+            return Err(Failure::new(Kind::Transport(crate::distribution::Kind::Timeout), format!("{at}: the check's time budget ran out before {}; check that the endpoint answers quickly", step.name())));
         }
         let s3_method = match method {
             reqwest::Method::PUT => rusty_s3::Method::Put,
@@ -639,15 +631,16 @@ fn transport(at: &str, e: reqwest::Error) -> Failure {
     let upstream = crate::distribution::Failure::from_transport(at, &e);
     let chain = crate::distribution::failure::error_chain(&e);
     let detail = chain.rsplit(": ").next().unwrap_or(&chain).to_string();
+    let same = Kind::Transport(upstream.kind);
     let (kind, message) = match upstream.kind {
-        D::Dns => (Kind::Dns, format!("{at}: the host name does not resolve ({detail}); check s3.endpoint and the cluster's DNS")),
-        D::Connect => (Kind::Connect, format!("{at}: cannot connect ({detail}); check s3.endpoint's host and port and firewalls")),
-        D::Timeout => (Kind::Timeout, format!("{at}: no answer in time; check that s3.endpoint is right and reachable from the masters")),
-        D::TlsNameMismatch => (Kind::TlsNameMismatch, format!("{at}: the server's certificate does not name this host; use the name the certificate was issued for in s3.endpoint")),
-        D::TlsUnknownCa => (Kind::TlsUnknownCa, format!("{at}: the server's certificate is signed by an unknown CA; put the S3 server's CA into s3.ca")),
-        D::TlsExpired => (Kind::TlsExpired, format!("{at}: the server's certificate has expired or is not valid yet; the S3 server must renew it (or check the clocks)")),
-        D::Tls if upstream.message.contains("does not speak TLS") => (Kind::Tls, format!("{at}: the server does not speak TLS here; if it serves plain HTTP, write http:// in s3.endpoint")),
-        D::Tls => (Kind::Tls, format!("{at}: TLS: {detail}")),
+        D::Dns => (same, format!("{at}: the host name does not resolve ({detail}); check s3.endpoint and the cluster's DNS")),
+        D::Connect => (same, format!("{at}: cannot connect ({detail}); check s3.endpoint's host and port and firewalls")),
+        D::Timeout => (same, format!("{at}: no answer in time; check that s3.endpoint is right and reachable from the masters")),
+        D::TlsNameMismatch => (same, format!("{at}: the server's certificate does not name this host; use the name the certificate was issued for in s3.endpoint")),
+        D::TlsUnknownCa => (same, format!("{at}: the server's certificate is signed by an unknown CA; put the S3 server's CA into s3.ca")),
+        D::TlsExpired => (same, format!("{at}: the server's certificate has expired or is not valid yet; the S3 server must renew it (or check the clocks)")),
+        D::Tls if upstream.message.contains("does not speak TLS") => (same, format!("{at}: the server does not speak TLS here; if it serves plain HTTP, write http:// in s3.endpoint")),
+        D::Tls => (same, format!("{at}: TLS: {detail}")),
         _ => (Kind::Http, format!("{at}: {detail}")),
     };
     Failure::new(kind, message)
