@@ -1,11 +1,15 @@
 //! Unit tests of the `rotate` hook. The registry is a fake ([`Fake`]): no test here
 //! opens a socket; the real registry is exercised end to end (`tests/test_rotation*.py`).
+//!
+//! Above 400 lines: one file for the hook's scenarios, which share the fake registry
+//! and the cluster builders above them.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use super::*;
 use crate::hooks::node::cluster::{config_map, scheduled, secret};
+use crate::hooks::node::node_files::{MANIFEST_DIR, MANIFEST_FILE};
 use crate::module::NAMESPACE;
 use crate::rotation::apply::Applied;
 use crate::rotation::plan::{KeptRelease, Plan};
