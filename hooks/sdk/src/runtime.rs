@@ -535,7 +535,7 @@ impl Registry {
                 return 1;
             }
         };
-        report(hook, execute(hook, &IoPaths::from_env(), true))
+        run_batch_hook(hook)
     }
 
     /// Runs the hook named `name` under the classic protocol; returns the exit code.
@@ -554,6 +554,12 @@ impl Registry {
             }
         }
     }
+}
+
+/// Runs `hook` as `hook run N` does ([`Registry::run_batch`]) with files from the
+/// environment, for a binary that builds only the hook it runs; returns the exit code.
+pub fn run_batch_hook(hook: &Hook) -> i32 {
+    report(hook, execute(hook, &IoPaths::from_env(), true))
 }
 
 fn report(hook: &Hook, result: Result<HookOutputs>) -> i32 {
