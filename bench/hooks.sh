@@ -57,45 +57,11 @@ DM=$(idx discover-masters)
 RM=$(idx resolve-mode)
 TREE_DM=$(idx discover-masters "$TREE_BIN")
 
-# Inputs: a beforeHelm run of resolve-mode (a small handler: the per-run floor of the
-# runtime), and discover-masters on Synchronization contexts of N full Node objects
-# (Group context, as addon-operator delivers a batch hook's bindings). "edge" mixes both
-# labels, duplicates, nodes without an InternalIP, null filter results, names and
-# addresses that are not what they claim (control characters, a non-canonical IPv6
-# address): it is used only to check that the peers implement the same logic.
-echo '[{"binding":"beforeHelm"}]' > "$W/bh.json"
-echo '{"global":{},"embeddedRegistry":{"mode":"Direct","internal":{}}}' > "$W/values.json"
-echo '{"global":{},"embeddedRegistry":{"mode":"Direct","internal":{"mode":"Direct","highAvailability":false}}}' > "$W/converged.json"
-echo '{"embeddedRegistry":{}}' > "$W/config.json"
-python3 - "$W" <<'PY'
-import json, sys
-w = sys.argv[1]
-def node(i, label="node-role.kubernetes.io/control-plane", ip=True):
-    addresses = [{"type": "Hostname", "address": f"node-{i}"}]
-    if ip:
-        addresses.insert(0, {"type": "InternalIP", "address": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"})
-    return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": f"node-{i}", "labels": {label: "", "kubernetes.io/hostname": f"node-{i}"},
-                         "annotations": {"node.alpha.kubernetes.io/ttl": "0"}, "uid": f"uid-{i}"},
-            "status": {"addresses": addresses,
-                       "capacity": {"cpu": "4", "memory": "16Gi"}, "nodeInfo": {"kubeletVersion": "v1.30.1"}}}
-for n in (3, 100, 5000):
-    ctx = [{"binding": "main", "type": "Group", "groupName": "main",
-            "snapshots": {"masters": [{"object": node(i)} for i in range(n)], "legacy_masters": []}}]
-    json.dump(ctx, open(f"{w}/sync-{n}.json", "w"))
-legacy = "node-role.kubernetes.io/master"
-edge = [{"binding": "main", "type": "Group", "groupName": "main", "snapshots": {
-    "masters": [{"object": node(7)}, {"object": node(2, ip=False)}, {"filterResult": None},
-                {"filterResult": {"name": "f-1", "internalIP": "10.9.0.1"}}, {"filterResult": {"name": "f-2", "internalIP": None}},
-                {"object": node(5)}, {"filterResult": {"name": "Bad_Name\n\u001b[31m", "internalIP": "10.9.0.2"}},
-                {"filterResult": {"name": "f-3", "internalIP": "010.9.0.3"}}, {"filterResult": {"name": "f-4", "internalIP": "FD00:0::1"}},
-                {"filterResult": {"name": "f-5", "internalIP": "10.9.0.5\ntouch /pwned"}},
-                {"filterResult": {"name": "f-7", "internalIP": "fe80::1%eth0"}}],
-    "legacy_masters": [{"object": node(5, legacy)}, {"object": node(1, legacy)}, {"object": node(3, legacy, ip=False)},
-                       {"filterResult": {"name": "f-3", "internalIP": "10.9.0.3"}}, {"filterResult": {"name": "f-6", "internalIP": ""}},
-                       {"filterResult": {"name": "x" * 64, "internalIP": "10.9.0.6"}}]}}]
-json.dump(edge, open(f"{w}/edge.json", "w"))
-PY
+# Inputs (bench/inputs.py): a beforeHelm run of resolve-mode (a small handler: the
+# per-run floor of the runtime), and discover-masters on Synchronization contexts of N
+# full Node objects (Group context, as addon-operator delivers a batch hook's bindings);
+# "edge.json" is used only to check that the peers implement the same logic.
+python3 bench/inputs.py "$W"
 
 run_hook() { # run_hook DIR CONTEXT VALUES COMMAND...: one run, as the runner does
   local dir=$1 ctx=$2 values=$3; shift 3

@@ -154,6 +154,16 @@ def _serve(handler_body):
     return srv
 
 
+def _check_served(tmp_path, handler_body, keys):
+    """check-storage (with `keys`) against a local HTTP server answering with
+    `handler_body`; the server is shut down whatever happens."""
+    srv = _serve(handler_body)
+    try:
+        return check(tmp_path, f"http://127.0.0.1:{srv.server_port}", *keys)
+    finally:
+        srv.shutdown()
+
+
 def test_a_web_server_is_not_s3(tmp_path, one):
     def page(h):
         body = b"<html><body>It works!</body></html>"
@@ -163,11 +173,7 @@ def test_a_web_server_is_not_s3(tmp_path, one):
         h.end_headers()
         h.wfile.write(body)
 
-    srv = _serve(page)
-    try:
-        rc, r, _ = check(tmp_path, f"http://127.0.0.1:{srv.server_port}", *one.rw)
-    finally:
-        srv.shutdown()
+    rc, r, _ = _check_served(tmp_path, page, one.rw)
     assert rc == 1 and kind(r) == "not-s3", r
     assert "s3.endpoint" in r["failure"]["message"]
 
@@ -182,11 +188,7 @@ def test_an_endless_answer_is_oversize(tmp_path, one):
         except OSError:
             pass
 
-    srv = _serve(endless)
-    try:
-        rc, r, _ = check(tmp_path, f"http://127.0.0.1:{srv.server_port}", *one.rw)
-    finally:
-        srv.shutdown()
+    rc, r, _ = _check_served(tmp_path, endless, one.rw)
     assert rc == 1 and kind(r) == "oversize", r
 
 

@@ -86,12 +86,6 @@ pub fn probe_registry_config(
     }
 }
 
-/// [`probe_registry`] with the error as its one-line message: what the node hook
-/// writes into its status ConfigMap. Kept for the hook until it takes [`HealthError`].
-pub fn check_registry(addr: &str, ca_pem: &str, timeout: Duration) -> Result<(), String> {
-    probe_registry(addr, ca_pem, timeout).map_err(|e| e.to_string())
-}
-
 /// Whether a Proxy registry's upstream answers `/v2/` as a registry does (any auth
 /// scheme): what distribution needs to start its proxy. Trust as distribution's: the
 /// upstream CA alone when given (`SSL_CERT_FILE`), else the system roots; DNS overrides

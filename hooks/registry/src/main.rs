@@ -100,6 +100,12 @@ fn classic(name: &str, config: bool) -> ExitCode {
         );
         return ExitCode::from(1);
     };
+    classic_run(hook, kind, config)
+}
+
+fn classic_run(hook: hook_sdk::Hook, kind: hook_sdk::config::RunnerKind, config: bool) -> ExitCode {
+    let name = hook.config.name.clone();
+    let name = name.as_str();
     let registry = Registry::new(MODULE_NAME, vec![hook]);
     if config {
         return match registry.classic_config(name, kind) {
@@ -122,18 +128,30 @@ fn main() -> ExitCode {
         .and_then(|p| p.file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if invoked_as != "embedded-registry"
-        && embedded_registry::classic_hooks()
-            .iter()
-            .any(|(h, _)| h.config.name == invoked_as)
-    {
-        let config = std::env::args().nth(1).as_deref() == Some("--config");
-        return classic(&invoked_as, config);
+    // The hooks are built once, and the one invoked is run.
+    if invoked_as != "embedded-registry" {
+        let hook = embedded_registry::classic_hooks()
+            .into_iter()
+            .find(|(h, _)| h.config.name == invoked_as);
+        if let Some((hook, kind)) = hook {
+            let config = std::env::args().nth(1).as_deref() == Some("--config");
+            return classic_run(hook, kind, config);
+        }
     }
 
     let cli = Cli::parse();
     match cli.command {
         Cmd::Hook { action } => {
+            // A run builds only its own hook; the other actions need them all.
+            if let HookAction::Run { index } = &action {
+                let hook = index
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(embedded_registry::hooks::module_hook);
+                if let Some(hook) = hook {
+                    return ExitCode::from(hook_sdk::runtime::run_batch_hook(&hook) as u8);
+                }
+            }
             let registry = embedded_registry::module_registry();
             match action {
                 HookAction::List => {

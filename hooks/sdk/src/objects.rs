@@ -188,6 +188,26 @@ pub struct ObjectPatchCollector {
     ops: Vec<ObjectOperation>,
 }
 
+/// How a deletion propagates to dependents ([`ObjectPatchCollector::delete_with`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// Dependents first (`Delete`).
+    Foreground,
+    /// The object now, dependents after (`DeleteInBackground`).
+    Background,
+    /// Dependents are left (`DeleteNonCascading`).
+    NonCascading,
+}
+
+/// The body of a patch operation ([`ObjectPatchCollector::patch`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Patch {
+    /// An RFC 7386 merge patch.
+    Merge(Value),
+    /// An RFC 6902 JSON patch (a list of operations).
+    Json(Value),
+}
+
 impl ObjectPatchCollector {
     fn create_with(&mut self, op: Operation, object: Value) {
         let mut o = ObjectOperation::targeted(op, "", "", "", "");
@@ -212,54 +232,32 @@ impl ObjectPatchCollector {
 
     /// Deletes in the foreground.
     pub fn delete(&mut self, api_version: &str, kind: &str, namespace: &str, name: &str) {
-        self.ops.push(ObjectOperation::targeted(
-            Operation::Delete,
-            api_version,
-            kind,
-            namespace,
-            name,
-        ));
+        self.delete_with(Deletion::Foreground, api_version, kind, namespace, name)
     }
 
-    /// Deletes in the background.
-    pub fn delete_in_background(
+    /// Deletes with the propagation `how`.
+    pub fn delete_with(
         &mut self,
+        how: Deletion,
         api_version: &str,
         kind: &str,
         namespace: &str,
         name: &str,
     ) {
-        self.ops.push(ObjectOperation::targeted(
-            Operation::DeleteInBackground,
-            api_version,
-            kind,
-            namespace,
-            name,
-        ));
+        let op = match how {
+            Deletion::Foreground => Operation::Delete,
+            Deletion::Background => Operation::DeleteInBackground,
+            Deletion::NonCascading => Operation::DeleteNonCascading,
+        };
+        self.targeted(op, [api_version, kind, namespace, name], "", false);
     }
 
-    /// Deletes leaving dependents.
-    pub fn delete_non_cascading(
-        &mut self,
-        api_version: &str,
-        kind: &str,
-        namespace: &str,
-        name: &str,
-    ) {
-        self.ops.push(ObjectOperation::targeted(
-            Operation::DeleteNonCascading,
-            api_version,
-            kind,
-            namespace,
-            name,
-        ));
-    }
-
-    /// RFC 7386 merge patch; `ignore_missing` makes a missing object not an error.
+    /// Patches an object with `patch` (a merge or a JSON patch), its `subresource`
+    /// when not empty; `ignore_missing` makes a missing object not an error.
     #[allow(clippy::too_many_arguments)]
-    pub fn merge_patch(
+    pub fn patch(
         &mut self,
-        patch: Value,
+        patch: Patch,
         api_version: &str,
         kind: &str,
         namespace: &str,
@@ -267,32 +265,17 @@ impl ObjectPatchCollector {
         subresource: &str,
         ignore_missing: bool,
     ) {
-        let mut o =
-            ObjectOperation::targeted(Operation::MergePatch, api_version, kind, namespace, name);
-        o.merge_patch = Some(patch);
-        o.subresource = subresource.into();
-        o.ignore_missing_object = ignore_missing;
-        self.ops.push(o);
-    }
-
-    /// RFC 6902 JSON patch.
-    #[allow(clippy::too_many_arguments)]
-    pub fn json_patch(
-        &mut self,
-        ops: Value,
-        api_version: &str,
-        kind: &str,
-        namespace: &str,
-        name: &str,
-        subresource: &str,
-        ignore_missing: bool,
-    ) {
-        let mut o =
-            ObjectOperation::targeted(Operation::JSONPatch, api_version, kind, namespace, name);
-        o.json_patch = Some(ops);
-        o.subresource = subresource.into();
-        o.ignore_missing_object = ignore_missing;
-        self.ops.push(o);
+        let target = [api_version, kind, namespace, name];
+        match patch {
+            Patch::Merge(v) => {
+                self.targeted(Operation::MergePatch, target, subresource, ignore_missing)
+                    .merge_patch = Some(v)
+            }
+            Patch::Json(v) => {
+                self.targeted(Operation::JSONPatch, target, subresource, ignore_missing)
+                    .json_patch = Some(v)
+            }
+        }
     }
 
     /// Patch with a jq program.
@@ -304,10 +287,25 @@ impl ObjectPatchCollector {
         namespace: &str,
         name: &str,
     ) {
-        let mut o =
-            ObjectOperation::targeted(Operation::JQPatch, api_version, kind, namespace, name);
-        o.jq_filter = Some(filter.into());
+        let target = [api_version, kind, namespace, name];
+        self.targeted(Operation::JQPatch, target, "", false)
+            .jq_filter = Some(filter.into());
+    }
+
+    /// Records operation `op` on the object `[apiVersion, kind, namespace, name]` and
+    /// returns it for its patch body.
+    fn targeted(
+        &mut self,
+        op: Operation,
+        [api_version, kind, namespace, name]: [&str; 4],
+        subresource: &str,
+        ignore_missing: bool,
+    ) -> &mut ObjectOperation {
+        let mut o = ObjectOperation::targeted(op, api_version, kind, namespace, name);
+        o.subresource = subresource.into();
+        o.ignore_missing_object = ignore_missing;
         self.ops.push(o);
+        self.ops.last_mut().expect("just pushed")
     }
 
     /// The recorded operations.
@@ -348,11 +346,12 @@ mod tests {
         c.create_or_update(obj.clone());
         c.create_if_not_exists(obj);
         c.delete("v1", "Secret", "ns", "s");
-        c.delete_in_background("v1", "Secret", "ns", "s");
-        c.delete_non_cascading("v1", "Secret", "ns", "s");
-        c.merge_patch(json!({"data": null}), "v1", "Secret", "ns", "s", "", true);
-        c.json_patch(
-            json!([{"op": "remove", "path": "/data"}]),
+        c.delete_with(Deletion::Background, "v1", "Secret", "ns", "s");
+        c.delete_with(Deletion::NonCascading, "v1", "Secret", "ns", "s");
+        let merge = Patch::Merge(json!({"data": null}));
+        c.patch(merge, "v1", "Secret", "ns", "s", "", true);
+        c.patch(
+            Patch::Json(json!([{"op": "remove", "path": "/data"}])),
             "v1",
             "Secret",
             "ns",

@@ -3,6 +3,11 @@
 //!
 //! A run reads every input, runs the handler, serialises every output to a temporary
 //! file, and only then moves them all into place: a failing run leaves no output file.
+//!
+//! Longer than 400 lines for a reason: the run (`execute`) and the entry points
+//! (`Registry`) share its typed error ([`RunError`], a quarter of the file: every
+//! variant names the file or variable at fault) and the runner's variables; its unit
+//! tests are in `runtime_tests.rs`.
 
 use std::path::{Path, PathBuf};
 
@@ -52,7 +57,7 @@ pub enum RunError {
         limit_mib: u64,
     },
     /// The binding context file is not what the runner writes.
-    #[error("BINDING_CONTEXT_PATH={}: {error}", path.display())]
+    #[error("{}={}: {error}", vars::BINDING_CONTEXT, path.display())]
     Contexts {
         /// The file.
         path: PathBuf,
@@ -123,7 +128,28 @@ pub enum RunError {
 
 type Result<T> = std::result::Result<T, RunError>;
 
-/// Input and output file paths of one run, as the runner passes them in the environment.
+/// The runner's environment variables naming a run's files: the one list the runtime
+/// reads and every runner here (the local converge, [`crate::testing::HookTest`]) sets,
+/// through [`IoPaths::from_env`] and [`IoPaths::vars`].
+pub mod vars {
+    /// The binding contexts (input, required).
+    pub const BINDING_CONTEXT: &str = "BINDING_CONTEXT_PATH";
+    /// The values (input, required for module hooks).
+    pub const VALUES: &str = "VALUES_PATH";
+    /// The config values (input, required for module hooks).
+    pub const CONFIG_VALUES: &str = "CONFIG_VALUES_PATH";
+    /// The values patch (output).
+    pub const VALUES_PATCH: &str = "VALUES_JSON_PATCH_PATH";
+    /// The config values patch (output).
+    pub const CONFIG_VALUES_PATCH: &str = "CONFIG_VALUES_JSON_PATCH_PATH";
+    /// The object operations (output).
+    pub const KUBERNETES_PATCH: &str = "KUBERNETES_PATCH_PATH";
+    /// The metric operations (output).
+    pub const METRICS: &str = "METRICS_PATH";
+}
+
+/// Input and output file paths of one run, as the runner passes them in the environment
+/// (the variables of [`vars`]).
 #[derive(Clone, Debug, Default)]
 pub struct IoPaths {
     /// `BINDING_CONTEXT_PATH` (required).
@@ -151,14 +177,31 @@ impl IoPaths {
                 .map(PathBuf::from)
         };
         IoPaths {
-            binding_context: var("BINDING_CONTEXT_PATH"),
-            values: var("VALUES_PATH"),
-            config_values: var("CONFIG_VALUES_PATH"),
-            values_patch: var("VALUES_JSON_PATCH_PATH"),
-            config_values_patch: var("CONFIG_VALUES_JSON_PATCH_PATH"),
-            kubernetes_patch: var("KUBERNETES_PATCH_PATH"),
-            metrics: var("METRICS_PATH"),
+            binding_context: var(vars::BINDING_CONTEXT),
+            values: var(vars::VALUES),
+            config_values: var(vars::CONFIG_VALUES),
+            values_patch: var(vars::VALUES_PATCH),
+            config_values_patch: var(vars::CONFIG_VALUES_PATCH),
+            kubernetes_patch: var(vars::KUBERNETES_PATCH),
+            metrics: var(vars::METRICS),
         }
+    }
+
+    /// The set paths as `(variable, path)` pairs: what a runner puts in a hook
+    /// process's environment ([`std::process::Command::envs`]).
+    pub fn vars(&self) -> Vec<(&'static str, &Path)> {
+        [
+            (vars::BINDING_CONTEXT, &self.binding_context),
+            (vars::VALUES, &self.values),
+            (vars::CONFIG_VALUES, &self.config_values),
+            (vars::VALUES_PATCH, &self.values_patch),
+            (vars::CONFIG_VALUES_PATCH, &self.config_values_patch),
+            (vars::KUBERNETES_PATCH, &self.kubernetes_patch),
+            (vars::METRICS, &self.metrics),
+        ]
+        .into_iter()
+        .filter_map(|(var, path)| Some((var, path.as_deref()?)))
+        .collect()
     }
 }
 
@@ -256,10 +299,10 @@ pub fn execute(hook: &Hook, io: &IoPaths, module: bool) -> Result<HookOutputs> {
         .binding_context
         .as_deref()
         .ok_or(RunError::MissingInput {
-            var: "BINDING_CONTEXT_PATH",
+            var: vars::BINDING_CONTEXT,
         })?;
     let text = read_json(
-        "BINDING_CONTEXT_PATH",
+        vars::BINDING_CONTEXT,
         bc_path,
         crate::context::MAX_CONTEXT_BYTES,
     )?;
@@ -267,15 +310,15 @@ pub fn execute(hook: &Hook, io: &IoPaths, module: bool) -> Result<HookOutputs> {
         path: bc_path.into(),
         error,
     })?;
-    let values = read_values("VALUES_PATH", io.values.as_deref(), module)?;
-    let config_values = read_values("CONFIG_VALUES_PATH", io.config_values.as_deref(), module)?;
+    let values = read_values(vars::VALUES, io.values.as_deref(), module)?;
+    let config_values = read_values(vars::CONFIG_VALUES, io.config_values.as_deref(), module)?;
 
     let out = run_in_memory(hook, contexts, values, config_values)?;
 
     let jsonl = |items: Vec<String>| items.into_iter().map(|l| l + "\n").collect::<String>();
     let files = [
         (
-            "VALUES_JSON_PATCH_PATH",
+            vars::VALUES_PATCH,
             &io.values_patch,
             !out.values_patch.is_empty(),
             if out.values_patch.is_empty() {
@@ -285,7 +328,7 @@ pub fn execute(hook: &Hook, io: &IoPaths, module: bool) -> Result<HookOutputs> {
             },
         ),
         (
-            "CONFIG_VALUES_JSON_PATCH_PATH",
+            vars::CONFIG_VALUES_PATCH,
             &io.config_values_patch,
             !out.config_values_patch.is_empty(),
             if out.config_values_patch.is_empty() {
@@ -295,7 +338,7 @@ pub fn execute(hook: &Hook, io: &IoPaths, module: bool) -> Result<HookOutputs> {
             },
         ),
         (
-            "KUBERNETES_PATCH_PATH",
+            vars::KUBERNETES_PATCH,
             &io.kubernetes_patch,
             !out.objects.is_empty(),
             jsonl(
@@ -306,7 +349,7 @@ pub fn execute(hook: &Hook, io: &IoPaths, module: bool) -> Result<HookOutputs> {
             ),
         ),
         (
-            "METRICS_PATH",
+            vars::METRICS,
             &io.metrics,
             !out.metrics.is_empty(),
             jsonl(
@@ -492,7 +535,7 @@ impl Registry {
                 return 1;
             }
         };
-        report(hook, execute(hook, &IoPaths::from_env(), true))
+        run_batch_hook(hook)
     }
 
     /// Runs the hook named `name` under the classic protocol; returns the exit code.
@@ -513,6 +556,12 @@ impl Registry {
     }
 }
 
+/// Runs `hook` as `hook run N` does ([`Registry::run_batch`]) with files from the
+/// environment, for a binary that builds only the hook it runs; returns the exit code.
+pub fn run_batch_hook(hook: &Hook) -> i32 {
+    report(hook, execute(hook, &IoPaths::from_env(), true))
+}
+
 fn report(hook: &Hook, result: Result<HookOutputs>) -> i32 {
     match result {
         Ok(_) => 0,
@@ -524,226 +573,5 @@ fn report(hook: &Hook, result: Result<HookOutputs>) -> i32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::HookConfig;
-    use std::fs;
-
-    fn setting_hook() -> Hook {
-        Hook::new(
-            HookConfig {
-                name: "setter".into(),
-                before_helm: Some(1),
-                ..Default::default()
-            },
-            |input| {
-                if input.values.get("m.fail").is_some() {
-                    anyhow::bail!("asked to fail");
-                }
-                input.values.set("m.internal.x", &1)?;
-                input.metrics.set("", "m_x", 1.0, &[]);
-                Ok(())
-            },
-        )
-    }
-
-    struct Dir {
-        dir: tempfile::TempDir,
-    }
-
-    impl Dir {
-        fn new(values: &str) -> (Self, IoPaths) {
-            let dir = tempfile::tempdir().unwrap();
-            fs::write(dir.path().join("bc.json"), r#"[{"binding":"beforeHelm"}]"#).unwrap();
-            fs::write(dir.path().join("values.json"), values).unwrap();
-            fs::write(dir.path().join("config.json"), "{}").unwrap();
-            let p = |n: &str| Some(dir.path().join(n));
-            let io = IoPaths {
-                binding_context: p("bc.json"),
-                values: p("values.json"),
-                config_values: p("config.json"),
-                values_patch: p("values-patch.json"),
-                config_values_patch: p("config-patch.json"),
-                kubernetes_patch: p("k8s.json"),
-                metrics: p("metrics.json"),
-            };
-            (Dir { dir }, io)
-        }
-
-        fn outputs(&self) -> Vec<String> {
-            let mut names: Vec<String> = fs::read_dir(self.dir.path())
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| !["bc.json", "values.json", "config.json"].contains(&n.as_str()))
-                .collect();
-            names.sort();
-            names
-        }
-    }
-
-    #[test]
-    fn a_successful_run_writes_its_outputs_and_clears_stale_ones() {
-        let (d, io) = Dir::new(r#"{"m":{}}"#);
-        fs::write(io.kubernetes_patch.as_ref().unwrap(), "stale").unwrap();
-        execute(&setting_hook(), &io, true).unwrap();
-        assert_eq!(
-            d.outputs(),
-            ["k8s.json", "metrics.json", "values-patch.json"]
-        );
-        assert_eq!(
-            fs::read_to_string(io.kubernetes_patch.as_ref().unwrap()).unwrap(),
-            ""
-        );
-        let patch = fs::read_to_string(io.values_patch.unwrap()).unwrap();
-        let ops: Value = serde_json::from_str(&patch).unwrap();
-        assert_eq!(
-            ops[1],
-            json!({"op": "add", "path": "/m/internal/x", "value": 1})
-        );
-    }
-
-    #[test]
-    fn failures_write_nothing() {
-        let hook = setting_hook();
-        let (d, io) = Dir::new(r#"{"m":{"fail":true}}"#);
-        let e = execute(&hook, &io, true).unwrap_err();
-        assert!(e.to_string().contains("asked to fail"));
-        assert!(d.outputs().is_empty());
-
-        let (d, io) = Dir::new(r#"{"m": "#);
-        let e = format!("{:#}", execute(&hook, &io, true).unwrap_err());
-        assert!(
-            e.contains("VALUES_PATH=") && e.contains("malformed JSON"),
-            "{e}"
-        );
-        assert!(d.outputs().is_empty());
-
-        let (d, mut io) = Dir::new(r#"{"m":{}}"#);
-        io.binding_context = Some(d.dir.path().join("missing.json"));
-        let e = format!("{:#}", execute(&hook, &io, true).unwrap_err());
-        assert!(
-            e.contains("BINDING_CONTEXT_PATH=") && e.contains("missing.json"),
-            "{e}"
-        );
-        assert!(d.outputs().is_empty());
-
-        let (d, mut io) = Dir::new(r#"{"m":{}}"#);
-        io.values = None;
-        let e = format!("{:#}", execute(&hook, &io, true).unwrap_err());
-        assert!(e.contains("VALUES_PATH is not set"), "{e}");
-        assert!(d.outputs().is_empty());
-
-        let (d, mut io) = Dir::new(r#"{"m":{}}"#);
-        io.values_patch = None;
-        let e = format!("{:#}", execute(&hook, &io, true).unwrap_err());
-        assert!(e.contains("VALUES_JSON_PATCH_PATH is not set"), "{e}");
-        assert!(
-            d.outputs().is_empty(),
-            "metrics were staged but not committed"
-        );
-    }
-
-    #[test]
-    fn list_and_config_shapes() {
-        let r = Registry::new("embedded-registry", vec![setting_hook()]);
-        assert_eq!(r.list_text(), "Found 1 items:\n0 - setter\n");
-        let c = r.batch_config().unwrap();
-        assert_eq!(c["version"], "v1");
-        assert_eq!(
-            c["hooks"][0]["metadata"]["path"],
-            "embedded-registry/setter"
-        );
-        assert_eq!(c["hooks"][0]["beforeHelm"], 1);
-    }
-
-    #[test]
-    fn error_lines_are_single_json_lines() {
-        let l = error_line("h", &anyhow::anyhow!("a\nb").context("ctx"));
-        assert!(!l.contains('\n'));
-        let v: Value = serde_json::from_str(&l).unwrap();
-        assert_eq!(v["msg"], "ctx: a b");
-    }
-
-    #[test]
-    fn dump_writes_the_config_document_where_asked() {
-        let r = Registry::new("embedded-registry", vec![setting_hook()]);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out/hook_config.json");
-        let e = format!("{:#}", r.dump(&path, false).unwrap_err());
-        assert!(
-            e.contains("does not exist") && e.contains("CREATE_FILES=true"),
-            "{e}"
-        );
-        assert!(
-            !dir.path().join("out").exists(),
-            "nothing created without CREATE_FILES"
-        );
-        r.dump(&path, true).unwrap();
-        let text = fs::read_to_string(&path).unwrap();
-        assert!(
-            text.ends_with('\n') && text.lines().count() == 1,
-            "{text:?}"
-        );
-        let doc: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(
-            doc,
-            r.batch_config().unwrap(),
-            "the document `hook config` prints"
-        );
-        use std::os::unix::fs::PermissionsExt as _;
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o644
-        );
-        r.dump(&path, false).unwrap();
-        assert_eq!(
-            fs::read_to_string(&path).unwrap(),
-            text,
-            "a second dump changes nothing"
-        );
-        assert_eq!(
-            fs::read_dir(dir.path().join("out")).unwrap().count(),
-            1,
-            "no temporary file left"
-        );
-        assert!(go_bool("CREATE_FILES", "True").unwrap());
-        assert!(!go_bool("CREATE_FILES", "0").unwrap());
-        let e = go_bool("CREATE_FILES", "yes").unwrap_err().to_string();
-        assert!(e.contains("CREATE_FILES=\"yes\""), "{e}");
-    }
-
-    #[test]
-    fn errors_are_typed_and_the_handler_error_passes_through() {
-        let (d, io) = Dir::new(r#"{"m":{"fail":true}}"#);
-        let e = execute(&setting_hook(), &io, true).unwrap_err();
-        assert!(matches!(e, RunError::Handler(_)), "{e:?}");
-        assert_eq!(e.to_string(), "asked to fail");
-        let (_d2, mut io2) = Dir::new(r#"{"m":{}}"#);
-        io2.binding_context = None;
-        assert!(matches!(
-            execute(&setting_hook(), &io2, true).unwrap_err(),
-            RunError::MissingInput {
-                var: "BINDING_CONTEXT_PATH"
-            }
-        ));
-        fs::write(d.dir.path().join("bc.json"), "").unwrap();
-        let (_d3, mut io3) = Dir::new(r#"{"m":{}}"#);
-        io3.binding_context = Some(d.dir.path().join("bc.json"));
-        let e = execute(&setting_hook(), &io3, true).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                RunError::Contexts {
-                    error: ContextError::Empty,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
-        let r = Registry::new("x", vec![setting_hook()]);
-        assert!(matches!(
-            r.classic_config("nope", RunnerKind::Module),
-            Err(RunError::NoHook { .. })
-        ));
-    }
-}
+#[path = "runtime_tests.rs"]
+mod tests;

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{duration, Zero};
-use crate::storage::{check, Spec, DEFAULT_ROOT_DIRECTORY};
+use crate::cli::CheckArgs;
+use crate::storage::{check, Report, Spec, DEFAULT_ROOT_DIRECTORY};
 
 /// Arguments of `check-storage`.
 #[derive(clap::Args, Debug)]
@@ -34,18 +34,9 @@ pub struct Args {
     /// Path-style URLs (s3.forcePathStyle).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub force_path_style: bool,
-    /// Time budget for the whole check (Go duration: 30s, 2m).
-    #[arg(long, default_value = "30s")]
-    pub timeout: String,
-    /// Time limit of one request (Go duration).
-    #[arg(long, default_value = "10s")]
-    pub request_timeout: String,
-    /// Answer HOST with IP instead of DNS, like curl's --resolve (HOST=IP, repeatable).
-    #[arg(long, value_name = "HOST=IP")]
-    pub resolve: Vec<String>,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
+    /// `--timeout`, `--request-timeout`, `--resolve`, `--json`.
+    #[command(flatten)]
+    pub check: CheckArgs,
 }
 
 /// The key in `path` (one trailing newline dropped); `Err` names the flag, never the key.
@@ -81,10 +72,9 @@ pub fn spec(args: &Args) -> Result<Spec, String> {
     spec.root_directory = args.root_directory.clone();
     spec.force_path_style = args.force_path_style;
     spec.ca_pem = crate::cli::ca_file(args.ca_file.as_ref())?;
-    spec.resolve.extend(crate::cli::resolve(&args.resolve)?);
-    spec.budget = duration("--timeout", &args.timeout, Zero::Refused)?;
-    spec.request_timeout =
-        duration("--request-timeout", &args.request_timeout, Zero::Refused)?.min(spec.budget);
+    let limits = args.check.limits()?;
+    spec.resolve.extend(limits.resolve);
+    (spec.budget, spec.request_timeout) = (limits.budget, limits.request_timeout);
     // The settings' names in the message, the flags' in the help: say both.
     spec.validate().map_err(|e| {
         e.replacen("s3.endpoint", "--endpoint (s3.endpoint)", 1)
@@ -99,12 +89,7 @@ pub fn spec(args: &Args) -> Result<Spec, String> {
 
 /// Runs the command; returns the exit code.
 pub fn run(args: &Args) -> u8 {
-    crate::cli::run(
-        "check-storage",
-        || spec(args),
-        check,
-        |r| r.human(),
-        |r| r.ok,
-        args.json,
-    )
+    let human = |r: &Report| r.human();
+    args.check
+        .run("check-storage", || spec(args), check, human, |r| r.ok)
 }

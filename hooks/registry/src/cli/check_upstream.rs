@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{duration, Zero};
-use crate::upstream::{check, Image, Spec};
+use crate::cli::{CheckArgs, Login};
+use crate::upstream::{check, Image, Report, Spec};
 
 /// Environment variable holding the upstream password (instead of `--password-file`).
 pub const PASSWORD_ENV: &str = "EMBEDDED_REGISTRY_UPSTREAM_PASSWORD";
@@ -21,12 +21,9 @@ pub struct Args {
     /// Repository path, e.g. `/deckhouse/ee`.
     #[arg(long)]
     pub path: String,
-    /// Upstream user.
-    #[arg(long)]
-    pub user: Option<String>,
-    /// File holding the password (else the EMBEDDED_REGISTRY_UPSTREAM_PASSWORD variable).
-    #[arg(long, requires = "user")]
-    pub password_file: Option<PathBuf>,
+    /// `--user`, `--password-file` (else EMBEDDED_REGISTRY_UPSTREAM_PASSWORD).
+    #[command(flatten)]
+    pub login: Login,
     /// CA bundle (PEM) trusted beside the system roots.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
@@ -37,18 +34,9 @@ pub struct Args {
     /// Manifest requests in parallel.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
-    /// Time budget for the whole check (Go duration: 30s, 2m).
-    #[arg(long, default_value = "30s")]
-    pub timeout: String,
-    /// Time limit of one request (Go duration).
-    #[arg(long, default_value = "10s")]
-    pub request_timeout: String,
-    /// Answer HOST with IP instead of DNS, like curl's --resolve (HOST=IP, repeatable).
-    #[arg(long, value_name = "HOST=IP")]
-    pub resolve: Vec<String>,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
+    /// `--timeout`, `--request-timeout`, `--resolve`, `--json`.
+    #[command(flatten)]
+    pub check: CheckArgs,
 }
 
 /// Builds the check from arguments; `Err` is a usage error (exit 2).
@@ -60,33 +48,23 @@ pub fn spec(args: &Args) -> Result<Spec, String> {
             args.host
         ));
     }
-    spec.credentials = crate::cli::credentials(
-        args.user.as_ref(),
-        args.password_file.as_ref(),
-        PASSWORD_ENV,
-    )?;
+    spec.credentials = args.login.credentials(PASSWORD_ENV)?;
     spec.ca_pem = crate::cli::ca_file(args.ca_file.as_ref())?;
     spec.images = args
         .images
         .iter()
         .map(|i| Image::parse(i).map_err(|e| format!("--image: {e}")))
         .collect::<Result<_, _>>()?;
-    spec.resolve.extend(crate::cli::resolve(&args.resolve)?);
     spec.concurrency = args.concurrency as usize;
-    spec.budget = duration("--timeout", &args.timeout, Zero::Refused)?;
-    spec.request_timeout =
-        duration("--request-timeout", &args.request_timeout, Zero::Refused)?.min(spec.budget);
+    let limits = args.check.limits()?;
+    spec.resolve.extend(limits.resolve);
+    (spec.budget, spec.request_timeout) = (limits.budget, limits.request_timeout);
     Ok(spec)
 }
 
 /// Runs the command; returns the exit code.
 pub fn run(args: &Args) -> u8 {
-    crate::cli::run(
-        "check-upstream",
-        || spec(args),
-        check,
-        |r| r.human(),
-        |r| r.ok,
-        args.json,
-    )
+    let human = |r: &Report| r.human();
+    args.check
+        .run("check-upstream", || spec(args), check, human, |r| r.ok)
 }

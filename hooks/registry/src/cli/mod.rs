@@ -11,10 +11,86 @@ use serde::Serialize;
 
 use crate::distribution::Credentials;
 
-/// The credentials of `--user U [--password-file F]`, the password from the file (one
-/// trailing newline dropped) or else from the variable `password_env`; `Err` is a usage
-/// error (exit 2). No user: no credentials.
-pub fn credentials(
+/// `--user U [--password-file F]`, shared by the commands that talk to a registry.
+#[derive(clap::Args, Debug)]
+pub struct Login {
+    /// Registry user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// File holding the password (else the command's password variable:
+    /// EMBEDDED_REGISTRY_UPSTREAM_PASSWORD for check-upstream,
+    /// EMBEDDED_REGISTRY_ROTATE_PASSWORD for rotate).
+    #[arg(long, requires = "user")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl Login {
+    /// The credentials: the password from the file (one trailing newline dropped) or
+    /// else from the variable `password_env`; `Err` is a usage error (exit 2). No user:
+    /// no credentials.
+    pub fn credentials(&self, password_env: &str) -> Result<Option<Credentials>, String> {
+        credentials(
+            self.user.as_ref(),
+            self.password_file.as_ref(),
+            password_env,
+        )
+    }
+}
+
+/// The limits and output of a check command (`check-upstream`, `check-storage`).
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// Time budget for the whole check (Go duration: 30s, 2m).
+    #[arg(long, default_value = "30s")]
+    pub timeout: String,
+    /// Time limit of one request (Go duration).
+    #[arg(long, default_value = "10s")]
+    pub request_timeout: String,
+    /// Answer HOST with IP instead of DNS, like curl's --resolve (HOST=IP, repeatable).
+    #[arg(long, value_name = "HOST=IP")]
+    pub resolve: Vec<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A check's limits from [`CheckArgs`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckLimits {
+    /// `--timeout`: the whole check.
+    pub budget: std::time::Duration,
+    /// `--request-timeout`, never above the budget.
+    pub request_timeout: std::time::Duration,
+    /// `--resolve`'s overrides.
+    pub resolve: Vec<(String, std::net::IpAddr)>,
+}
+
+impl CheckArgs {
+    /// The limits; `Err` is a usage error (exit 2) naming the flag.
+    pub fn limits(&self) -> Result<CheckLimits, String> {
+        let budget = duration("--timeout", &self.timeout, Zero::Refused)?;
+        Ok(CheckLimits {
+            budget,
+            request_timeout: duration("--request-timeout", &self.request_timeout, Zero::Refused)?
+                .min(budget),
+            resolve: resolve(&self.resolve)?,
+        })
+    }
+
+    /// Runs check command `command` ([`run`]): `spec` builds the check, `check` runs it.
+    pub fn run<S, R: Serialize>(
+        &self,
+        command: &str,
+        spec: impl FnOnce() -> Result<S, String>,
+        check: impl FnOnce(&S) -> R,
+        human: impl FnOnce(&R) -> String,
+        ok: impl FnOnce(&R) -> bool,
+    ) -> u8 {
+        run(command, spec, check, human, ok, self.json)
+    }
+}
+
+fn credentials(
     user: Option<&String>,
     password_file: Option<&PathBuf>,
     password_env: &str,
@@ -48,7 +124,7 @@ pub fn ca_file(path: Option<&PathBuf>) -> Result<Option<String>, String> {
 
 /// The host → address overrides of repeated `--resolve HOST=IP[,HOST=IP]`; `Err` is a
 /// usage error (exit 2).
-pub fn resolve(flags: &[String]) -> Result<Vec<(String, std::net::IpAddr)>, String> {
+fn resolve(flags: &[String]) -> Result<Vec<(String, std::net::IpAddr)>, String> {
     let mut out = Vec::new();
     for r in flags {
         out.extend(

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{duration, Zero};
+use crate::cli::{duration, Login, Zero};
 use crate::distribution::Endpoint;
 use crate::rotation::plan::Policy;
 use crate::rotation::run::{execute, Job};
@@ -27,12 +27,10 @@ pub struct Args {
     /// A release that must stay (the running release). Repeatable.
     #[arg(long = "keep-release", value_name = "vX.Y.Z")]
     pub keep_releases: Vec<String>,
-    /// User with the delete right.
-    #[arg(long)]
-    pub user: Option<String>,
-    /// File holding the password (else the EMBEDDED_REGISTRY_ROTATE_PASSWORD variable).
-    #[arg(long, requires = "user")]
-    pub password_file: Option<PathBuf>,
+    /// `--user` (with the delete right), `--password-file` (else
+    /// EMBEDDED_REGISTRY_ROTATE_PASSWORD).
+    #[command(flatten)]
+    pub login: Login,
     /// CA bundle (PEM) of the registry; only it is trusted when given.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
@@ -79,11 +77,7 @@ pub fn job(args: &Args) -> Result<Job, String> {
             args.path
         ));
     }
-    let credentials = crate::cli::credentials(
-        args.user.as_ref(),
-        args.password_file.as_ref(),
-        PASSWORD_ENV,
-    )?;
+    let credentials = args.login.credentials(PASSWORD_ENV)?;
     let ca_pem = crate::cli::ca_file(args.ca_file.as_ref())?;
     for r in &args.keep_releases {
         if crate::rotation::model::release_version(r).is_none() {

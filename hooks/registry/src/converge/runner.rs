@@ -9,7 +9,7 @@ use anyhow::{bail, Context as _, Result};
 use hook_sdk::bindings;
 use hook_sdk::metrics::parse_metric_operations;
 use hook_sdk::objects::parse_object_operations;
-use hook_sdk::runtime::HookOutputs;
+use hook_sdk::runtime::{HookOutputs, IoPaths};
 use hook_sdk::values::parse_values_patch;
 use hook_sdk::{BindingContext, ContextType, KubernetesBinding, SnapshotItem};
 use serde::Deserialize;
@@ -196,14 +196,17 @@ pub fn run(
             cmd.env(var, v);
         }
     }
+    let paths = IoPaths {
+        binding_context: Some(p("binding-context.json")),
+        values: Some(p("values.json")),
+        config_values: Some(p("config-values.json")),
+        values_patch: Some(p(outputs[0])),
+        config_values_patch: Some(p(outputs[1])),
+        kubernetes_patch: Some(p(outputs[2])),
+        metrics: Some(p(outputs[3])),
+    };
     let out = cmd
-        .env("BINDING_CONTEXT_PATH", p("binding-context.json"))
-        .env("VALUES_PATH", p("values.json"))
-        .env("CONFIG_VALUES_PATH", p("config-values.json"))
-        .env("VALUES_JSON_PATCH_PATH", p(outputs[0]))
-        .env("CONFIG_VALUES_JSON_PATCH_PATH", p(outputs[1]))
-        .env("KUBERNETES_PATCH_PATH", p(outputs[2]))
-        .env("METRICS_PATH", p(outputs[3]))
+        .envs(paths.vars())
         .output()
         .with_context(|| format!("cannot run hook {}", hook.name()))?;
     if !out.status.success() {

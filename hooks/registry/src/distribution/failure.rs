@@ -2,9 +2,18 @@
 
 use serde::Serialize;
 
-/// The class of a failure; stable names for JSON output, metrics and conditions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// A check's failure class: the shape the upstream check's [`Kind`] and the storage
+/// check's (`storage::Kind`) share.
+pub trait FailureKind: Copy + std::fmt::Debug {
+    /// The stable kebab-case name (JSON `kind`, the metric's `kind` label).
+    fn as_str(self) -> &'static str;
+}
+
+/// The class of a failure; stable names for JSON output, metrics and conditions
+/// ([`Kind::as_str`], [`Kind::reason`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::EnumIter, strum::IntoStaticStr)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Kind {
     /// The host name does not resolve.
     Dns,
@@ -47,24 +56,99 @@ pub enum Kind {
     Http,
 }
 
-/// A classified failure with a one-line message that holds no secret.
+impl FailureKind for Kind {
+    fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl Kind {
+    /// The kebab-case name ([`FailureKind::as_str`]).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// The kind named `name` ([`Kind::as_str`]), as a check record keeps it.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        use strum::IntoEnumIterator as _;
+        Kind::iter().find(|k| k.as_str() == name)
+    }
+
+    /// The reason of the `ChecksPassed` condition when a check failed with this kind:
+    /// `Check` and the name in CamelCase (`docs/internal/mode-switching.md` lists them).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Kind::Dns => "CheckDns",
+            Kind::Connect => "CheckConnect",
+            Kind::Timeout => "CheckTimeout",
+            Kind::TlsNameMismatch => "CheckTlsNameMismatch",
+            Kind::TlsUnknownCa => "CheckTlsUnknownCa",
+            Kind::TlsExpired => "CheckTlsExpired",
+            Kind::Tls => "CheckTls",
+            Kind::BadCredentials => "CheckBadCredentials",
+            Kind::Denied => "CheckDenied",
+            Kind::NameUnknown => "CheckNameUnknown",
+            Kind::ManifestUnknown => "CheckManifestUnknown",
+            Kind::RateLimited => "CheckRateLimited",
+            Kind::TokenRealmOtherDomain => "CheckTokenRealmOtherDomain",
+            Kind::TokenRealmInsecure => "CheckTokenRealmInsecure",
+            Kind::Oversize => "CheckOversize",
+            Kind::BadPagination => "CheckBadPagination",
+            Kind::NotARegistry => "CheckNotARegistry",
+            Kind::Http => "CheckHttp",
+        }
+    }
+}
+
+/// A classified failure with a one-line message that holds no secret: the shape of
+/// both checks' failures (`K` = [`Kind`] for the registry API, `storage::Kind`
+/// for S3). Shown as `[kind] message`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Failure {
+pub struct Failure<K = Kind> {
     /// The class.
-    pub kind: Kind,
+    pub kind: K,
     /// What happened and what to do about it.
     pub message: String,
 }
 
-impl Failure {
+impl<K> Failure<K> {
     /// A failure of `kind` with `message`.
-    pub fn new(kind: Kind, message: impl Into<String>) -> Self {
+    pub fn new(kind: K, message: impl Into<String>) -> Self {
         Failure {
             kind,
             message: message.into(),
         }
     }
+}
 
+impl<K: FailureKind> std::fmt::Display for Failure<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}] {}", self.kind.as_str(), self.message)
+    }
+}
+
+impl<K: FailureKind> std::error::Error for Failure<K> {}
+
+/// A check's report for people, the same for both checks: a verdict line (`OK: ` and
+/// what `ok` says, or `FAILED [kind]: message`), then `lines`, each indented by two.
+pub fn human_report<K: FailureKind>(
+    failure: Option<&Failure<K>>,
+    ok: impl FnOnce() -> String,
+    lines: impl IntoIterator<Item = String>,
+) -> String {
+    let mut out = match failure {
+        None => format!("OK: {}\n", ok()),
+        Some(f) => format!("FAILED [{}]: {}\n", f.kind.as_str(), f.message),
+    };
+    for line in lines {
+        out.push_str("  ");
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+impl Failure {
     /// Classifies a transport error of a request to `url`.
     pub fn from_transport(url: &str, e: &reqwest::Error) -> Self {
         let chain = error_chain(e);
@@ -173,4 +257,41 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 fn last(chain: &str) -> &str {
     chain.rsplit(": ").next().unwrap_or(chain)
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+    use strum::IntoEnumIterator as _;
+
+    /// Every kind has a distinct name (the one its JSON carries, no round trip through
+    /// it in the code) and a distinct `Check…` reason, and the mode-switching document
+    /// lists both; a name reads back as its kind.
+    #[test]
+    fn every_kind_has_a_distinct_documented_reason() {
+        let doc = include_str!("../../../../docs/internal/mode-switching.md");
+        let mut names = std::collections::BTreeSet::new();
+        let mut reasons = std::collections::BTreeSet::new();
+        for kind in Kind::iter() {
+            let name = kind.as_str();
+            assert_eq!(serde_json::to_value(kind).unwrap(), name, "{kind:?}");
+            assert_eq!(Kind::from_name(name), Some(kind));
+            let reason = kind.reason();
+            assert!(
+                reason.starts_with("Check")
+                    && reason[5..].starts_with(|c: char| c.is_ascii_uppercase())
+                    && reason.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{kind:?}: {reason}"
+            );
+            assert!(doc.contains(&format!("`{name}`")), "{name} not documented");
+            assert!(
+                doc.contains(&format!("`{reason}`")),
+                "{reason} not documented"
+            );
+            assert!(names.insert(name), "{name} twice");
+            assert!(reasons.insert(reason), "{reason} twice");
+        }
+        assert_eq!(Kind::from_name("pending"), None);
+        assert_eq!(names.len(), 18);
+    }
 }

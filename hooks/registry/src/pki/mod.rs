@@ -13,6 +13,8 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
 };
+use rustls::pki_types::pem::{self, PemObject as _};
+use rustls::pki_types::CertificateDer;
 use time::OffsetDateTime;
 use x509_parser::extensions::GeneralName;
 use x509_parser::pem::parse_x509_pem;
@@ -54,7 +56,8 @@ impl CertInfo {
     }
 }
 
-fn der_of(pem: &str) -> Result<Vec<u8>> {
+/// The DER of one PEM certificate.
+pub fn der_of(pem: &str) -> Result<Vec<u8>> {
     let (_, p) = parse_x509_pem(pem.as_bytes())
         .map_err(|e| anyhow::anyhow!("not a PEM certificate: {e}"))?;
     if p.label != "CERTIFICATE" {
@@ -63,20 +66,20 @@ fn der_of(pem: &str) -> Result<Vec<u8>> {
     Ok(p.contents)
 }
 
-/// The certificates of a PEM bundle, each trimmed.
-pub fn bundle_certs(bundle: &str) -> Vec<String> {
-    bundle
-        .split_inclusive("-----END CERTIFICATE-----")
-        .map(str::trim)
-        .filter(|c| c.contains("BEGIN CERTIFICATE"))
-        .map(str::to_string)
-        .collect()
+/// The certificates of a PEM bundle, in order (blocks of other labels skipped), as
+/// `rustls-pki-types` reads them; `Err` when a block is not valid PEM.
+pub fn bundle_certs(bundle: &str) -> Result<Vec<CertificateDer<'static>>, pem::Error> {
+    CertificateDer::pem_slice_iter(bundle.as_bytes()).collect()
 }
 
 /// Reads a certificate's validity, CA flag, SANs and public key.
 pub fn inspect(cert_pem: &str) -> Result<CertInfo> {
-    let der = der_of(cert_pem)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+    inspect_der(&der_of(cert_pem)?)
+}
+
+/// [`inspect`] of a certificate in DER.
+pub fn inspect_der(der: &[u8]) -> Result<CertInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| anyhow::anyhow!("not an X.509 certificate: {e}"))?;
     let mut sans = BTreeSet::new();
     if let Ok(Some(ext)) = cert.subject_alternative_name() {
@@ -118,12 +121,17 @@ pub fn key_matches(cert_pem: &str, key_pem: &str) -> bool {
 
 /// Whether `cert_pem` carries a valid signature by the key of `issuer_pem`.
 pub fn signed_by(cert_pem: &str, issuer_pem: &str) -> bool {
-    let (Ok(der), Ok(issuer_der)) = (der_of(cert_pem), der_of(issuer_pem)) else {
-        return false;
-    };
+    match (der_of(cert_pem), der_of(issuer_pem)) {
+        (Ok(der), Ok(issuer_der)) => signed_by_der(&der, &issuer_der),
+        _ => false,
+    }
+}
+
+/// [`signed_by`] of certificates in DER.
+pub fn signed_by_der(der: &[u8], issuer_der: &[u8]) -> bool {
     let (Ok((_, cert)), Ok((_, issuer))) = (
-        x509_parser::parse_x509_certificate(&der),
-        x509_parser::parse_x509_certificate(&issuer_der),
+        x509_parser::parse_x509_certificate(der),
+        x509_parser::parse_x509_certificate(issuer_der),
     ) else {
         return false;
     };
@@ -270,6 +278,23 @@ mod tests {
         assert_eq!(info.sans, want);
         assert!(signed_by(&leaf.cert, &ca.cert));
         assert_eq!(server_defect(&leaf, &ca.cert, &want, NOW, 33), None);
+    }
+
+    /// A bundle reads as its certificates in order, whatever blank lines or other PEM
+    /// blocks lie between them; a certificate block that is not base64 is an error.
+    #[test]
+    fn bundles_read_as_their_certificates() {
+        let a = new_ca("a", NOW, 3650 * DAY).unwrap();
+        let b = new_ca("b", NOW, 3650 * DAY).unwrap();
+        let bundle = format!("\n{}\n{}\n\n{}", a.cert.trim(), a.key, b.cert);
+        let certs = bundle_certs(&bundle).unwrap();
+        let ders: Vec<&[u8]> = certs.iter().map(|c| c.as_ref()).collect();
+        assert_eq!(ders, [der_of(&a.cert).unwrap(), der_of(&b.cert).unwrap()]);
+        assert!(signed_by_der(ders[1], ders[1]) && !signed_by_der(ders[1], ders[0]));
+        assert_eq!(inspect_der(ders[0]).unwrap(), inspect(&a.cert).unwrap());
+        assert!(bundle_certs("").unwrap().is_empty());
+        let broken = "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n";
+        assert!(bundle_certs(&format!("{}{broken}", a.cert)).is_err());
     }
 
     #[test]

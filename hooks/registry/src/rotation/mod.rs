@@ -10,7 +10,8 @@
 //! - [`scan`]: fetches that view through the registry API, each manifest once;
 //! - [`plan`]: decides what is kept and what goes (no I/O);
 //! - [`apply`]: deletes by digest, leaves first, release manifests last;
-//! - [`cli`]: the `embedded-registry rotate` command.
+//! - [`run`]: one run (scan, plan, apply) into a report, and the [`Registry`] the
+//!   `rotate` hook is given (the network, or a fake in its unit tests).
 //!
 //! Design and limits: `docs/internal/rotation.md`.
 
@@ -20,3 +21,5 @@ pub mod model;
 pub mod plan;
 pub mod run;
 pub mod scan;
+
+pub use run::{Network, Registry};

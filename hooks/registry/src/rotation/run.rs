@@ -68,6 +68,32 @@ fn stop(stage: &'static str, f: Failure, prefix: &str) -> Stop {
     }
 }
 
+/// What the `rotate` hook asks the registry: [`Network`] in production and end-to-end
+/// tests, a fake in unit tests, so that the hook's handler does no network I/O of its own.
+pub trait Registry {
+    /// Runs `job` against the registry ([`execute`]).
+    fn execute(&self, job: &Job) -> Report;
+    /// Whether the registry at `addr` (`host:port`) answers `/v2/` over TLS trusting
+    /// `ca_pem` alone (200 or 401), within [`ANSWER_TIMEOUT`].
+    fn answers(&self, addr: &str, ca_pem: &str) -> bool;
+}
+
+/// How long one "does it answer?" probe of [`Network::answers`] may take.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub use crate::distribution::Network;
+
+/// The real registry, over the network ([`execute`], [`crate::health::probe_registry`]).
+impl Registry for Network {
+    fn execute(&self, job: &Job) -> Report {
+        execute(job)
+    }
+
+    fn answers(&self, addr: &str, ca_pem: &str) -> bool {
+        crate::health::probe_registry(addr, ca_pem, ANSWER_TIMEOUT).is_ok()
+    }
+}
+
 /// Runs a job: scan, plan, and (if asked) apply.
 pub fn execute(job: &Job) -> Report {
     let mut report = Report {

@@ -10,6 +10,10 @@
 //! Requests are SigV4-presigned (`rusty-s3`, sans-IO) and sent with the module's
 //! reqwest+rustls client; TLS is verified against `s3.ca` beside the system roots. No
 //! request is retried; every answer body is read up to a cap ([`limits`]).
+//!
+//! Longer than 400 lines for a reason: [`Run`]'s steps share the one client, deadline,
+//! request counter and report, and each step's classification sits with its request
+//! (the answers' classification is in `classify.rs`, the unit tests in `tests.rs`).
 
 pub mod classify;
 
@@ -21,6 +25,8 @@ use reqwest::Url;
 use serde::Serialize;
 
 pub use classify::Step;
+
+use crate::distribution::failure::FailureKind;
 
 /// The caps on what the check reads and how long it waits.
 pub mod limits {
@@ -45,24 +51,11 @@ pub mod limits {
 }
 
 /// The class of a storage check failure; stable kebab-case names for JSON output,
-/// metrics and conditions. The transport and TLS kinds are the upstream check's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// metrics and conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Kind {
-    /// The endpoint's host name does not resolve.
-    Dns,
-    /// Nothing accepts connections at the endpoint.
-    Connect,
-    /// No answer within the time allowed.
-    Timeout,
-    /// The certificate does not name the endpoint's host.
-    TlsNameMismatch,
-    /// The certificate does not chain to `s3.ca` or a system root.
-    TlsUnknownCa,
-    /// The certificate expired (or is not valid yet).
-    TlsExpired,
-    /// Another TLS failure (e.g. the server speaks plain HTTP).
-    Tls,
     /// The server refused the access key or the signature (secret key).
     BadCredentials,
     /// The bucket does not exist.
@@ -77,37 +70,62 @@ pub enum Kind {
     Oversize,
     /// Any other unexpected answer (a 5xx, a probe read back different).
     Http,
+    /// One of the upstream check's transport and TLS kinds, under its own name (`dns`,
+    /// `connect`, `timeout`, `tls-name-mismatch`, `tls-unknown-ca`, `tls-expired`,
+    /// `tls`): the same classification of the same client's errors.
+    #[serde(untagged)]
+    Transport(crate::distribution::Kind),
 }
 
-impl Kind {
-    /// The kebab-case name.
-    pub fn name(self) -> String {
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
-    }
-}
-
-/// A classified failure: a one-line message naming the setting to fix, no secret in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("[{}] {message}", kind.name())]
-pub struct Failure {
-    /// The class.
-    pub kind: Kind,
-    /// What happened and what to do about it.
-    pub message: String,
-}
-
-impl Failure {
-    /// A failure of `kind` with `message`.
-    pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        Failure {
-            kind,
-            message: message.into(),
+impl FailureKind for Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Transport(k) => k.as_str(),
+            other => other.into(),
         }
     }
 }
+
+impl Kind {
+    /// The kinds of the storage check's own (the transport kinds are
+    /// [`crate::distribution::Kind`]'s).
+    pub const OWN: [Kind; 7] = [
+        Kind::BadCredentials,
+        Kind::NoBucket,
+        Kind::Denied,
+        Kind::WrongRegion,
+        Kind::NotS3,
+        Kind::Oversize,
+        Kind::Http,
+    ];
+
+    /// The kind named `name` ([`FailureKind::as_str`]), as a check record keeps it.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::OWN
+            .into_iter()
+            .find(|k| k.as_str() == name)
+            .or_else(|| crate::distribution::Kind::from_name(name).map(Kind::Transport))
+    }
+
+    /// The reason of the `ChecksPassed` condition when the storage check failed with
+    /// this kind: `Check` and the name in CamelCase (`docs/internal/storage.md`).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Kind::Transport(k) => k.reason(),
+            Kind::BadCredentials => "CheckBadCredentials",
+            Kind::NoBucket => "CheckNoBucket",
+            Kind::Denied => "CheckDenied",
+            Kind::WrongRegion => "CheckWrongRegion",
+            Kind::NotS3 => "CheckNotS3",
+            Kind::Oversize => "CheckOversize",
+            Kind::Http => "CheckHttp",
+        }
+    }
+}
+
+/// A classified failure: a one-line message naming the setting to fix, no secret in it
+/// (the upstream check's shape, shown as `[kind] message`).
+pub type Failure = crate::distribution::failure::Failure<Kind>;
 
 /// What to check: the fields of the `s3` settings object, and the check's limits.
 #[derive(Clone)]
@@ -302,19 +320,18 @@ pub struct Report {
 impl Report {
     /// Lines for a human: a verdict, then one line per step.
     pub fn human(&self) -> String {
-        let mut out = match &self.failure {
-            None => format!(
-                "OK: bucket {} at {} is usable (read, write, delete)\n",
+        let ok = || {
+            format!(
+                "bucket {} at {} is usable (read, write, delete)",
                 self.bucket, self.endpoint
-            ),
-            Some(f) => format!("FAILED [{}]: {}\n", f.kind.name(), f.message),
+            )
         };
-        for s in &self.steps {
+        let lines = self.steps.iter().map(|s| {
             let status = s.status.map(|c| format!(" (HTTP {c})")).unwrap_or_default();
             let verdict = if s.ok { "ok    " } else { "failed" };
-            out.push_str(&format!("  {verdict} {}{status}\n", s.step));
-        }
-        out
+            format!("{verdict} {}{status}", s.step)
+        });
+        crate::distribution::failure::human_report(self.failure.as_ref(), ok, lines)
     }
 }
 
@@ -325,10 +342,9 @@ pub trait Checker {
     fn check(&self, spec: &Spec) -> Report;
 }
 
-/// The real check, over the network ([`check`]).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Network;
+pub use crate::distribution::Network;
 
+/// The real check, over the network ([`check`]).
 impl Checker for Network {
     fn check(&self, spec: &Spec) -> Report {
         check(spec)
@@ -389,7 +405,7 @@ impl<'a> Run<'a> {
         };
         let tls = crate::distribution::client::tls_config(&tls_endpoint).map_err(|f| {
             Failure::new(
-                Kind::Tls,
+                Kind::Transport(f.kind),
                 f.message.replace("proxy.ca, --ca-file", "s3.ca, --ca-file"),
             )
         })?;
@@ -557,7 +573,7 @@ impl<'a> Run<'a> {
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             self.mark(step, false, None);
-            return Err(Failure::new(Kind::Timeout, format!("{at}: the check's time budget ran out before {}; check that the endpoint answers quickly", step.name())));
+            return Err(Failure::new(Kind::Transport(crate::distribution::Kind::Timeout), format!("{at}: the check's time budget ran out before {}; check that the endpoint answers quickly", step.name())));
         }
         let s3_method = match method {
             reqwest::Method::PUT => rusty_s3::Method::Put,
@@ -656,15 +672,16 @@ fn transport(at: &str, e: reqwest::Error) -> Failure {
     let upstream = crate::distribution::Failure::from_transport(at, &e);
     let chain = crate::distribution::failure::error_chain(&e);
     let detail = chain.rsplit(": ").next().unwrap_or(&chain).to_string();
+    let same = Kind::Transport(upstream.kind);
     let (kind, message) = match upstream.kind {
-        D::Dns => (Kind::Dns, format!("{at}: the host name does not resolve ({detail}); check s3.endpoint and the cluster's DNS")),
-        D::Connect => (Kind::Connect, format!("{at}: cannot connect ({detail}); check s3.endpoint's host and port and firewalls")),
-        D::Timeout => (Kind::Timeout, format!("{at}: no answer in time; check that s3.endpoint is right and reachable from the masters")),
-        D::TlsNameMismatch => (Kind::TlsNameMismatch, format!("{at}: the server's certificate does not name this host; use the name the certificate was issued for in s3.endpoint")),
-        D::TlsUnknownCa => (Kind::TlsUnknownCa, format!("{at}: the server's certificate is signed by an unknown CA; put the S3 server's CA into s3.ca")),
-        D::TlsExpired => (Kind::TlsExpired, format!("{at}: the server's certificate has expired or is not valid yet; the S3 server must renew it (or check the clocks)")),
-        D::Tls if upstream.message.contains("does not speak TLS") => (Kind::Tls, format!("{at}: the server does not speak TLS here; if it serves plain HTTP, write http:// in s3.endpoint")),
-        D::Tls => (Kind::Tls, format!("{at}: TLS: {detail}")),
+        D::Dns => (same, format!("{at}: the host name does not resolve ({detail}); check s3.endpoint and the cluster's DNS")),
+        D::Connect => (same, format!("{at}: cannot connect ({detail}); check s3.endpoint's host and port and firewalls")),
+        D::Timeout => (same, format!("{at}: no answer in time; check that s3.endpoint is right and reachable from the masters")),
+        D::TlsNameMismatch => (same, format!("{at}: the server's certificate does not name this host; use the name the certificate was issued for in s3.endpoint")),
+        D::TlsUnknownCa => (same, format!("{at}: the server's certificate is signed by an unknown CA; put the S3 server's CA into s3.ca")),
+        D::TlsExpired => (same, format!("{at}: the server's certificate has expired or is not valid yet; the S3 server must renew it (or check the clocks)")),
+        D::Tls if upstream.message.contains("does not speak TLS") => (same, format!("{at}: the server does not speak TLS here; if it serves plain HTTP, write http:// in s3.endpoint")),
+        D::Tls => (same, format!("{at}: TLS: {detail}")),
         _ => (Kind::Http, format!("{at}: {detail}")),
     };
     Failure::new(kind, message)
@@ -684,59 +701,4 @@ fn probe_data() -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec() -> Spec {
-        Spec::new(
-            "http://127.0.0.1:3900",
-            "garage",
-            "registry",
-            "GKabc",
-            "s3cr3t",
-        )
-    }
-
-    #[test]
-    fn bad_fields_are_one_line_naming_the_field_and_never_the_keys() {
-        type Case = (fn(&mut Spec), &'static str);
-        let cases: Vec<Case> = vec![
-            (|s| s.endpoint = "127.0.0.1:3900".into(), "s3.endpoint"),
-            (|s| s.endpoint = "ftp://h".into(), "s3.endpoint"),
-            (
-                |s| s.endpoint = "http://GKabc:s3cr3t@h".into(),
-                "s3.endpoint",
-            ),
-            (|s| s.endpoint = "http://h/path".into(), "s3.endpoint"),
-            (|s| s.bucket = "UP".into(), "s3.bucket"),
-            (|s| s.region = String::new(), "s3.region"),
-            (|s| s.root_directory = "/a/../b".into(), "s3.rootDirectory"),
-            (|s| s.secret_key = String::new(), "s3.secretKey"),
-            (|s| s.access_key = "a b".into(), "s3.accessKey"),
-        ];
-        for (change, field) in cases {
-            let mut s = spec();
-            change(&mut s);
-            let e = s.validate().expect_err(field);
-            assert!(e.starts_with(field), "{e}");
-            assert!(
-                !e.contains('\n') && !e.contains("s3cr3t") && !e.contains("GKabc"),
-                "{e}"
-            );
-        }
-        assert!(spec().validate().is_ok());
-        assert!(!format!("{:?}", spec()).contains("s3cr3t"));
-    }
-
-    #[test]
-    fn the_probe_lives_under_the_root_directory() {
-        let mut s = spec();
-        assert_eq!(
-            s.probe_key("n"),
-            "embedded-registry/_embedded-registry-check/n"
-        );
-        s.root_directory = "/".into();
-        assert_eq!(s.probe_key("n"), "_embedded-registry-check/n");
-        assert_ne!(nonce(), nonce());
-    }
-}
+mod tests;

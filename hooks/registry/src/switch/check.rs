@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{CheckNeeded, NAMES_SHOWN};
+use crate::distribution::failure::FailureKind as _;
 use crate::distribution::{Credentials, Kind};
 use crate::model::switch::CheckRecord;
 use crate::model::values::Master;
@@ -88,7 +89,7 @@ pub fn run_storage(
     spec.request_timeout = REQUEST_TIMEOUT;
     let report = checker.check(&spec);
     let (kind, message) = match &report.failure {
-        Some(f) => (f.kind.name(), f.message.clone()),
+        Some(f) => (f.kind.as_str().to_string(), f.message.clone()),
         None if report.ok => (
             String::new(),
             format!(

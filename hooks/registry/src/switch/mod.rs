@@ -457,7 +457,7 @@ fn to_registry(
                     c.set(
                         ConditionType::ChecksPassed,
                         false,
-                        &reason(&f.kind),
+                        reason(&f.kind),
                         &f.message,
                     );
                     c.set(
@@ -518,7 +518,7 @@ fn to_registry(
         ),
         _ => match &passed {
             Some((true, _, m)) => c.set(ConditionType::ChecksPassed, true, "MirrorComplete", m),
-            Some((false, kind, m)) => c.set(ConditionType::ChecksPassed, false, &reason(kind), m),
+            Some((false, kind, m)) => c.set(ConditionType::ChecksPassed, false, reason(kind), m),
             None if s.cluster == ClusterTarget::Embedded => c.set(
                 ConditionType::ChecksPassed,
                 true,
@@ -636,16 +636,18 @@ fn to_registry(
     );
 }
 
-fn reason(kind: &str) -> String {
-    let mut out = String::from("Check");
-    for part in kind.split('-') {
-        let mut ch = part.chars();
-        if let Some(f) = ch.next() {
-            out.push(f.to_ascii_uppercase());
-            out.extend(ch);
-        }
+/// The `ChecksPassed` reason of a failed check record's kind: the failure kind's own
+/// ([`crate::distribution::Kind::reason`]); `CheckPending` while the check waits for
+/// its inputs, `CheckFailed` for a kind this version does not know (an older state).
+fn reason(kind: &str) -> &'static str {
+    if let Some(k) = crate::distribution::Kind::from_name(kind) {
+        return k.reason();
     }
-    out
+    match crate::storage::Kind::from_name(kind) {
+        Some(k) => k.reason(),
+        None if kind == "pending" => "CheckPending",
+        None => "CheckFailed",
+    }
 }
 
 /// Conditions with transition times kept while the status is unchanged.

@@ -165,37 +165,26 @@ pub struct Report {
 impl Report {
     /// Lines for a human: a verdict, then one line per image.
     pub fn human(&self) -> String {
-        let mut out = match &self.failure {
-            None => format!(
-                "OK: {} is usable ({} auth, {} image(s) found)\n",
+        let ok = || {
+            format!(
+                "{} is usable ({} auth, {} image(s) found)",
                 self.registry,
                 self.auth,
                 self.images.len()
-            ),
-            Some(f) => format!("FAILED [{}]: {}\n", kind_name(f.kind), f.message),
+            )
         };
-        for i in &self.images {
-            match (&i.digest, &i.failure) {
-                (_, Some(f)) => out.push_str(&format!(
-                    "  missing {}: [{}] {}\n",
-                    i.image,
-                    kind_name(f.kind),
-                    f.message
-                )),
-                (Some(d), None) => out.push_str(&format!("  found   {} ({d})\n", i.image)),
-                (None, None) => out.push_str(&format!("  found   {}\n", i.image)),
-            }
-        }
-        out
+        let lines = self.images.iter().map(|i| match (&i.digest, &i.failure) {
+            (_, Some(f)) => format!("missing {}: {f}", i.image),
+            (Some(d), None) => format!("found   {} ({d})", i.image),
+            (None, None) => format!("found   {}", i.image),
+        });
+        crate::distribution::failure::human_report(self.failure.as_ref(), ok, lines)
     }
 }
 
-/// The kebab-case name of a failure kind.
+/// The kebab-case name of a failure kind ([`Kind::as_str`]).
 pub fn kind_name(kind: Kind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+    kind.as_str().to_string()
 }
 
 /// What runs a check: the network in production and end-to-end tests ([`Network`]), a
@@ -205,10 +194,9 @@ pub trait Checker {
     fn check(&self, spec: &Spec) -> Report;
 }
 
-/// The real check, over the network ([`check`]).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Network;
+pub use crate::distribution::Network;
 
+/// The real check, over the network ([`check`]).
 impl Checker for Network {
     fn check(&self, spec: &Spec) -> Report {
         check(spec)

@@ -242,18 +242,27 @@ fn flag_due_renewal(input: &mut HookInput, now: i64, renew_percent: u32) -> anyh
     else {
         return Ok(());
     };
-    let (cas, tokens) = (
+    let is_due = |i: pki::CertInfo| i.due(now, renew_percent);
+    let leaves_due = current
+        .nodes
+        .values()
+        .flat_map(|n| [&n.distribution.cert, &n.auth.cert])
+        .any(|c| pki::inspect(c).map_or(true, is_due));
+    // A bundle that does not read as PEM is due: the next module run rewrites it.
+    let (rotating, due) = match (
         pki::bundle_certs(&current.ca_bundle),
         pki::bundle_certs(&current.token_bundle),
-    );
-    let mut all: Vec<&String> = cas.iter().chain(&tokens).collect();
-    for n in current.nodes.values() {
-        all.extend([&n.distribution.cert, &n.auth.cert]);
-    }
-    let rotating = cas.len() > 1 || tokens.len() > 1;
-    let due = all
-        .iter()
-        .any(|c| pki::inspect(c).map_or(true, |i| i.due(now, renew_percent)));
+    ) {
+        (Ok(cas), Ok(tokens)) => (
+            cas.len() > 1 || tokens.len() > 1,
+            leaves_due
+                || cas
+                    .iter()
+                    .chain(&tokens)
+                    .any(|d| pki::inspect_der(d).map_or(true, is_due)),
+        ),
+        _ => (false, true),
+    };
     if rotating || due {
         let day = now.div_euclid(86_400);
         if current.renewal_due != Some(day) {

@@ -15,6 +15,11 @@
 //! Metrics (group `rotation`, label `node`): releases kept, manifests deleted, bytes
 //! freed, `..._failed` (1 when the last run stopped on an error); and, never expired,
 //! the last success time.
+//!
+//! The handler's I/O is injected ([`handle_with`]): the registry through a
+//! [`Registry`] ([`rotation::Network`] in production and end-to-end tests, a fake in unit
+//! tests, so no unit test opens a socket), and the host root the manifest is moved
+//! under, reached only through the SDK's `fsutil` directory handles.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,15 +28,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, ScheduleBinding};
 
-use hook_sdk::fsutil::{Dir, Kind};
-
-use super::node_files::{registry_addr, HOST_ROOT_VAR, MANIFEST_DIR, MANIFEST_FILE};
+use super::node_files::{registry_addr, HOST_ROOT_VAR};
 use crate::distribution::{Credentials, Endpoint};
-use crate::health;
 use crate::hooks::{named_binding, node_name};
 use crate::module::{node_config_secret, user_secret, Role};
 use crate::rotation::plan::Policy;
-use crate::rotation::run::{execute, Job};
+use crate::rotation::run::Job;
+use crate::rotation::{self, Registry};
 use crate::secrets;
 
 /// The ConfigMap with the rotation settings.
@@ -117,7 +120,18 @@ pub fn settings(data: &BTreeMap<String, String>) -> anyhow::Result<Settings> {
 }
 
 fn handle(input: &mut HookInput) -> anyhow::Result<()> {
-    let node = node_name();
+    let root = PathBuf::from(std::env::var(HOST_ROOT_VAR).unwrap_or_else(|_| "/".into()));
+    handle_with(input, &node_name(), &root, &rotation::Network)
+}
+
+/// The handler, given its I/O: the node it runs on, the host root (where the static pod
+/// manifest is moved for a restart) and the registry to rotate through.
+pub fn handle_with(
+    input: &mut HookInput,
+    node: &str,
+    root: &Path,
+    registry: &dyn Registry,
+) -> anyhow::Result<()> {
     let first = |input: &HookInput, b: &str| -> anyhow::Result<Option<BTreeMap<String, String>>> {
         Ok(input
             .snapshots
@@ -134,7 +148,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         // Not Detached, or this master holds no registry: nothing to rotate here.
         return Ok(());
     };
-    let labels = [("node", node.as_str())];
+    let labels = [("node", node)];
     let decode = |m: BTreeMap<String, String>| {
         secrets::SecretSnap {
             name: String::new(),
@@ -195,7 +209,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    let report = execute(&job);
+    let report = registry.execute(&job);
     let plan = report.plan.as_ref();
     let deleted = report.applied.as_ref().map_or(0, |a| a.deleted);
     let freed = report.applied.as_ref().map_or(0, |a| a.freed_bytes);
@@ -224,13 +238,13 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     if failure.is_none() && deleted > 0 {
         // Deleted manifests free nothing until garbage collection, which needs the
         // registry stopped: restart it, and its init container collects.
-        let root = PathBuf::from(std::env::var(HOST_ROOT_VAR).unwrap_or_else(|_| "/".into()));
-        let ca = job.endpoint.ca_pem.clone().unwrap_or_default();
-        match restart_for_gc(&root, &job.endpoint.host, &ca, GC_STOP_WAIT, GC_START_WAIT) {
+        let ca = job.endpoint.ca_pem.as_deref().unwrap_or_default();
+        let waits = (GC_STOP_WAIT, GC_START_WAIT);
+        match restart_for_gc(root, &job.endpoint.host, ca, registry, waits) {
             Ok(()) => input
                 .log
                 .info("registry restarted for garbage collection", &[]),
-            Err(e) => failure = Some(("gc".into(), e)),
+            Err(e) => failure = Some(("gc".into(), e.to_string())),
         }
     }
     input.metrics.set(
@@ -275,108 +289,11 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long the registry may take to stop once its manifest is gone.
-const GC_STOP_WAIT: Duration = Duration::from_secs(120);
-/// How long it may take to start again (garbage collection runs first).
-const GC_START_WAIT: Duration = Duration::from_secs(900);
+#[path = "rotate_gc.rs"]
+mod gc;
 
-/// Where [`restart_for_gc`] keeps the manifest while the registry is stopped, relative
-/// to the host root (beside the registry's config and PKI directories).
-pub const ASIDE_DIR: &str = "etc/kubernetes/registry";
-/// The manifest's name while it is aside.
-pub const ASIDE_FILE: &str = "embedded-registry.yaml.gc";
-
-/// The manifest's place and its place aside, opened below the host root without
-/// following a link; each name must be a regular file or free.
-fn gc_dirs(root: &Path) -> anyhow::Result<(Dir, Dir)> {
-    let host = Dir::open(root)?;
-    let manifests = host.walk(MANIFEST_DIR, false)?.with_context(|| {
-        format!(
-            "{}: no static pod directory",
-            root.join(MANIFEST_DIR).display()
-        )
-    })?;
-    let aside = host
-        .walk(ASIDE_DIR, true)?
-        .with_context(|| format!("{}: cannot create", root.join(ASIDE_DIR).display()))?;
-    for (dir, name) in [(&manifests, MANIFEST_FILE), (&aside, ASIDE_FILE)] {
-        match dir.kind(name)? {
-            None | Some(Kind::File) => {}
-            Some(kind) => anyhow::bail!(
-                "{}: {} where the registry's manifest belongs: refusing to move it (remove it by hand)",
-                dir.join(name).display(),
-                kind.describe()
-            ),
-        }
-    }
-    Ok((manifests, aside))
-}
-
-/// Restarts the static pod so its `garbage-collect` init container runs with the
-/// registry stopped: the manifest moves out of kubelet's directory until `/v2/` stops
-/// answering, then back, then the registry must answer again. The manifest always goes
-/// back, whatever happened. Both directories are reached without following a link
-/// below `root`, and only a regular file is moved (a link there is refused).
-pub fn restart_for_gc(
-    root: &Path,
-    addr: &str,
-    ca: &str,
-    stop_wait: Duration,
-    start_wait: Duration,
-) -> Result<(), String> {
-    fn text(e: impl Into<anyhow::Error>) -> String {
-        format!("{:#}", e.into()).replace('\n', " ")
-    }
-    let (manifests, aside) = gc_dirs(root).map_err(text)?;
-    let is_file = |d: &Dir, name: &str| d.kind(name).map(|k| k == Some(Kind::File));
-    let manifest_there = is_file(&manifests, MANIFEST_FILE).map_err(text)?;
-    if !manifest_there && is_file(&aside, ASIDE_FILE).map_err(text)? {
-        // A run that stopped between the two moves: put the manifest back first.
-        aside
-            .rename(ASIDE_FILE, &manifests, MANIFEST_FILE)
-            .map_err(text)?;
-    }
-    if !is_file(&manifests, MANIFEST_FILE).map_err(text)? {
-        return Err(format!(
-            "{}: no static pod manifest to restart",
-            manifests.join(MANIFEST_FILE).display()
-        ));
-    }
-    manifests
-        .rename(MANIFEST_FILE, &aside, ASIDE_FILE)
-        .map_err(text)?;
-    let answers = || health::check_registry(addr, ca, Duration::from_secs(2)).is_ok();
-    let stopped = wait_for(|| !answers(), stop_wait);
-    aside
-        .rename(ASIDE_FILE, &manifests, MANIFEST_FILE)
-        .map_err(text)?;
-    if !stopped {
-        return Err(format!(
-            "the registry on {addr} did not stop within {}s; garbage collection did not run",
-            stop_wait.as_secs()
-        ));
-    }
-    if !wait_for(answers, start_wait) {
-        return Err(format!(
-            "the registry on {addr} did not answer within {}s after garbage collection",
-            start_wait.as_secs()
-        ));
-    }
-    Ok(())
-}
-
-fn wait_for(mut done: impl FnMut() -> bool, limit: Duration) -> bool {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if done() {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
+pub use gc::{restart_for_gc, GcError, ASIDE_DIR, ASIDE_FILE};
+use gc::{GC_START_WAIT, GC_STOP_WAIT};
 
 #[cfg(test)]
 #[path = "rotate_tests.rs"]

@@ -135,8 +135,8 @@ pub(super) fn write_pull_secret(
     wanted: &BTreeMap<String, String>,
 ) {
     let empty = BTreeMap::new();
-    input.objects.merge_patch(
-        pull_secret::data_patch(current.unwrap_or(&empty), wanted),
+    input.objects.patch(
+        hook_sdk::objects::Patch::Merge(pull_secret::data_patch(current.unwrap_or(&empty), wanted)),
         "v1",
         "Secret",
         NAMESPACE,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 
+use crate::health::HealthError;
 use crate::hooks::node_name;
 
 /// Host root variable.
@@ -24,11 +25,11 @@ pub const UPSTREAM_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::fro
 /// fake in unit tests, so that the handler does no network I/O of its own.
 pub trait Probe {
     /// `Ok` when the registry at `addr` (`host:port`) answers `/v2/` over TLS trusting
-    /// `ca_pem`; else why not, in one line.
-    fn registry(&self, addr: &str, ca_pem: &str) -> Result<(), String>;
+    /// `ca_pem`; else why not (its message is one line).
+    fn registry(&self, addr: &str, ca_pem: &str) -> Result<(), HealthError>;
     /// [`Probe::registry`], and which files the registry runs: the
     /// [`crate::health::CONFIG_ID_HEADER`] of its answer (`Ok(None)`: none sent).
-    fn registry_config(&self, addr: &str, ca_pem: &str) -> Result<Option<String>, String> {
+    fn registry_config(&self, addr: &str, ca_pem: &str) -> Result<Option<String>, HealthError> {
         self.registry(addr, ca_pem).map(|()| None)
     }
     /// Whether a Proxy registry's upstream (`scheme`, `host[:port]`) answers `/v2/`,
@@ -42,13 +43,12 @@ pub trait Probe {
 pub struct Network;
 
 impl Probe for Network {
-    fn registry(&self, addr: &str, ca_pem: &str) -> Result<(), String> {
-        crate::health::check_registry(addr, ca_pem, REGISTRY_PROBE_TIMEOUT)
+    fn registry(&self, addr: &str, ca_pem: &str) -> Result<(), HealthError> {
+        crate::health::probe_registry(addr, ca_pem, REGISTRY_PROBE_TIMEOUT)
     }
 
-    fn registry_config(&self, addr: &str, ca_pem: &str) -> Result<Option<String>, String> {
+    fn registry_config(&self, addr: &str, ca_pem: &str) -> Result<Option<String>, HealthError> {
         crate::health::probe_registry_config(addr, ca_pem, REGISTRY_PROBE_TIMEOUT)
-            .map_err(|e| e.to_string())
     }
 
     fn upstream(&self, scheme: &str, host: &str, ca_pem: Option<&str>) -> bool {

@@ -202,7 +202,7 @@ fn registry_health(
             ),
             _ => (RegistryHealth::Ready, format!("https://{addr}/v2/ answers")),
         },
-        Err(e) => (RegistryHealth::NotReady, e),
+        Err(e) => (RegistryHealth::NotReady, e.to_string()),
     }
 }
 

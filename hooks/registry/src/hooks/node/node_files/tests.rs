@@ -30,10 +30,13 @@ const ONLINE: Fake = Fake {
 };
 
 impl Probe for Fake {
-    fn registry(&self, addr: &str, _ca_pem: &str) -> Result<(), String> {
+    fn registry(&self, addr: &str, _ca_pem: &str) -> Result<(), crate::health::HealthError> {
         match self.registry {
             true => Ok(()),
-            false => Err(format!("GET https://{addr}/v2/: cannot connect (fake)")),
+            false => Err(crate::health::HealthError::Request {
+                addr: addr.to_string(),
+                chain: "cannot connect (fake)".into(),
+            }),
         }
     }
 
@@ -41,7 +44,11 @@ impl Probe for Fake {
         self.upstream
     }
 
-    fn registry_config(&self, addr: &str, ca_pem: &str) -> Result<Option<String>, String> {
+    fn registry_config(
+        &self,
+        addr: &str,
+        ca_pem: &str,
+    ) -> Result<Option<String>, crate::health::HealthError> {
         self.registry(addr, ca_pem)
             .map(|()| self.serves.map(str::to_string))
     }
