@@ -42,6 +42,7 @@ pub fn desired(
             return Ok(Desired {
                 mode,
                 registry: None,
+                warm_list: None,
             })
         }
         Mode::Proxy if ha => masters.iter().map(|m| m.name.clone()).collect(),
@@ -74,6 +75,7 @@ pub fn desired(
     Ok(Desired {
         mode,
         registry: Some(RegistryTarget::new(mode, proxy, nodes, key.as_bytes())),
+        warm_list: None,
     })
 }
 

@@ -41,6 +41,7 @@ use crate::secrets;
 
 pub mod files;
 pub mod io;
+pub mod warm;
 
 pub use files::{
     apply, Applied, CONFIG_DIR, CONFIG_FILES, DATA_DIR, MANIFEST_DIR, MANIFEST_FILE, PKI_DIR,
@@ -276,6 +277,12 @@ pub fn handle_with(input: &mut HookInput, host: &Node, probe: &dyn Probe) -> any
         }
         None => None,
     };
+    if files
+        .as_ref()
+        .is_some_and(|f| f.contains_key(warm::LIST_KEY))
+    {
+        warm::ensure_dir(&host.root, host.owner)?;
+    }
     let applied = apply(&host.root, files.as_ref(), &hash, host.owner)?;
     for f in &applied.written {
         input.log.info("wrote", &[("file", serde_json::json!(f))]);
@@ -290,6 +297,14 @@ pub fn handle_with(input: &mut HookInput, host: &Node, probe: &dyn Probe) -> any
             "no registry on this node".to_string(),
         ),
     };
+    let warm = files.as_ref().and_then(|f| warm::status(f, &host.root));
+    if let Some((_, Some(e))) = &warm {
+        input
+            .log
+            .warn("warm progress refused", &[("error", serde_json::json!(e))]);
+    }
+    let warm = warm.map(|(w, _)| w);
+    warm::metrics(&mut input.metrics, &node, warm.as_ref(), upstream);
     let status = NodeStatus {
         node: node.clone(),
         applied_config_hash: applied.config_hash.clone(),
@@ -303,6 +318,7 @@ pub fn handle_with(input: &mut HookInput, host: &Node, probe: &dyn Probe) -> any
         registry: health.0,
         message: health.1,
         upstream,
+        warm,
     }
     .to_data();
     input.metrics.expire("cache_only");
