@@ -23,8 +23,14 @@ pub const LIST_KEY: &str = "config.warm-images.json";
 /// The metrics group.
 pub const METRICS_GROUP: &str = "warm";
 
-/// Creates [`WARM_DIR`] when missing, owned by `owner` (no link followed below `root`).
+/// Creates [`WARM_DIR`] when missing, owned by `owner` (no link followed below `root`;
+/// the root itself created when missing, as `apply` does). Called before the manifest
+/// is written, so kubelet never creates it (owned by root) for the pod.
 pub fn ensure_dir(root: &Path, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
+    if !root.exists() {
+        std::fs::create_dir_all(root)
+            .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", root.display()))?;
+    }
     let host = Dir::open(root)?;
     let (parent, name) = WARM_DIR.rsplit_once('/').expect("a path below the root");
     let Some(parent) = host.walk(parent, true)? else {
@@ -155,10 +161,12 @@ mod tests {
 
     #[test]
     fn before_the_first_pass_the_list_counts_with_nothing_cached() {
-        let root = tempfile::tempdir().unwrap();
-        ensure_dir(root.path(), None).unwrap();
-        ensure_dir(root.path(), None).unwrap();
-        assert!(root.path().join(WARM_DIR).is_dir());
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("host");
+        ensure_dir(&root, None).unwrap();
+        ensure_dir(&root, None).unwrap();
+        assert!(root.join(WARM_DIR).is_dir());
+        let root = tmp;
         let (w, err) = status(&list_files(), root.path()).unwrap();
         assert_eq!((w.cached, w.wanted, err), (0, 2, None));
         assert_eq!(w.list_hash, "");
