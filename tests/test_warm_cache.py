@@ -15,6 +15,8 @@ import re
 import tarfile
 from collections import Counter
 
+import pytest
+import time
 import yaml
 
 from conftest import module_config, nodes_file
@@ -217,4 +219,96 @@ def test_warm_caches_the_release_once_resumes_and_serves_it_without_the_upstream
             p = wait_until(lambda: warm_done(reg, wanted), timeout=120, what="the cache-only warm pass")
             assert p["unavailable"] == 0
     finally:
+        up.stop()
+
+
+def test_outage_three_warm_masters_restarted_without_the_upstream_serve_the_whole_release(tmp_path, converge):
+    """The issue's outage proof: three masters in Proxy HA behind a real upstream, the
+    cluster switched once the warm-up is done; the upstream stops and every registry
+    restarts (the node hook runs again, the pods start from what it wrote); containerd's
+    CRI pulls every image of the release with the pull Secret's credentials; an image
+    never cached fails clearly; with the upstream back a new image pulls through."""
+    from test_static_pods import node_hosts, pull_credentials, pull_secret
+    from tools.cri import CriContainerd, CriError
+
+    up = Registry(tmp_path / "up").start()
+    regs = []
+    try:
+        digests, platform, _, _ = push_release(up, tmp_path)
+        up.push(REPO, "never", b"never part of a release\n")
+        gv = global_values(tmp_path, up, digests)
+        step = iter(range(100))
+
+        def again(now):
+            converge(module_config(tmp_path, proxy_settings(up), name=f"mc-{next(step)}.yaml"),
+                     nodes_file(tmp_path, MASTERS), extra=["--global-values", str(gv)], now=now)
+            node_hosts(converge.state, tmp_path / "node")  # the nodes apply and acknowledge it
+            return switch_state(converge.state)
+
+        deploy(tmp_path, converge, up, gv, MASTERS, "mc-first.yaml")
+        roots = {n: tmp_path / f"host-{n}" for n, _ in MASTERS}
+
+        def hook(n):
+            return node_hook(tmp_path, converge.state, n, roots[n])[2]
+        wanted = len(digests) + 1
+        now = int(time.time())
+        # None has warmed yet: no node is pointed at the masters.
+        for n, _ in MASTERS:
+            assert hook(n)["warm"] == f"0/{wanted}"
+        _, cond = again(now)
+        assert cond["CacheWarm"]["status"] == "False" and "m1: has not finished a pass" in cond["CacheWarm"]["message"]
+        assert pull_secret(converge.state)["address"] == up.host
+
+        regs = [NodeRegistry(converge.state, n, tmp_path / f"run-{n}", host_root=roots[n]).start() for n, _ in MASTERS]
+        for r in regs:
+            wait_until(lambda: warm_done(r, wanted), timeout=180, what=f"warm-up of {r.host}")
+        for n, _ in MASTERS:
+            status = hook(n)
+            assert status["warm"] == f"{wanted}/{wanted}" and status["registry"] == "ready", status
+        _, cond = again(now + 1)
+        assert cond["CacheWarm"]["status"] == "True", cond
+        state, cond = again(now + 302)
+        assert state["cluster"] == "Embedded", cond
+        data = pull_secret(converge.state)
+        address = data["address"]
+        user, pw = pull_credentials(converge.state)
+
+        # The outage: the upstream stops, every registry restarts from what the node
+        # hook wrote (cache-only: the upstream does not answer and nothing serves).
+        up.stop()
+        for r in regs:
+            r.stop()
+        for n, _ in MASTERS:
+            assert hook(n)["cacheOnly"] == "true"
+        regs = [NodeRegistry(converge.state, n, tmp_path / f"run2-{n}", host_root=roots[n]).start()
+                for n, _ in MASTERS]
+        hosts, _ = node_hosts(converge.state, tmp_path / "node")
+        with CriContainerd(tmp_path / "cri", hosts) as cri:
+            for d in [*digests.values(), platform]:
+                assert cri.pull(f"{address}/{REPO}@{d}", user, pw).startswith("sha256:"), d
+            assert cri.pull(f"{address}/{REPO}:{RELEASE}", user, pw).startswith("sha256:")
+            with pytest.raises(CriError) as never:
+                cri.pull(f"{address}/{REPO}:never", user, pw)
+            assert f"{REPO}:never" in str(never.value) or "manifests/never" in str(never.value), never.value
+            # Each master answered at once, as a cache-only registry does: manifest unknown
+            # (containerd then tries the name itself, which only the masters serve).
+            for r in regs:
+                assert any('"/v2/deckhouse/ee/manifests/never' in line and '"http.response.status":404' in line
+                           for line in r.log().splitlines()), r.log()[-2000:]
+
+            # The upstream answers again: the masters proxy again (the node hook's
+            # proxying configuration restarts them), and a new image pulls through.
+            up.start()
+            fresh = up.push(REPO, "fresh", b"pushed after the outage\n")
+            for n, _ in MASTERS:
+                assert hook(n)["cacheOnly"] == "false"
+            for r in regs:
+                r.stop()
+            regs = [NodeRegistry(converge.state, n, tmp_path / f"run3-{n}", host_root=roots[n]).start()
+                    for n, _ in MASTERS]
+            assert cri.pull(f"{address}/{REPO}:fresh", user, pw).startswith("sha256:")
+            assert fresh.startswith("sha256:")
+    finally:
+        for r in regs:
+            r.stop()
         up.stop()
