@@ -76,8 +76,9 @@ pub fn read_progress(root: &Path) -> Result<Option<Progress>, String> {
 }
 
 /// The warm status to report for a registry given the Secret's files: `None` without a
-/// wanted list. Before the first pass (or with a refused progress file, logged by the
-/// caller through the `Err`), it counts the list with nothing cached.
+/// wanted list. Before the first pass over this list (a progress file about another
+/// list, or a refused one, logged by the caller through the `Err`), it counts the list
+/// with nothing cached.
 pub fn status(
     files: &BTreeMap<String, String>,
     root: &Path,
@@ -96,6 +97,8 @@ pub fn status(
         ..WarmStatus::default()
     };
     Some(match read_progress(root) {
+        // A pass over another list (the previous release) says nothing of this one.
+        Ok(Some(p)) if p.list_hash != list.hash() => (empty, None),
         Ok(Some(p)) => (
             WarmStatus {
                 list_hash: p.list_hash,
@@ -182,8 +185,12 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         ensure_dir(root.path(), None).unwrap();
         let file = root.path().join(WARM_DIR).join(progress::FILE);
+        let hash = WantedList::from_file_text(list_files()[LIST_KEY].as_bytes())
+            .unwrap()
+            .unwrap()
+            .hash();
         let good = Progress {
-            list_hash: "0123456789abcdef".into(),
+            list_hash: hash,
             wanted: 2,
             cached: 2,
             bytes: 5,
@@ -192,6 +199,14 @@ mod tests {
         std::fs::write(&file, good.to_bytes()).unwrap();
         let (w, err) = status(&list_files(), root.path()).unwrap();
         assert_eq!((w.cached, w.wanted, w.bytes, err), (2, 2, 5, None));
+        // A pass over another list (the previous release) counts as none over this one.
+        let old = Progress {
+            list_hash: "0123456789abcdef".into(),
+            ..good.clone()
+        };
+        std::fs::write(&file, old.to_bytes()).unwrap();
+        let (w, err) = status(&list_files(), root.path()).unwrap();
+        assert_eq!((w.cached, w.list_hash.as_str(), err), (0, "", None));
         // Hostile: oversize, not JSON, impossible counts, a link, a directory.
         let hostile: Vec<Vec<u8>> = vec![
             vec![b'{'; progress::MAX_BYTES as usize + 10],
