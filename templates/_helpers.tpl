@@ -199,12 +199,27 @@ acl:
 {{- define "embedded_registry.host_config_dir" -}}/etc/kubernetes/registry/config{{- end -}}
 {{- define "embedded_registry.host_pki_dir" -}}/etc/kubernetes/registry/pki{{- end -}}
 {{- define "embedded_registry.host_data_dir" -}}/opt/deckhouse/registry/data{{- end -}}
+{{- define "embedded_registry.host_warm_dir" -}}/opt/deckhouse/registry/warm{{- end -}}
 {{- define "embedded_registry.run_as" -}}64535{{- end -}}
 
 {{- /* An image of the module by digest: (dict "ctx" $ "name" "distribution"). */ -}}
 {{- define "embedded_registry.image" -}}
 {{- $images := .ctx.Values.global.modulesImages -}}
 {{- printf "%s@%s" $images.registry.base (index $images.digests.embeddedRegistry .name) -}}
+{{- end -}}
+
+{{- /* The wanted list's inputs for a Proxy registry's warm-up (config.warm-images.json):
+       the base, the release and every module digest, as the values hold them; the
+       binary builds the list from them (warm/list.rs), as registry-switch does from
+       the values, so both hash the same list. Empty (no warm-up) when the registry is
+       not a Proxy or no release is named. */ -}}
+{{- define "embedded_registry.warm_list" -}}
+{{- $sw := .Values.embeddedRegistry.internal.switch | default dict -}}
+{{- $version := .Values.global.deckhouseVersion | default "" -}}
+{{- if and $sw.registry (eq $sw.registry.mode "Proxy") $version -}}
+{{- $images := .Values.global.modulesImages -}}
+{{- dict "base" $images.registry.base "deckhouseVersion" $version "digests" $images.digests | toJson -}}
+{{- end -}}
 {{- end -}}
 
 {{- /* The static pod of one master: (dict "ctx" $ "m" master "hash" config hash). */ -}}
@@ -333,6 +348,39 @@ spec:
       volumeMounts:
         - {name: config, mountPath: /config, readOnly: true}
         - {name: pki, mountPath: /pki, readOnly: true}
+    {{- if include "embedded_registry.warm_list" .ctx }}
+    # Keeps every image of the running release in this master's cache: pulls each
+    # through the registry beside it (which stores what it proxies), reads the cache
+    # from the data directory (read-only), signs its own pull-only tokens with the
+    # token key docker_auth uses (no password), and writes its progress to /warm for
+    # the node hook. Reads /config/warm-images.json again when it changes.
+    - name: warm
+      image: {{ include "embedded_registry.image" (dict "ctx" .ctx "name" "manager") }}
+      imagePullPolicy: IfNotPresent
+      command: ["/usr/bin/embedded-registry", "warm"]
+      args:
+        - --config=/config/distribution.yaml
+        - --list=/config/warm-images.json
+        - --pki=/pki
+        - --progress=/warm/progress.json
+        - --concurrency={{ (.ctx.Values.embeddedRegistry.proxy | default dict).warmupConcurrency | default 4 }}
+        - --interval=10m
+      resources:
+        requests:
+          cpu: 10m
+          memory: 32Mi
+          ephemeral-storage: 10Mi
+      securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities:
+          drop: ["ALL"]
+      volumeMounts:
+        - {name: config, mountPath: /config, readOnly: true}
+        - {name: pki, mountPath: /pki, readOnly: true}
+        - {name: data, mountPath: /data, readOnly: true}
+        - {name: warm, mountPath: /warm}
+    {{- end }}
   volumes:
     - name: config
       hostPath:
@@ -346,4 +394,11 @@ spec:
       hostPath:
         path: {{ include "embedded_registry.host_data_dir" . }}
         type: DirectoryOrCreate
+  {{- if include "embedded_registry.warm_list" .ctx }}
+    # Created by the node hook, owned by the pod's user.
+    - name: warm
+      hostPath:
+        path: {{ include "embedded_registry.host_warm_dir" . }}
+        type: DirectoryOrCreate
+  {{- end }}
 {{- end -}}

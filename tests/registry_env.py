@@ -11,6 +11,7 @@ import subprocess
 
 import yaml
 
+from tools.binary import BIN
 from tools.processes import Processes, free_port, wait_until
 from tools.registry import api_answers, start_token_issuer
 from tools.registry import skopeo  # noqa: F401 - its clients import it from here too
@@ -119,7 +120,52 @@ class NodeRegistry(Processes):
         ctx = ssl.create_default_context(cafile=str(self.certs / "ca.crt"))
         wait_until(lambda: api_answers(f"https://{self.host}/v2/", self.dir / "registry.log", ctx),
                    what=f"registry on {self.host} ({self.dir / 'registry.log'})")
+        self.start_warm()
         return self
+
+    def warm_container(self):
+        """The static pod's `warm` container, if it has one."""
+        return next((c for c in self.pod()["spec"]["containers"] if c["name"] == "warm"), None)
+
+    @property
+    def progress_file(self):
+        """Where the warm container's progress lands on the host (its /warm mount)."""
+        root = self.host_root if self.host_root is not None else self.dir
+        return root / "opt/deckhouse/registry/warm/progress.json"
+
+    def start_warm(self):
+        """Starts the pod's `warm` container as kubelet would, with the module's binary
+        for the manager image's: its arguments with the mounts re-rooted (/config: the
+        re-rooted distribution config and the list the node hook wrote; /pki; /warm on
+        the host). Its log is warm.log."""
+        c = self.warm_container()
+        if c is None:
+            return
+        assert c["command"] == ["/usr/bin/embedded-registry", "warm"], c["command"]
+        if self.host_root is not None:
+            wanted = self.host_root / "etc/kubernetes/registry/config/warm-images.json"
+        else:
+            wanted = self.dir / "warm-images.json"
+            wanted.write_text(self.files["warm-images.json"])
+        self.progress_file.parent.mkdir(parents=True, exist_ok=True)
+        mounts = {"--config=/config/distribution.yaml": f"--config={self.dir / 'distribution.yaml'}",
+                  "--list=/config/warm-images.json": f"--list={wanted}",
+                  "--pki=/pki": f"--pki={self.pki}",
+                  "--progress=/warm/progress.json": f"--progress={self.progress_file}"}
+        assert set(mounts) <= set(c["args"]), f"the warm container's paths changed: {c['args']}"
+        args = [mounts.get(a, a) for a in c["args"]]
+        log = open(self.dir / "warm.log", "a")
+        self.procs.append(subprocess.Popen([str(BIN), "warm", *args], stdout=log, stderr=subprocess.STDOUT))
+
+    def warm_progress(self):
+        """The warm container's last progress (None before its first pass)."""
+        try:
+            return json.loads(self.progress_file.read_text())
+        except FileNotFoundError:
+            return None
+
+    def warm_log(self):
+        return (self.dir / "warm.log").read_text() if (self.dir / "warm.log").exists() else ""
 
     def pod(self):
         """The static pod as kubelet reads it: the manifest the node hook wrote, or the

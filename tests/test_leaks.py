@@ -383,6 +383,46 @@ def check_storage(env):
     return out
 
 
+def warm(env):
+    """The warm process of master m1 with its rendered files (token key, CA, config),
+    against a registry address nothing listens on (every fetch fails after its retries),
+    with a bad key, and with a bad argument: its log, the progress file and the errors."""
+    import yaml
+    from registry_env import secret_data
+    from tools.processes import free_port
+    # The module's PKI (its upstream check failed, so no registry is rendered here).
+    files = secret_data(env.state, "registry-pki")
+    d = env.tmp / "warm"
+    (d / "pki").mkdir(parents=True, exist_ok=True)
+    for name in ("ca.crt", "token.crt", "token.key"):
+        (d / "pki" / name).write_text(files[name])
+    dist = {"http": {"addr": f"127.0.0.1:{free_port()}"},
+            "auth": {"token": {"issuer": "embedded-registry-auth", "service": "embedded-registry"}},
+            "storage": {"filesystem": {"rootdirectory": str(d / "data")}}, "proxy": {"remoteurl": "https://u"}}
+    (d / "distribution.yaml").write_text(yaml.safe_dump(dist))
+    (d / "list.json").write_text(json.dumps({"base": "r.example/deckhouse/ee", "deckhouseVersion": "v1.2.3",
+                                             "digests": {"m": {"a": "sha256:" + "a" * 64}}}))
+    base = ["warm", "--config", str(d / "distribution.yaml"), "--list", str(d / "list.json"), "--pki", str(d / "pki"),
+            "--progress", str(d / "progress.json"), "--once"]
+    out = []
+    p = run(base, env={"PATH": "/usr/bin:/bin"}, timeout=120)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert '"cached":0' in p.stderr and '"wanted":2' in p.stderr, p.stderr
+    out += texts(p, d / "progress.json")
+    (d / "pki" / "bad").mkdir(exist_ok=True)
+    (d / "pki" / "bad" / "ca.crt").write_text(files["ca.crt"])
+    (d / "pki" / "bad" / "token.crt").write_text(files["token.crt"])
+    (d / "pki" / "bad" / "token.key").write_text(files["token.key"].replace("\n", "\nX", 3))
+    bad = [str(d / "pki" / "bad") if a == str(d / "pki") else a for a in base]
+    p = run(bad, env={"PATH": "/usr/bin:/bin"})
+    assert p.returncode == 2 and "token.key" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    out += texts(p)
+    p = run(base + ["--interval", "0"], env={"PATH": "/usr/bin:/bin"})
+    assert p.returncode == 2 and "--interval" in p.stderr, p.stderr
+    out += texts(p)
+    return out
+
+
 COMMANDS = {
     "hook list": hook_list,
     "hook config": hook_config,
@@ -399,6 +439,7 @@ COMMANDS = {
     "check-upstream (hostile registries)": check_upstream_hostile,
     "check-storage": check_storage,
     "rotate": rotate,
+    "warm": warm,
 }
 
 

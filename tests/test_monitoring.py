@@ -32,7 +32,8 @@ KUBE_STATE_METRICS = {"kube_pod_status_ready", "kube_pod_status_phase"}
 
 
 def globals_file(tmp_path, modules=MONITORING, digest=True, name="globals.yaml"):
-    doc = {"enabledModules": list(modules)}
+    # A named release: a Proxy registry warms its images and reports them (warm metrics).
+    doc = {"enabledModules": list(modules), "deckhouseVersion": "v1.60.0"}
     if digest:
         doc["modulesImages"] = {"digests": {"common": {"kubeRbacProxy": KRP_DIGEST}}}
     path = tmp_path / name
@@ -243,6 +244,7 @@ def sources(tmp_path_factory):
     up = Registry(tmp / "up").start()
     try:
         up.push("deckhouse/ee/app", "v1", b"monitored\n")
+        up.push("deckhouse/ee", "v1.60.0", b"the platform image of the named release\n")  # the upstream check needs it
         state = tmp / "state"
         c = Converge(state)
         g = ["--global-values", str(globals_file(tmp))]
@@ -460,6 +462,11 @@ def test_every_alert_fires_over_its_real_source_and_only_then(sources, tmp_path)
         "D8EmbeddedRegistryServesCacheOnly": ("1h", [
             ("d8_embedded_registry_cache_only", hook_series("d8_embedded_registry_cache_only", node="m1"),
              "1x90", "0x90")], ["node"]),
+        "D8EmbeddedRegistryCacheNotWarm": ("2h", [
+            ("d8_embedded_registry_warm_images", hook_series("d8_embedded_registry_warm_images", state="cached"),
+             "2x150", "5x150"),
+            ("d8_embedded_registry_warm_images", hook_series("d8_embedded_registry_warm_images", state="wanted"),
+             "5x150", "5x150")], ["node"]),
         "D8EmbeddedRegistryRotationFailing": ("26h", [
             ("d8_embedded_registry_rotation_failed", hook_series("d8_embedded_registry_rotation_failed", node="m1"),
              "1x1620", "0x1620")], ["node"]),

@@ -1,6 +1,7 @@
 {{- /* Alerts of the registries themselves: rendered only where a registry runs.
        Sources: kube-state-metrics (the static pods), the `node-files` node hook
-       (shell-operator in the manager, `d8_embedded_registry_cache_only{node}`) and
+       (shell-operator in the manager, `d8_embedded_registry_cache_only{node}`,
+       `d8_embedded_registry_warm_images{node,state}`) and
        distribution's own metrics (through the manager's kube-rbac-proxy; the PodMonitor
        adds `job="embedded-registry"` and `node`). */ -}}
 {{- if include "embedded_registry.enabled" . }}
@@ -57,6 +58,25 @@
           To fix: check the upstream (`embedded-registry check-upstream`) and the network from the masters to it; the
           registry proxies again once the upstream has answered for `proxy.upstreamHysteresis`. The ConfigMap
           `registry-node-<node>-status` in `d8-system` says since when.
+    - alert: D8EmbeddedRegistryCacheNotWarm
+      expr: |
+        min by (node) (d8_embedded_registry_warm_images{state="cached"})
+          / max by (node) (d8_embedded_registry_warm_images{state="wanted"}) < 1
+      for: 1h
+      labels:
+        severity_level: "6"
+        tier: cluster
+      annotations:
+        plk_protocol_version: "1"
+        plk_markup_format: markdown
+        summary: An embedded Proxy registry's cache has lacked images of the running release for an hour.
+        description: |
+          The cache of master `{{`{{ $labels.node }}`}}` has not held every image of the running release for an hour:
+          a switch to this registry waits (`CacheWarm`), and in an upstream outage the images it lacks cannot be pulled.
+
+          To fix: the ConfigMap `registry-node-<node>-status` in `d8-system` names the first missing images
+          (`warmMissing`); the registry pod's `warm` container logs why each pass left them (an upstream that lacks
+          them, refuses the credentials or does not answer, a full disk under `/opt/deckhouse/registry`).
     - alert: D8EmbeddedRegistryServerErrors
       expr: |
         sum by (node) (rate(registry_http_requests_total{job="embedded-registry", code=~"5.."}[5m]))

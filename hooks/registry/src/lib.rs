@@ -20,6 +20,7 @@ pub mod storage;
 pub mod switch;
 pub mod untrusted;
 pub mod upstream;
+pub mod warm;
 
 /// The batch registry of module hooks, as addon-operator sees it.
 pub fn module_registry() -> hook_sdk::runtime::Registry {

@@ -41,6 +41,8 @@ enum Cmd {
     CheckStorage(embedded_registry::cli::check_storage::Args),
     /// Rotate old releases in a mirror: plan (--dry-run) or delete (--apply).
     Rotate(embedded_registry::cli::rotate::Args),
+    /// Keep the running release's images in this master's cache (the static pod's warm container).
+    Warm(embedded_registry::cli::warm::Args),
     /// Play the module lifecycle against a file-backed cluster and render the chart.
     Converge {
         /// The ModuleConfig (YAML or JSON).
@@ -177,6 +179,7 @@ fn main() -> ExitCode {
             ExitCode::from(embedded_registry::cli::check_storage::run(&args))
         }
         Cmd::Rotate(args) => ExitCode::from(embedded_registry::cli::rotate::run(&args)),
+        Cmd::Warm(args) => ExitCode::from(embedded_registry::cli::warm::run(&args)),
         Cmd::Converge {
             module_config,
             state,

@@ -24,7 +24,7 @@ fn layer(top: &str) -> Option<u8> {
         "module" | "untrusted" => 0,
         "model" => 1,
         "cache_only" | "clock" | "distribution" | "health" | "pki" | "rotation" | "secrets"
-        | "storage" | "switch" | "upstream" => 2,
+        | "storage" | "switch" | "upstream" | "warm" => 2,
         "hooks" => 3,
         "converge" | "cli" | "lib" | "main" => 4,
         _ => return None,

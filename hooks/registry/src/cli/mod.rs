@@ -1,9 +1,10 @@
-//! What the admin commands (`check-upstream`, `check-storage`, `rotate`) share: how credentials and a
+//! What the commands (`check-upstream`, `check-storage`, `rotate`, `warm`) share: how credentials and a
 //! CA file are read, how a report is printed and what the exit code says.
 
 pub mod check_storage;
 pub mod check_upstream;
 pub mod rotate;
+pub mod warm;
 
 use std::path::PathBuf;
 

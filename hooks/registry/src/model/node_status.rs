@@ -86,6 +86,64 @@ pub struct Rollout {
     pub since: i64,
 }
 
+/// What a Proxy master's warm-up reports (its progress file, read by the node hook).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WarmStatus {
+    /// The hash of the list the counts are about (empty: no pass has ended yet).
+    pub list_hash: String,
+    /// Images of the list cached (manifests and blobs).
+    pub cached: u64,
+    /// Images of the list.
+    pub wanted: u64,
+    /// Bytes of the list's content in the cache.
+    pub bytes: u64,
+    /// The first images not cached.
+    pub missing: Vec<String>,
+    /// Of those, how many the upstream does not have.
+    pub unavailable: u64,
+    /// When the last pass ended (unix seconds; 0: none).
+    pub at: i64,
+}
+
+impl WarmStatus {
+    /// Every image of the list `hash` is cached.
+    pub fn complete_for(&self, hash: &str) -> bool {
+        !hash.is_empty() && self.list_hash == hash && self.wanted > 0 && self.cached == self.wanted
+    }
+
+    /// Reads the state a node hook wrote; `None` when there is none or it is malformed.
+    pub fn from_data(data: &BTreeMap<String, String>) -> Option<Self> {
+        let int = |k: &str| data.get(k).and_then(|v| v.parse::<u64>().ok());
+        let (cached, wanted) = data.get(WARM)?.split_once('/')?;
+        Some(WarmStatus {
+            list_hash: data.get(WARM_LIST_HASH)?.clone(),
+            cached: cached.parse().ok()?,
+            wanted: wanted.parse().ok()?,
+            bytes: int(WARM_BYTES)?,
+            missing: data
+                .get(WARM_MISSING)
+                .map(|m| {
+                    m.split(' ')
+                        .filter(|x| !x.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            unavailable: int(WARM_UNAVAILABLE).unwrap_or(0),
+            at: data.get(WARM_AT).and_then(|v| v.parse().ok()).unwrap_or(0),
+        })
+    }
+
+    fn write(&self, data: &mut BTreeMap<String, String>) {
+        data.insert(WARM.into(), format!("{}/{}", self.cached, self.wanted));
+        data.insert(WARM_LIST_HASH.into(), self.list_hash.clone());
+        data.insert(WARM_BYTES.into(), self.bytes.to_string());
+        data.insert(WARM_MISSING.into(), self.missing.join(" "));
+        data.insert(WARM_UNAVAILABLE.into(), self.unavailable.to_string());
+        data.insert(WARM_AT.into(), self.at.to_string());
+    }
+}
+
 /// A master's status ConfigMap.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeStatus {
@@ -107,6 +165,8 @@ pub struct NodeStatus {
     pub upstream: Option<UpstreamState>,
     /// A changed configuration it holds back (none: it runs the latest).
     pub rollout: Option<Rollout>,
+    /// Its warm-up's progress (a Proxy registry of a named release only).
+    pub warm: Option<WarmStatus>,
 }
 
 // The ConfigMap's keys.
@@ -145,6 +205,12 @@ impl Rollout {
         data.insert(ROLLOUT_PENDING_SINCE.into(), self.since.to_string());
     }
 }
+const WARM: &str = "warm";
+const WARM_LIST_HASH: &str = "warmListHash";
+const WARM_BYTES: &str = "warmBytes";
+const WARM_MISSING: &str = "warmMissing";
+const WARM_UNAVAILABLE: &str = "warmUnavailable";
+const WARM_AT: &str = "warmAt";
 
 impl UpstreamState {
     /// Reads the state a previous run wrote; `None` when there is none (a first run, or
@@ -194,6 +260,7 @@ impl NodeStatus {
             message: text(MESSAGE),
             upstream: UpstreamState::from_data(data),
             rollout: Rollout::from_data(data),
+            warm: WarmStatus::from_data(data),
         }
     }
 
@@ -220,6 +287,9 @@ impl NodeStatus {
         if let Some(r) = &self.rollout {
             r.write(&mut data);
         }
+        if let Some(w) = &self.warm {
+            w.write(&mut data);
+        }
         data
     }
 }
@@ -239,7 +309,39 @@ mod tests {
             message: "m".into(),
             upstream,
             rollout: None,
+            warm: None,
         }
+    }
+
+    #[test]
+    fn warm_round_trip_and_malformed_reads_as_none() {
+        let w = WarmStatus {
+            list_hash: "0123456789abcdef".into(),
+            cached: 7,
+            wanted: 12,
+            bytes: 99,
+            missing: vec!["@sha256:aa".into(), ":v1".into()],
+            unavailable: 1,
+            at: 5,
+        };
+        let s = NodeStatus {
+            warm: Some(w.clone()),
+            ..status(None)
+        };
+        let data = s.to_data();
+        assert_eq!(data["warm"], "7/12");
+        assert_eq!(NodeStatus::from_data(&data), s);
+        assert!(!w.complete_for("0123456789abcdef"));
+        let done = WarmStatus { cached: 12, ..w };
+        assert!(done.complete_for("0123456789abcdef"));
+        assert!(
+            !done.complete_for("fedcba9876543210"),
+            "a list that is not the current one"
+        );
+        assert!(!done.complete_for(""));
+        let mut bad = data.clone();
+        bad.insert("warm".into(), "7 of 12".into());
+        assert_eq!(NodeStatus::from_data(&bad).warm, None);
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct ProxySettings {
     /// switches between pulling through and serving its cache alone.
     #[serde(default = "default_upstream_hysteresis")]
     pub upstream_hysteresis: GoDuration,
+    /// Requests each master's warm-up process sends at a time (1 to 32).
+    #[serde(default = "default_warmup_concurrency")]
+    pub warmup_concurrency: u32,
     /// `Fs` or `S3`.
     #[serde(default = "fs")]
     pub storage_mode: String,
@@ -112,6 +115,9 @@ fn yes() -> bool {
 
 fn https() -> String {
     "https".into()
+}
+fn default_warmup_concurrency() -> u32 {
+    4
 }
 fn default_ttl() -> GoDuration {
     "168h".into()

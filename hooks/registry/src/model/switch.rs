@@ -199,6 +199,8 @@ pub enum ConditionType {
     ClusterSwitched,
     /// What the previous mode left is removed.
     CleanupDone,
+    /// Every master of a Proxy registry caches every image of the running release.
+    CacheWarm,
 }
 
 impl ConditionType {
@@ -212,6 +214,7 @@ impl ConditionType {
             ConditionType::NodesAcknowledged => "NodesAcknowledged",
             ConditionType::ClusterSwitched => "ClusterSwitched",
             ConditionType::CleanupDone => "CleanupDone",
+            ConditionType::CacheWarm => "CacheWarm",
         }
     }
 }

@@ -45,6 +45,7 @@ pub fn desired(
             return Ok(Desired {
                 mode,
                 registry: None,
+                warm_list: None,
             })
         }
         // On S3 every master serves the same bucket: nothing is left behind on a disk.
@@ -95,6 +96,7 @@ pub fn desired(
             nodes,
             key.as_bytes(),
         )),
+        warm_list: None,
     })
 }
 

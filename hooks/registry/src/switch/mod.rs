@@ -29,7 +29,7 @@ pub use fleet::{
     PREFLIGHT_VERDICTS,
 };
 
-use crate::model::node_status::{NodeStatus, RegistryHealth, StaticPod};
+use crate::model::node_status::{NodeStatus, RegistryHealth, StaticPod, WarmStatus};
 use crate::model::settings::Mode;
 use crate::model::switch::{
     CheckRecord, ClusterTarget, Condition, ConditionType, NodeConfig, Recheck, RegistryTarget,
@@ -52,6 +52,8 @@ pub struct NodeReport {
     pub ro_user: String,
     /// Its message.
     pub message: String,
+    /// Its warm-up's progress (a Proxy registry of a named release).
+    pub warm: Option<WarmStatus>,
 }
 
 impl From<NodeStatus> for NodeReport {
@@ -63,6 +65,7 @@ impl From<NodeStatus> for NodeReport {
             ready: s.registry == RegistryHealth::Ready,
             ro_user: s.applied_ro_user,
             message: s.message,
+            warm: s.warm,
         }
     }
 }
@@ -74,6 +77,10 @@ pub struct Desired {
     pub mode: Mode,
     /// The registry for Proxy/Detached (`None` for Direct).
     pub registry: Option<RegistryTarget>,
+    /// The hash of the running release's wanted list (`warm::list`), which every
+    /// master of a Proxy registry must report cached before the cluster is pointed at
+    /// the masters (`None`: no release named, nothing to wait for).
+    pub warm_list: Option<String>,
 }
 
 /// What the hook must check before it can step further.
@@ -233,7 +240,15 @@ pub fn step(
     let mut conds = Conds::new(s.conditions.clone(), now);
     match &desired.registry {
         None => to_direct(&mut s, &mut conds, fleet, now),
-        Some(target) => to_registry(&mut s, &mut conds, target, nodes, fleet, now),
+        Some(target) => to_registry(
+            &mut s,
+            &mut conds,
+            target,
+            nodes,
+            desired.warm_list.as_deref(),
+            fleet,
+            now,
+        ),
     }
     let config = note_config(&mut s, fleet, now);
     let acks = fleet.summary(&config.hash);
@@ -380,11 +395,108 @@ fn to_direct(s: &mut State, c: &mut Conds, fleet: &Fleet, now: i64) {
     c.set(ConditionType::Ready, true, "Direct", "mode Direct");
 }
 
+/// The masters of `target` whose cache does not hold every image of list `hash`, each
+/// with what it reported, for a condition's message.
+pub fn cold_masters(target: &RegistryTarget, nodes: &[NodeReport], hash: &str) -> Vec<String> {
+    target
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let warm = nodes
+                .iter()
+                .find(|r| &r.node == n)
+                .and_then(|r| r.warm.as_ref());
+            match warm {
+                Some(w) if w.complete_for(hash) => None,
+                None => Some(format!("{n}: no warm-up report yet")),
+                Some(w) if w.list_hash != hash => Some(format!(
+                    "{n}: has not finished a pass over list {hash} yet{}",
+                    if w.list_hash.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (last: list {})", w.list_hash)
+                    }
+                )),
+                Some(w) => Some(format!(
+                    "{n}: {}/{} cached{}, missing {}",
+                    w.cached,
+                    w.wanted,
+                    if w.unavailable > 0 {
+                        format!(", {} unknown to the upstream", w.unavailable)
+                    } else {
+                        String::new()
+                    },
+                    w.missing.join(", ")
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Sets `CacheWarm` for a Proxy target; `false` when the cluster must not be pointed
+/// at the masters yet (it pulls from the upstream and a master is cold).
+fn cache_warm(
+    s: &State,
+    c: &mut Conds,
+    target: &RegistryTarget,
+    nodes: &[NodeReport],
+    warm_list: Option<&str>,
+) -> bool {
+    if target.mode != Mode::Proxy {
+        return true;
+    }
+    let Some(hash) = warm_list else {
+        c.set(
+            ConditionType::CacheWarm,
+            true,
+            "NoRelease",
+            "no release is named (global.deckhouseVersion): there is no image list to warm",
+        );
+        return true;
+    };
+    let cold = cold_masters(target, nodes, hash);
+    if cold.is_empty() {
+        c.set(
+            ConditionType::CacheWarm,
+            true,
+            "Warm",
+            &format!("every master caches every image of the running release (list {hash})"),
+        );
+        return true;
+    }
+    let stays = match s.cluster {
+        ClusterTarget::Upstream => "nodes keep pulling from the upstream until every master caches the release",
+        ClusterTarget::Embedded => "nodes keep pulling through the masters, which fetch what they lack while the upstream answers",
+    };
+    c.set(
+        ConditionType::CacheWarm,
+        false,
+        "Warming",
+        &format!(
+            "{} of {} master(s) do not cache every image of the running release yet: {}; {stays}",
+            cold.len(),
+            target.nodes.len(),
+            cold.iter()
+                .take(NAMES_SHOWN)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+                + &if cold.len() > NAMES_SHOWN {
+                    format!(" and {} more", cold.len() - NAMES_SHOWN)
+                } else {
+                    String::new()
+                }
+        ),
+    );
+    s.cluster == ClusterTarget::Embedded
+}
+
 fn to_registry(
     s: &mut State,
     c: &mut Conds,
     target: &RegistryTarget,
     nodes: &[NodeReport],
+    warm_list: Option<&str>,
     fleet: &Fleet,
     now: i64,
 ) {
@@ -533,6 +645,7 @@ fn to_registry(
             ),
         },
     }
+    let warm = cache_warm(s, c, target, nodes, warm_list);
     if !ready {
         let stays = match s.cluster {
             ClusterTarget::Embedded => "nodes keep pulling through the masters that serve",
@@ -567,6 +680,21 @@ fn to_registry(
             false,
             "MirrorIncomplete",
             "push the release into the mirror (d8 mirror push); the check repeats on every run",
+        );
+        return;
+    }
+    if !warm {
+        c.set(
+            ConditionType::ClusterSwitched,
+            false,
+            "CacheWarming",
+            "nodes keep pulling from the upstream until every master caches the running release (see CacheWarm)",
+        );
+        c.set(
+            ConditionType::Ready,
+            false,
+            "CacheWarming",
+            "every master serves; waiting for their caches to hold every image of the running release",
         );
         return;
     }

@@ -68,6 +68,7 @@ fn wants(t: &RegistryTarget) -> Desired {
     Desired {
         mode: t.mode,
         registry: Some(t.clone()),
+        warm_list: None,
     }
 }
 
@@ -75,6 +76,7 @@ fn direct() -> Desired {
     Desired {
         mode: Mode::Direct,
         registry: None,
+        warm_list: None,
     }
 }
 
@@ -86,6 +88,7 @@ fn serving(t: &RegistryTarget) -> Vec<NodeReport> {
         ready: true,
         ro_user: String::new(),
         message: String::new(),
+        warm: None,
     }]
 }
 
@@ -481,6 +484,24 @@ fn s3_target(bucket: &str, secret: &str) -> crate::model::switch::S3Target {
     }
 }
 
+fn warm_report(t: &RegistryTarget, node: &str, list: &str, cached: u64) -> NodeReport {
+    NodeReport {
+        node: node.into(),
+        warm: Some(WarmStatus {
+            list_hash: list.into(),
+            cached,
+            wanted: 12,
+            missing: if cached < 12 {
+                vec!["@sha256:aaaa".into(), ":v1.2.3".into()]
+            } else {
+                vec![]
+            },
+            ..WarmStatus::default()
+        }),
+        ..serving(t).remove(0)
+    }
+}
+
 #[test]
 fn detached_on_s3_waits_for_the_storage_check_then_the_mirror_check() {
     let t = RegistryTarget::with_s3(
@@ -607,4 +628,80 @@ fn detached_on_s3_in_ha_lists_every_master_in_the_nodes_mirror_configuration() {
         (switched.cluster, switched.mirrors.len()),
         (ClusterTarget::Embedded, 3)
     );
+}
+
+#[test]
+fn proxy_points_nodes_at_the_masters_only_once_every_master_caches_the_release() {
+    let mut t = proxy("a");
+    t.nodes = vec!["m1".into(), "m2".into()];
+    let d = Desired {
+        warm_list: Some("1111222233334444".into()),
+        ..wants(&t)
+    };
+    let acked = fleet(&h(&["m1", "m2"]));
+    let deployed = step(State::default(), &d, &[], Some(check(&t, true)), &acked, 10);
+    // Both serve; m1 is warm, m2 has 7 of 12, and m3's report would not count.
+    let half = vec![
+        warm_report(&t, "m1", "1111222233334444", 12),
+        warm_report(&t, "m2", "1111222233334444", 7),
+    ];
+    let cold = step(deployed.clone(), &d, &half, None, &acked, 20);
+    assert_eq!(cold.cluster, ClusterTarget::Upstream);
+    assert!(
+        cold.mirrors.is_empty(),
+        "no node is told about the masters yet"
+    );
+    let c = cond(&cold, "CacheWarm");
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Warming"));
+    assert!(
+        c.message
+            .contains("m2: 7/12 cached, missing @sha256:aaaa, :v1.2.3")
+            && !c.message.contains("m1"),
+        "{}",
+        c.message
+    );
+    assert_eq!(cond(&cold, "Ready").reason, "CacheWarming");
+    assert_eq!(cond(&cold, "ClusterSwitched").reason, "CacheWarming");
+    // A master warm for another list (the previous release) is not warm.
+    let stale = vec![
+        warm_report(&t, "m1", "1111222233334444", 12),
+        warm_report(&t, "m2", "9999888877776666", 12),
+    ];
+    let s = step(deployed.clone(), &d, &stale, None, &acked, 20);
+    assert!(cond(&s, "CacheWarm")
+        .message
+        .contains("m2: has not finished a pass over list 1111222233334444"));
+    assert_eq!(s.cluster, ClusterTarget::Upstream);
+    // No report at all.
+    let s = step(deployed.clone(), &d, &serving(&t), None, &acked, 20);
+    assert!(cond(&s, "CacheWarm")
+        .message
+        .contains("m1: no warm-up report yet"));
+    // Both warm: the switch goes on as before (mirrors, then the pull Secret).
+    let warm = vec![
+        warm_report(&t, "m1", "1111222233334444", 12),
+        warm_report(&t, "m2", "1111222233334444", 12),
+    ];
+    let switched = step(cold, &d, &warm, None, &acked, 30);
+    assert_eq!(switched.cluster, ClusterTarget::Embedded);
+    assert_eq!(cond(&switched, "CacheWarm").status, "True");
+    assert!(ready(&switched));
+    // A new release while switched: CacheWarm goes False, the cluster stays on the
+    // masters (they proxy what they lack while the new list warms).
+    let next = Desired {
+        warm_list: Some("5555666677778888".into()),
+        ..d.clone()
+    };
+    let s = step(switched.clone(), &next, &warm, None, &acked, 40);
+    assert_eq!(s.cluster, ClusterTarget::Embedded);
+    assert_eq!(cond(&s, "CacheWarm").status, "False");
+    assert!(ready(&s));
+    // No release named: nothing to wait for.
+    let none = Desired {
+        warm_list: None,
+        ..d
+    };
+    let s = step(deployed, &none, &warm, None, &acked, 20);
+    assert_eq!(cond(&s, "CacheWarm").reason, "NoRelease");
+    assert_eq!(s.mirrors, vec!["m1".to_string(), "m2".to_string()]);
 }

@@ -206,7 +206,7 @@ fn handle_with(
     let key: Option<String> = input
         .values
         .get_as(&format!("{MODULE_KEY}.internal.pki.httpSecret"))?;
-    let desired = desired::desired(
+    let mut desired = desired::desired(
         mode,
         proxy.as_ref(),
         s3.as_ref(),
@@ -215,6 +215,13 @@ fn handle_with(
         state.registry.as_ref(),
         key.as_deref(),
     )?;
+    if mode == crate::model::settings::Mode::Proxy {
+        // The release's images every master must cache before the cluster uses them.
+        let global: serde_json::Value = input.values.get_as("global")?.unwrap_or_default();
+        desired.warm_list = crate::warm::list::WantedList::from_global(&global)
+            .context("the running release's image list")?
+            .map(|l| l.hash());
+    }
 
     let reports: Vec<NodeReport> = input
         .snapshots

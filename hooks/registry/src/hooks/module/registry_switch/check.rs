@@ -245,7 +245,8 @@ mod tests {
         // Every digest there: the check passes and counts them with the release.
         let global = json!({
             "deckhouseVersion": "v1.65.3",
-            "modulesImages": {"digests": {"modA": {"a": digest('0', 1), "b": digest('0', 2)}}},
+            "modulesImages": {"registry": {"base": "registry.example.com/deckhouse/ee"},
+                              "digests": {"modA": {"a": digest('0', 1), "b": digest('0', 2)}}},
         });
         let c = check(&switch_to_proxy(global));
         assert_eq!(c["ok"], json!(true), "{c}");
@@ -257,7 +258,10 @@ mod tests {
 
     #[test]
     fn only_a_release_tag_still_checks_that_one_image() {
-        let c = check(&switch_to_proxy(json!({"deckhouseVersion": "v1.65.3"})));
+        let c = check(&switch_to_proxy(json!({
+            "deckhouseVersion": "v1.65.3",
+            "modulesImages": {"registry": {"base": "registry.example.com/deckhouse/ee"}},
+        })));
         assert_eq!(c["ok"], json!(true), "{c}");
         assert!(c["message"].as_str().unwrap().contains("1 image(s) found"));
     }

@@ -681,3 +681,157 @@ fn a_run_without_snapshots_changes_nothing() {
     assert_eq!(out.values["embeddedRegistry"]["internal"], json!({}));
     assert!(out.objects.is_empty());
 }
+
+/// A Proxy cluster on master m1 whose registry serves and whose check passed, with
+/// the release `v1.2.3` of two module images; m1 reports `warm` (its status keys).
+fn proxy_warm_run(warm: &[(&str, &str)]) -> (TestOutput, String) {
+    use crate::model::settings::{Mode, ProxySettings};
+    use crate::model::values::Master;
+    let proxy = ProxySettings {
+        host: "registry.example.com".into(),
+        scheme: "https".into(),
+        path: Some("/deckhouse/ee".into()),
+        ttl: "168h".into(),
+        upstream_hysteresis: "1m".into(),
+        warmup_concurrency: 4,
+        storage_mode: "Fs".into(),
+        ..Default::default()
+    };
+    let masters = vec![Master {
+        name: "m1".into(),
+        internal_ip: "10.0.0.1".into(),
+    }];
+    let target = crate::switch::desired::desired(
+        Mode::Proxy,
+        Some(&proxy),
+        None,
+        &masters,
+        false,
+        None,
+        Some("k"),
+    )
+    .unwrap()
+    .registry
+    .unwrap();
+    let state = crate::model::switch::State {
+        registry: Some(target.clone()),
+        check: Some(crate::model::switch::CheckRecord {
+            what: "upstream".into(),
+            generation: target.generation.clone(),
+            ok: true,
+            kind: String::new(),
+            message: "usable".into(),
+            since: 1,
+        }),
+        ..Default::default()
+    };
+    let global = json!({"deckhouseVersion": "v1.2.3", "modulesImages": {
+        "registry": {"base": "registry.example.com/deckhouse/ee"},
+        "digests": {"a": {"x": format!("sha256:{}", "a".repeat(64))}, "b": {"y": format!("sha256:{}", "b".repeat(64))}}}});
+    let hash = crate::warm::list::WantedList::from_global(&global)
+        .unwrap()
+        .unwrap()
+        .hash();
+    let mut status = vec![
+        ("node", "m1"),
+        ("appliedGeneration", target.generation.as_str()),
+        ("registry", "ready"),
+        ("staticPod", "present"),
+    ];
+    let warm: Vec<(&str, String)> = warm
+        .iter()
+        .map(|(k, v)| (*k, v.replace("HASH", &hash)))
+        .collect();
+    status.extend(warm.iter().map(|(k, v)| (*k, v.as_str())));
+    let objects = vec![
+        secret(
+            STATE_SECRET,
+            &[("state.json", &serde_json::to_string(&state).unwrap())],
+        ),
+        secret(PULL_SECRET, UPSTREAM),
+        node_status("m1", &status),
+        node("n1", true, &[]),
+    ];
+    let values = json!({"global": global, "embeddedRegistry": {"mode": "Proxy", "proxy": proxy,
+        "internal": {"masters": masters, "highAvailability": false, "pki": {"httpSecret": "k", "caBundle": "ca"}}}});
+    (run_at("beforeHelm", values, &objects).unwrap(), hash)
+}
+
+fn state_of(out: &TestOutput) -> Value {
+    use base64::Engine as _;
+    let text = out
+        .objects
+        .iter()
+        .filter_map(|o| o.object.as_ref())
+        .find(|o| o["metadata"]["name"] == STATE_SECRET)
+        .map(|o| o["data"]["state.json"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no state written: {:?}", out.objects));
+    let text = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap();
+    serde_json::from_slice(&text).unwrap()
+}
+
+#[test]
+fn proxy_waits_for_every_master_to_report_the_release_cached() {
+    let cond = |out: &TestOutput, t: &str| -> Value {
+        state_of(out)["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .cloned()
+            .unwrap()
+    };
+    // No report: the nodes get no mirror configuration.
+    let (cold, _) = proxy_warm_run(&[]);
+    let c = cond(&cold, "CacheWarm");
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("False"), Some("Warming"))
+    );
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("m1: no warm-up report yet"),
+        "{c}"
+    );
+    assert_eq!(
+        cold.values["embeddedRegistry"]["internal"]["switch"]["mirrors"],
+        json!([])
+    );
+    // Two of three cached (the two digests and the platform image).
+    let (half, _) = proxy_warm_run(&[
+        ("warm", "2/3"),
+        ("warmListHash", "HASH"),
+        ("warmBytes", "10"),
+        ("warmMissing", ":v1.2.3"),
+    ]);
+    let c = cond(&half, "CacheWarm");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("m1: 2/3 cached, missing :v1.2.3"),
+        "{c}"
+    );
+    assert_eq!(
+        half.values["embeddedRegistry"]["internal"]["switch"]["mirrors"],
+        json!([])
+    );
+    // Everything cached: the nodes get the masters.
+    let (warm, hash) = proxy_warm_run(&[
+        ("warm", "3/3"),
+        ("warmListHash", "HASH"),
+        ("warmBytes", "10"),
+        ("warmMissing", ""),
+    ]);
+    let c = cond(&warm, "CacheWarm");
+    assert_eq!(c["status"], "True", "{c}");
+    assert!(c["message"].as_str().unwrap().contains(&hash));
+    assert_eq!(
+        warm.values["embeddedRegistry"]["internal"]["switch"]["mirrors"][0]["name"],
+        "m1"
+    );
+}

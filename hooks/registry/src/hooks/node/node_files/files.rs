@@ -24,8 +24,9 @@ pub const DATA_DIR: &str = "opt/deckhouse/registry/data";
 /// writes or removes there (Secret key `manifest.embedded-registry.yaml`).
 pub const MANIFEST_FILE: &str = "embedded-registry.yaml";
 /// The files of [`CONFIG_DIR`] a Secret may carry (keys `config.<file>`), as the chart
-/// renders them (`templates/registry-node-config.yaml`).
-pub const CONFIG_FILES: &[&str] = &["auth.yaml", "distribution.yaml"];
+/// renders them (`templates/registry-node-config.yaml`); `warm-images.json` (the warm
+/// process's wanted list) only for a Proxy registry of a named release.
+pub const CONFIG_FILES: &[&str] = &["auth.yaml", "distribution.yaml", "warm-images.json"];
 /// The files of [`PKI_DIR`] a Secret may carry (keys `pki.<file>`), as the chart renders
 /// them; `upstream-ca.crt` only with `proxy.ca`.
 pub const PKI_FILES: &[&str] = &[

@@ -46,6 +46,7 @@ use crate::secrets;
 pub mod files;
 pub mod io;
 pub mod rollout;
+pub mod warm;
 
 pub use files::{
     apply, Applied, CONFIG_DIR, CONFIG_FILES, DATA_DIR, MANIFEST_DIR, MANIFEST_FILE, PKI_DIR,
@@ -413,6 +414,12 @@ pub fn handle_with(input: &mut HookInput, host: &Node, probe: &dyn Probe) -> any
         }
         None => None,
     };
+    if files
+        .as_ref()
+        .is_some_and(|f| f.contains_key(warm::LIST_KEY))
+    {
+        warm::ensure_dir(&host.root, host.owner)?;
+    }
     let prev = NodeStatus::from_data(&previous);
     let gate = rollout_gate(
         input,
@@ -493,6 +500,14 @@ pub fn handle_with(input: &mut HookInput, host: &Node, probe: &dyn Probe) -> any
             );
         }
     }
+    let warm = files.as_ref().and_then(|f| warm::status(f, &host.root));
+    if let Some((_, Some(e))) = &warm {
+        input
+            .log
+            .warn("warm progress refused", &[("error", serde_json::json!(e))]);
+    }
+    let warm = warm.map(|(w, _)| w);
+    warm::metrics(&mut input.metrics, &node, warm.as_ref(), upstream);
     let status = NodeStatus {
         node: node.clone(),
         applied_config_hash: applied.config_hash.clone(),
@@ -507,6 +522,7 @@ pub fn handle_with(input: &mut HookInput, host: &Node, probe: &dyn Probe) -> any
         message: health.1,
         upstream,
         rollout: hold,
+        warm,
     }
     .to_data();
     input.metrics.expire("cache_only");
