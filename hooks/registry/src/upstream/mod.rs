@@ -380,5 +380,41 @@ fn classify_missing(client: &Client, repo: &str, reference: &str, shown: &str) -
     }
 }
 
+/// A registry for unit tests that holds every image but those whose reference starts
+/// with `sha256:f`: the report a [`Checker`] fake gives for `spec` (`elapsed_ms` carries
+/// the spec's budget, so a test sees what it was given).
+#[cfg(test)]
+pub(crate) fn holds_all_but_f(spec: &Spec) -> Report {
+    use crate::distribution::{Failure, Kind};
+    let images: Vec<ImageResult> = spec
+        .images
+        .iter()
+        .map(|i| {
+            let image = format!("{}@{}", i.repository(&spec.path), i.reference);
+            let failure = i
+                .reference
+                .starts_with("sha256:f")
+                .then(|| Failure::new(Kind::ManifestUnknown, format!("{image}: not there")));
+            ImageResult {
+                image,
+                ok: failure.is_none(),
+                digest: None,
+                failure,
+            }
+        })
+        .collect();
+    let failure = images.iter().find_map(|i| i.failure.clone());
+    Report {
+        ok: failure.is_none(),
+        registry: format!("{}://{}{}", spec.scheme, spec.host, spec.path),
+        auth: "bearer".into(),
+        failure,
+        images,
+        requests: 1,
+        token_requests: 1,
+        elapsed_ms: spec.budget.as_millis() as u64,
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -130,9 +130,8 @@ mod tests {
     use hook_sdk::testing::{HookTest, TestOutput};
     use serde_json::{json, Value};
 
-    use crate::distribution::{Failure, Kind};
     use crate::module::{NAMESPACE, PULL_SECRET};
-    use crate::upstream::{Checker, ImageResult, Report, Spec};
+    use crate::upstream::{Checker, Report, Spec};
 
     /// An upstream that holds every image except the digests starting `sha256:f`,
     /// and names what it was asked in its `registry` (images, budget).
@@ -140,33 +139,7 @@ mod tests {
 
     impl Checker for Upstream {
         fn check(&self, spec: &Spec) -> Report {
-            let images: Vec<ImageResult> = spec
-                .images
-                .iter()
-                .map(|i| {
-                    let image = format!("{}@{}", i.repository(&spec.path), i.reference);
-                    let failure = i.reference.starts_with("sha256:f").then(|| {
-                        Failure::new(Kind::ManifestUnknown, format!("{image}: not there"))
-                    });
-                    ImageResult {
-                        image,
-                        ok: failure.is_none(),
-                        digest: None,
-                        failure,
-                    }
-                })
-                .collect();
-            let failure = images.iter().find_map(|i| i.failure.clone());
-            Report {
-                ok: failure.is_none(),
-                registry: format!("{}://{}{}", spec.scheme, spec.host, spec.path),
-                auth: "bearer".into(),
-                failure,
-                images,
-                requests: 0,
-                token_requests: 0,
-                elapsed_ms: spec.budget.as_millis() as u64,
-            }
+            crate::upstream::holds_all_but_f(spec)
         }
     }
 

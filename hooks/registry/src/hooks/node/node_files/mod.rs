@@ -139,39 +139,37 @@ struct ConfigMapObject {
     data: BTreeMap<String, String>,
 }
 
-/// The registry's `host:port` on this node: `http.addr` of the distribution config among
-/// the node's files.
-pub(crate) fn registry_addr(files: &BTreeMap<String, String>) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Http {
-        addr: String,
-    }
+/// What the node hook reads of the distribution config among the node's files.
+#[derive(Deserialize)]
+struct DistHttp {
+    addr: String,
+    #[serde(default)]
+    headers: BTreeMap<String, Vec<String>>,
+}
+
+/// The `http` section of the node's distribution config (`None`: none that parses).
+fn dist_http(files: &BTreeMap<String, String>) -> Option<DistHttp> {
     #[derive(Deserialize)]
     struct Dist {
-        http: Http,
+        http: DistHttp,
     }
     files
         .get("config.distribution.yaml")
         .and_then(|t| serde_yaml_ng::from_str::<Dist>(t).ok())
-        .map(|d| d.http.addr)
+        .map(|d| d.http)
+}
+
+/// The registry's `host:port` on this node: `http.addr` of the distribution config among
+/// the node's files.
+pub(crate) fn registry_addr(files: &BTreeMap<String, String>) -> Option<String> {
+    dist_http(files).map(|h| h.addr)
 }
 
 /// Which files a registry runs: the [`crate::health::CONFIG_ID_HEADER`] the chart put
 /// into its distribution config (`None`: a configuration without one).
 fn config_id(files: &BTreeMap<String, String>) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Http {
-        #[serde(default)]
-        headers: BTreeMap<String, Vec<String>>,
-    }
-    #[derive(Deserialize)]
-    struct Dist {
-        http: Http,
-    }
-    files
-        .get("config.distribution.yaml")
-        .and_then(|t| serde_yaml_ng::from_str::<Dist>(t).ok())
-        .and_then(|d| d.http.headers.get(crate::health::CONFIG_ID_HEADER).cloned())
+    dist_http(files)
+        .and_then(|mut h| h.headers.remove(crate::health::CONFIG_ID_HEADER))
         .and_then(|v| v.into_iter().next())
 }
 
