@@ -267,9 +267,20 @@ pub struct State {
     /// The last check.
     #[serde(default)]
     pub check: Option<CheckRecord>,
-    /// Conditions, by type.
-    #[serde(default)]
+    /// Conditions, by type. A condition this version does not know (written by a
+    /// newer one) is dropped when read, so a downgrade reads the state; conditions are
+    /// recomputed on every run.
+    #[serde(default, deserialize_with = "known_conditions")]
     pub conditions: Vec<Condition>,
+}
+
+/// Reads the conditions, leaving out those of an unknown type or shape.
+fn known_conditions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Condition>, D::Error> {
+    let raw: Vec<serde_json::Value> = Deserialize::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .filter_map(|c| serde_json::from_value(c).ok())
+        .collect())
 }
 
 /// `internal.switch`: what the chart renders.
@@ -329,4 +340,23 @@ pub struct CheckStatus {
     pub kind: String,
     /// What was found.
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state written by a newer version (a condition type this one does not know)
+    /// still reads: the unknown condition is left out, the known ones and the rest kept.
+    #[test]
+    fn a_condition_of_an_unknown_type_is_left_out_when_read() {
+        let text = r#"{"mirrors": ["m1"], "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Done", "message": "", "lastTransitionTime": 1},
+            {"type": "SomethingNewer", "status": "False", "reason": "X", "message": "", "lastTransitionTime": 2}
+        ]}"#;
+        let s: State = serde_json::from_str(text).unwrap();
+        assert_eq!(s.mirrors, vec!["m1".to_string()]);
+        assert_eq!(s.conditions.len(), 1);
+        assert_eq!(s.conditions[0].type_, ConditionType::Ready);
+    }
 }
