@@ -1,3 +1,5 @@
+{{- /* Above 400 lines: the named templates the chart's files share (configs, the static
+     pod, the hosts.toml); one file, as Helm charts keep their helpers. */ -}}
 {{- /* Labels every object of the module carries (Deckhouse convention). */ -}}
 {{- define "embedded_registry.labels" -}}
 heritage: deckhouse

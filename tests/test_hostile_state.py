@@ -1,6 +1,9 @@
 """The converge's state directory and inputs under hostile conditions (issue 12): kill -9
 at any moment, concurrent runs, private hook inputs, input size/depth limits, duplicate
-keys and wrong-shaped node lists. The real binary as a process throughout."""
+keys and wrong-shaped node lists. The real binary as a process throughout.
+
+Above 400 lines: one file, because the scenarios share the state directory and the
+converge runner built at its top."""
 import base64
 import collections
 import hashlib

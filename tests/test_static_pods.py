@@ -1,7 +1,10 @@
 """The registry actually runs: the chart renders each master's Secret, the node hook
 (classic protocol, as shell-operator runs it) writes it under a host root, and the real
 distribution server starts from exactly those files on the master's own address
-(masters are 127.0.0.11-13)."""
+(masters are 127.0.0.11-13).
+
+Above 400 lines: one file, because the scenarios share the rendered masters and the
+registries started from them."""
 import json
 import os
 import subprocess

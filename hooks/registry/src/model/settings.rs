@@ -3,6 +3,9 @@
 //!
 //! `openapi/config-values.yaml` is the authority the runner enforces; [`check`] runs
 //! first so that a user gets a sentence naming the field and the fix.
+//!
+//! Above 400 lines with its unit tests: the settings types and [`check`]'s rules, one
+//! per field, are read together; the tests follow the code.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

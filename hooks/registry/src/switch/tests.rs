@@ -1,4 +1,7 @@
 //! Unit tests of `switch`.
+//!
+//! Above 400 lines: one file for the state machine's scenarios, which share the
+//! targets, node reports and fleets built at its top.
 
 use super::*;
 use crate::model::switch::ProxyTarget;

@@ -2,6 +2,9 @@
 //! (`/v2/`, credentials, a token per repository scope, `HEAD` of each manifest the
 //! cluster needs) within a time budget, and says what is wrong in words an admin can
 //! act on. Used by the `upstream-check` hook and the `check-upstream` command.
+//!
+//! About 400 lines of code (the walk of the real flow and its report); the unit tests
+//! are in `tests.rs`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;

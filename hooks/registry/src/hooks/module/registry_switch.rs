@@ -12,6 +12,9 @@
 //! This file holds the bindings and the handler; its parts sit beside it: `nodes` (the
 //! Node and Deployment snapshots, the acknowledgement metrics), `pull` (the pull
 //! Secret), `check` (the checks and the schedule's recheck), `tests`.
+//!
+//! About 400 lines of code: the bindings, the handler and the outputs of one hook; its
+//! checks, node reports and pull Secret are in `registry_switch/`, its tests there too.
 
 use std::collections::BTreeMap;
 

@@ -25,6 +25,11 @@
 //! temporary directory in unit tests). Unit tests: `tests.rs` (the handler, its
 //! snapshots built from cluster-state YAML through the hook's bindings) and
 //! `files_tests.rs` ([`apply`]).
+//!
+//! Longer than 400 lines for a reason: one run (read the Secret, gate, write, probe,
+//! report) shares the host handles and the previous status from start to end; what
+//! stands alone is in `files.rs` (writing), `rollout.rs` (the gate), `warm.rs` (the
+//! warm-up progress) and `io.rs` (the probes).
 
 use std::collections::BTreeMap;
 

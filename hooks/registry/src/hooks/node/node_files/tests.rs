@@ -1,6 +1,9 @@
 //! Unit tests of the `node-files` handler: each run's snapshots are built from
 //! cluster-state YAML through the hook's own bindings, its network is a fake [`Probe`]
 //! and its host root a temporary directory.
+//!
+//! Above 400 lines: one file for the handler's scenarios, which share the fake
+//! [`Probe`], the per-thread case and the cluster-state builders.
 
 use std::cell::RefCell;
 use std::path::Path;
