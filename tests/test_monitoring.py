@@ -34,11 +34,16 @@ MODULE_LABELS = {"heritage": "deckhouse", "module": "embedded-registry"}
 KUBE_STATE_METRICS = {"kube_pod_status_ready", "kube_pod_status_phase"}
 
 
-def globals_file(tmp_path, modules=MONITORING, digest=True, name="globals.yaml"):
+def globals_file(tmp_path, modules=MONITORING, digest=True, name="globals.yaml", held=None):
     # A named release: a Proxy registry warms its images and reports them (warm metrics).
+    # With `held` (a digest the upstream holds), every image of the release is that one,
+    # so the upstream check, which asks for every digest, passes.
     doc = {"enabledModules": list(modules), "deckhouseVersion": "v1.60.0"}
     if digest:
-        doc["modulesImages"] = {"digests": {"common": {"kubeRbacProxy": KRP_DIGEST}}}
+        doc["modulesImages"] = {"digests": {"common": {"kubeRbacProxy": held or KRP_DIGEST}}}
+    if held:
+        doc["modulesImages"]["digests"]["embeddedRegistry"] = {
+            name: held for name in ("distribution", "dockerAuth", "manager")}
     path = tmp_path / name
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -247,10 +252,11 @@ def sources(tmp_path_factory):
     up = Registry(tmp / "up").start()
     try:
         up.push("deckhouse/ee/app", "v1", b"monitored\n")
-        up.push("deckhouse/ee", "v1.60.0", b"the platform image of the named release\n")  # the upstream check needs it
+        # The upstream check asks for the platform image and every digest of the release.
+        held = up.push("deckhouse/ee", "v1.60.0", b"the platform image of the named release\n")
         state = tmp / "state"
         c = Converge(state)
-        g = ["--global-values", str(globals_file(tmp))]
+        g = ["--global-values", str(globals_file(tmp, held=held))]
         nodes = nodes_file(tmp, MASTERS[:1])
         c(module_config(tmp, proxy_settings(up), name="proxy.yaml"), nodes, extra=g)
         for hook, ops in json.loads((state / "metrics.json").read_text()).items():
