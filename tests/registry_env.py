@@ -150,8 +150,15 @@ class NodeRegistry(Processes):
         self.procs.append(subprocess.Popen(["docker-registry", "serve", str(self.dir / "distribution.yaml")],
                                            stdout=log, stderr=subprocess.STDOUT, env=self.pod_env()))
         ctx = ssl.create_default_context(cafile=str(self.certs / "ca.crt"))
-        wait_until(lambda: api_answers(f"https://{self.host}/v2/", self.dir / "registry.log", ctx),
-                   what=f"registry on {self.host} ({self.dir / 'registry.log'})")
+        registry = self.procs[-1]
+
+        def answers():
+            # One that exited (its address taken, say) fails the wait with its own words,
+            # not as a registry that never answered.
+            if registry.poll() is not None:
+                raise RuntimeError(f"docker-registry exited {registry.returncode}: {self.log().strip()[-300:]}")
+            return api_answers(f"https://{self.host}/v2/", self.dir / "registry.log", ctx)
+        wait_until(answers, what=f"registry on {self.host} ({self.dir / 'registry.log'})")
         self.start_warm()
         return self
 
@@ -236,6 +243,20 @@ class NodeRegistry(Processes):
 
     def log(self):
         return (self.dir / "registry.log").read_text()
+
+    def served(self, last=8):
+        """The last `last` requests this registry answered (method, path, status), for
+        a failure message: what each master served a client that failed."""
+        out = []
+        for line in self.log().splitlines():
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if e.get("msg") == "response completed":
+                out.append(f"{e.get('http.request.method')} {e.get('http.request.uri')} "
+                           f"{e.get('http.response.status')}")
+        return f"{self.host}: " + ("; ".join(out[-last:]) or "no request")
 
 
 # Rolling restarts: the node hook as shell-operator runs it on each master against the

@@ -290,10 +290,17 @@ def test_outage_three_warm_masters_restarted_without_the_upstream_serve_the_whol
         regs = [NodeRegistry(converge.state, n, tmp_path / f"run2-{n}", host_root=roots[n]).start()
                 for n, _ in MASTERS]
         hosts, _ = node_hosts(converge.state, tmp_path / "node")
+
+        def pull(ref):
+            # A failure says what containerd said and what each master served.
+            try:
+                return cri.pull(ref, user, pw)
+            except CriError as e:
+                raise AssertionError(f"CRI pull {ref}: {e}\n" + "\n".join(r.served() for r in regs)) from e
         with CriContainerd(tmp_path / "cri", hosts) as cri:
             for d in [*digests.values(), platform]:
-                assert cri.pull(f"{address}/{REPO}@{d}", user, pw).startswith("sha256:"), d
-            assert cri.pull(f"{address}/{REPO}:{RELEASE}", user, pw).startswith("sha256:")
+                assert pull(f"{address}/{REPO}@{d}").startswith("sha256:"), d
+            assert pull(f"{address}/{REPO}:{RELEASE}").startswith("sha256:")
             with pytest.raises(CriError) as never:
                 cri.pull(f"{address}/{REPO}:never", user, pw)
             assert f"{REPO}:never" in str(never.value) or "manifests/never" in str(never.value), never.value
@@ -313,7 +320,7 @@ def test_outage_three_warm_masters_restarted_without_the_upstream_serve_the_whol
                 r.stop()
             regs = [NodeRegistry(converge.state, n, tmp_path / f"run3-{n}", host_root=roots[n]).start()
                     for n, _ in MASTERS]
-            assert cri.pull(f"{address}/{REPO}:fresh", user, pw).startswith("sha256:")
+            assert pull(f"{address}/{REPO}:fresh").startswith("sha256:")
             assert fresh.startswith("sha256:")
     finally:
         for r in regs:
