@@ -59,6 +59,38 @@ def host_files(host_root: pathlib.Path) -> dict:
     return out
 
 
+# The ports a master's rendered configuration listens on at its node address
+# (distribution, docker_auth); kept as rendered when NodeRegistry runs from a host root.
+MASTER_PORTS = (5001, 5051)
+
+
+def loopback_masters(count=3, tries=64):
+    """`count` masters (m1, m2, ...) on loopback addresses of this test process's own:
+    127.<a>.<b>.11, .12, ... with <a>.<b> from the process id, moved on while any of
+    them has a rendered port taken. The masters listen on fixed ports (MASTER_PORTS),
+    so two test runs on one machine (two worktrees, a benchmark) that used the same
+    addresses would reach each other's registries, or fail to bind. Within a process
+    the addresses are reused: its tests run one after the other and stop their masters."""
+    import socket
+    seed = os.getpid()
+    for i in range(tries):
+        n = (seed + i * 7919) % (254 * 256)
+        prefix = f"127.{1 + n // 256}.{n % 256}"
+        masters = [(f"m{k + 1}", f"{prefix}.{11 + k}") for k in range(count)]
+        free = True
+        for _, ip in masters:
+            for port in MASTER_PORTS:
+                with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as distribution binds
+                    try:
+                        s.bind((ip, port))
+                    except OSError:
+                        free = False
+        if free:
+            return masters
+    raise AssertionError(f"no free loopback addresses for {count} masters after {tries} tries")
+
+
 class InitContainerFailed(AssertionError):
     """An init container of the static pod exited non-zero: kubelet starts no container."""
 
@@ -118,8 +150,15 @@ class NodeRegistry(Processes):
         self.procs.append(subprocess.Popen(["docker-registry", "serve", str(self.dir / "distribution.yaml")],
                                            stdout=log, stderr=subprocess.STDOUT, env=self.pod_env()))
         ctx = ssl.create_default_context(cafile=str(self.certs / "ca.crt"))
-        wait_until(lambda: api_answers(f"https://{self.host}/v2/", self.dir / "registry.log", ctx),
-                   what=f"registry on {self.host} ({self.dir / 'registry.log'})")
+        registry = self.procs[-1]
+
+        def answers():
+            # One that exited (its address taken, say) fails the wait with its own words,
+            # not as a registry that never answered.
+            if registry.poll() is not None:
+                raise RuntimeError(f"docker-registry exited {registry.returncode}: {self.log().strip()[-300:]}")
+            return api_answers(f"https://{self.host}/v2/", self.dir / "registry.log", ctx)
+        wait_until(answers, what=f"registry on {self.host} ({self.dir / 'registry.log'})")
         self.start_warm()
         return self
 
@@ -204,6 +243,20 @@ class NodeRegistry(Processes):
 
     def log(self):
         return (self.dir / "registry.log").read_text()
+
+    def served(self, last=8):
+        """The last `last` requests this registry answered (method, path, status), for
+        a failure message: what each master served a client that failed."""
+        out = []
+        for line in self.log().splitlines():
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if e.get("msg") == "response completed":
+                out.append(f"{e.get('http.request.method')} {e.get('http.request.uri')} "
+                           f"{e.get('http.response.status')}")
+        return f"{self.host}: " + ("; ".join(out[-last:]) or "no request")
 
 
 # Rolling restarts: the node hook as shell-operator runs it on each master against the

@@ -20,12 +20,16 @@ import time
 import yaml
 
 from conftest import module_config, nodes_file
-from registry_env import NodeRegistry, rendered_secret, secret_data, switch_state
-from test_static_pods import MASTERS, node_hook, proxy_settings
+from registry_env import NodeRegistry, loopback_masters, rendered_secret, secret_data, switch_state
+from test_static_pods import node_hook, proxy_settings
 from tools.processes import wait_until
 from tools.registry import Registry, skopeo
 
 RELEASE = "v1.2.3"
+# Addresses of this process's own (the masters' ports are fixed): 127.0.0.11-13, which
+# other suites on the machine use at the same time, made the outage test reach another
+# run's registry or fail to bind.
+MASTERS = loopback_masters()
 REPO = "deckhouse/ee"
 
 
@@ -69,16 +73,18 @@ def image_layout(root, tag, layers):
     return md, [cd] + [d["digest"] for d in descs]
 
 
-def push_release(up, tmp_path, images=10):
-    """`images` module images and the platform image `RELEASE`, all sharing a base
+def push_release(up, tmp_path, images=10, release=RELEASE):
+    """`images` module images and the platform image `release`, all sharing a base
     layer (and pairs of them a second one), pushed to the upstream's REPO. Returns
-    (the module digests by name, the platform digest, every blob digest, the layouts)."""
+    (the module digests by name, the platform digest, every blob digest, the layouts).
+    Another `release` has other digests (its own layers differ) on the same base."""
     base = _layer("base.bin", bytes(range(256)) * 2048)  # 512 KiB shared by all
     shared = [_layer(f"shared-{i}.bin", f"pair {i}\n".encode() * 4000) for i in range(images // 2 + 1)]
     digests, blobs, layouts = {}, set(), {}
     for i in range(images + 1):
-        tag = RELEASE if i == images else f"img-{i}"
-        layers = [base, shared[i // 2], _layer("own.txt", f"image {i}\n".encode())]
+        tag = release if i == images else f"img-{i}" if release == RELEASE else f"img-{i}-{release}"
+        own = f"image {i}\n" if release == RELEASE else f"image {i} of {release}\n"
+        layers = [base, shared[i // 2], _layer("own.txt", own.encode())]
         layout = tmp_path / "layouts" / tag
         md, bl = image_layout(layout, tag, layers)
         up.push_layout(layout, tag, f"{REPO}:{tag}")
@@ -91,15 +97,16 @@ def push_release(up, tmp_path, images=10):
     return digests, platform, blobs, layouts
 
 
-def global_values(tmp_path, up, digests):
+def global_values(tmp_path, up, digests, release=RELEASE, own=None):
     """The release as Deckhouse's global values name it: the module's own three images
-    among the digests (the chart references them), the rest under another module."""
+    among the digests (the chart references them; `own` replaces them), the rest under
+    another module."""
     names = sorted(digests)
-    modules = {"embeddedRegistry": {"distribution": digests[names[0]], "dockerAuth": digests[names[1]],
-                                    "manager": digests[names[2]]},
+    modules = {"embeddedRegistry": own or {"distribution": digests[names[0]], "dockerAuth": digests[names[1]],
+                                           "manager": digests[names[2]]},
                "other": {n: digests[n] for n in names[3:]}}
-    path = tmp_path / "global.yaml"
-    path.write_text(yaml.safe_dump({"deckhouseVersion": RELEASE, "modulesImages": {
+    path = tmp_path / ("global.yaml" if release == RELEASE else f"global-{release}.yaml")
+    path.write_text(yaml.safe_dump({"deckhouseVersion": release, "modulesImages": {
         "registry": {"base": f"{up.host}/{REPO}"}, "digests": modules}}))
     return path
 
@@ -283,10 +290,17 @@ def test_outage_three_warm_masters_restarted_without_the_upstream_serve_the_whol
         regs = [NodeRegistry(converge.state, n, tmp_path / f"run2-{n}", host_root=roots[n]).start()
                 for n, _ in MASTERS]
         hosts, _ = node_hosts(converge.state, tmp_path / "node")
+
+        def pull(ref):
+            # A failure says what containerd said and what each master served.
+            try:
+                return cri.pull(ref, user, pw)
+            except CriError as e:
+                raise AssertionError(f"CRI pull {ref}: {e}\n" + "\n".join(r.served() for r in regs)) from e
         with CriContainerd(tmp_path / "cri", hosts) as cri:
             for d in [*digests.values(), platform]:
-                assert cri.pull(f"{address}/{REPO}@{d}", user, pw).startswith("sha256:"), d
-            assert cri.pull(f"{address}/{REPO}:{RELEASE}", user, pw).startswith("sha256:")
+                assert pull(f"{address}/{REPO}@{d}").startswith("sha256:"), d
+            assert pull(f"{address}/{REPO}:{RELEASE}").startswith("sha256:")
             with pytest.raises(CriError) as never:
                 cri.pull(f"{address}/{REPO}:never", user, pw)
             assert f"{REPO}:never" in str(never.value) or "manifests/never" in str(never.value), never.value
@@ -306,7 +320,7 @@ def test_outage_three_warm_masters_restarted_without_the_upstream_serve_the_whol
                 r.stop()
             regs = [NodeRegistry(converge.state, n, tmp_path / f"run3-{n}", host_root=roots[n]).start()
                     for n, _ in MASTERS]
-            assert cri.pull(f"{address}/{REPO}:fresh", user, pw).startswith("sha256:")
+            assert pull(f"{address}/{REPO}:fresh").startswith("sha256:")
             assert fresh.startswith("sha256:")
     finally:
         for r in regs:
