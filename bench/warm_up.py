@@ -17,7 +17,7 @@ random (incompressible) uncompressed tar layers in all, pushed to the upstream w
 skopeo. Master m1 is warmed by `embedded-registry warm --once` with the pod's own
 arguments (`--concurrency=4` as rendered); master m2, as empty, by CONCURRENCY
 `skopeo copy` processes at a time pulling each image by digest through it into a
-per-process OCI layout (a layer already in that layout is not asked for again). Both
+per-process OCI layout (skopeo still asks for a layer that layout holds: measured). Both
 times run until every blob of the release is stored and linked in the master's
 storage. The upstream's access log gives the blob GETs per blob for each run.
 
