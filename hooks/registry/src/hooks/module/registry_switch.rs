@@ -83,7 +83,7 @@ mod check;
 mod nodes;
 mod pull;
 
-use check::{recheck_from_values, run_check, set_check_metric};
+use check::{clear_check_metric, recheck_from_values, run_check, set_check_metric};
 use nodes::{deckhouse_restored, node_acks, set_node_metrics};
 use pull::{pull_secret_actions, pull_secret_seen, restore_on_disable, write_pull_secret};
 
@@ -249,6 +249,10 @@ fn handle_with(
                     .and_then(|r| switch::recheck_news(r, &state, now));
                 if let Some(c) = &check {
                     set_check_metric(input, c);
+                } else if desired.registry.is_none() {
+                    // Direct: nothing is checked, so no past check's outcome stays
+                    // exported (an alert on an abandoned setting would keep firing).
+                    clear_check_metric(input);
                 }
             }
             break;

@@ -54,6 +54,11 @@ pub(super) fn recheck_from_values(
     Ok(())
 }
 
+/// Drops the exported check outcome (mode `Direct`: no check applies).
+pub(super) fn clear_check_metric(input: &mut HookInput) {
+    input.metrics.expire(METRICS_GROUP);
+}
+
 pub(super) fn set_check_metric(input: &mut HookInput, c: &CheckRecord) {
     input.metrics.expire(METRICS_GROUP);
     input.metrics.set(

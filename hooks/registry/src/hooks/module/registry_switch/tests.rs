@@ -835,3 +835,22 @@ fn proxy_waits_for_every_master_to_report_the_release_cached() {
         "m1"
     );
 }
+
+/// In Direct mode no check applies: the check metric's group is expired, so an outcome
+/// of an abandoned upstream or bucket does not stay exported (and its alert firing).
+#[test]
+fn direct_expires_the_check_metric() {
+    let out = direct(UPSTREAM, None).unwrap();
+    assert!(
+        out.metrics
+            .iter()
+            .any(|m| m.group == "registry_switch"
+                && m.action == hook_sdk::metrics::MetricAction::Expire),
+        "{:?}",
+        out.metrics
+    );
+    assert!(!out
+        .metrics
+        .iter()
+        .any(|m| m.name == "d8_embedded_registry_check_ok"));
+}
