@@ -46,7 +46,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import Converge  # noqa: E402
 from registry_env import NodeRegistry, secret_data  # noqa: E402
 from test_static_pods import node_hook  # noqa: E402
-from test_warm_cache import RELEASE, REPO, blob_gets, deploy, global_values, log_size, upstream_requests  # noqa: E402
+from test_warm_cache import (RELEASE, REPO, blob_gets, deploy, global_values, log_size,  # noqa: E402
+                             registry_blob_gets, upstream_requests)
 import yaml  # noqa: E402
 from tools.binary import BIN  # noqa: E402
 from tools.processes import free_port, wait_until  # noqa: E402
@@ -359,30 +360,14 @@ def main():
     assert max(asked.values()) == 1, "the warm process asked for a blob twice"
 
 
-def _registry_gets(reg, agent_prefix):
-    """Blob GETs in the master's JSON access log, from clients whose user agent starts
-    with `agent_prefix` (None: any)."""
-    out = []
-    for line in reg.log().splitlines():
-        try:
-            e = json.loads(line)
-        except ValueError:
-            continue
-        if (e.get("msg") == "response completed" and e.get("http.request.method") == "GET"
-                and (agent_prefix is None or e.get("http.request.useragent", "").startswith(agent_prefix))
-                and "/blobs/sha256:" in e.get("http.request.uri", "")):
-            out.append(e["http.request.uri"].rsplit("/", 1)[1])
-    return out
-
-
 def _warm_gets(reg):
     """The blobs the warm process asked its master for (one entry per GET)."""
-    return _registry_gets(reg, "embedded-registry-warm/")
+    return registry_blob_gets(reg, "embedded-registry-warm/")
 
 
 def _client_gets(reg):
     """The blobs any client asked the master for (one entry per GET)."""
-    return _registry_gets(reg, None)
+    return registry_blob_gets(reg, None)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ import time
 from conftest import module_config, nodes_file
 from registry_env import NodeRegistry, secret_data, switch_state
 from test_static_pods import node_hook, proxy_settings
-from test_warm_cache import (MASTERS, REPO, blob_gets, global_values, log_size, push_release, upstream_requests,
-                             warm_done)
+from test_warm_cache import (MASTERS, REPO, blob_gets, global_values, log_size, push_release,
+                             restart_without_upstream, upstream_requests, warm_done)
 from tools.processes import wait_until
 from tools.registry import Registry, skopeo
 
@@ -132,13 +132,7 @@ def test_a_new_release_is_cached_on_every_master_before_cache_warm_and_serves_wi
 
         # The upstream gone, every master restarted from what its node hook wrote (cache-
         # only): every image of B's list pulls through each master on its own.
-        up.stop()
-        for r in regs:
-            r.stop()
-        for n, _ in MASTERS:
-            assert hook(n)["cacheOnly"] == "true"
-        regs = [NodeRegistry(converge.state, n, tmp_path / f"run2-{n}", host_root=roots[n]).start()
-                for n, _ in MASTERS]
+        regs = restart_without_upstream(up, regs, hook, converge, tmp_path, roots)
         ro = secret_data(converge.state, "registry-user-ro")
         for r in regs:
             for md in list_b:

@@ -125,8 +125,9 @@ def upstream_requests(up, start=0):
     return out
 
 
-def warm_blob_gets(reg):
-    """The blobs the warm container asked its registry for (the registry's JSON log)."""
+def registry_blob_gets(reg, agent_prefix=None):
+    """Blob GETs in a master's JSON access log, from clients whose user agent starts with
+    `agent_prefix` (None: any); one entry per GET."""
     out = []
     for line in reg.log().splitlines():
         try:
@@ -134,10 +135,15 @@ def warm_blob_gets(reg):
         except ValueError:
             continue
         if (e.get("msg") == "response completed" and e.get("http.request.method") == "GET"
-                and e.get("http.request.useragent", "").startswith("embedded-registry-warm/")
+                and (agent_prefix is None or e.get("http.request.useragent", "").startswith(agent_prefix))
                 and "/blobs/sha256:" in e.get("http.request.uri", "")):
             out.append(e["http.request.uri"].rsplit("/", 1)[1])
     return out
+
+
+def warm_blob_gets(reg):
+    """The blobs the warm container asked its registry for (the registry's JSON log)."""
+    return registry_blob_gets(reg, "embedded-registry-warm/")
 
 
 def log_size(up):
@@ -157,6 +163,19 @@ def deploy(tmp_path, converge, up, gv, masters, name):
     converge(module_config(tmp_path, proxy_settings(up), name=name), nodes_file(tmp_path, masters),
              extra=["--global-values", str(gv)])
 
+
+
+def restart_without_upstream(up, regs, hook, converge, tmp_path, roots):
+    """The outage: the upstream stops, every master's registry stops, each master's node
+    hook runs (it must choose cache-only) and the registries start again from what it
+    wrote. Returns the new registries."""
+    up.stop()
+    for r in regs:
+        r.stop()
+    for n, _ in MASTERS:
+        assert hook(n)["cacheOnly"] == "true"
+    return [NodeRegistry(converge.state, n, tmp_path / f"run2-{n}", host_root=roots[n]).start()
+            for n, _ in MASTERS]
 
 def test_warm_caches_the_release_once_resumes_and_serves_it_without_the_upstream(tmp_path, converge):
     up = Registry(tmp_path / "up").start()
@@ -282,13 +301,7 @@ def test_outage_three_warm_masters_restarted_without_the_upstream_serve_the_whol
 
         # The outage: the upstream stops, every registry restarts from what the node
         # hook wrote (cache-only: the upstream does not answer and nothing serves).
-        up.stop()
-        for r in regs:
-            r.stop()
-        for n, _ in MASTERS:
-            assert hook(n)["cacheOnly"] == "true"
-        regs = [NodeRegistry(converge.state, n, tmp_path / f"run2-{n}", host_root=roots[n]).start()
-                for n, _ in MASTERS]
+        regs = restart_without_upstream(up, regs, hook, converge, tmp_path, roots)
         hosts, _ = node_hosts(converge.state, tmp_path / "node")
 
         def pull(ref):
