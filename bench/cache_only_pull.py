@@ -14,16 +14,12 @@ A direct pull from the upstream itself (no proxy in the way) is the reference.
   .venv/bin/python bench/cache_only_pull.py [--mb 64] [--layers 4] [--runs 5] [--rounds 2]
 """
 import argparse
-import gzip
-import hashlib
-import io
 import json
 import os
 import pathlib
 import shutil
 import statistics
 import sys
-import tarfile
 import tempfile
 import time
 
@@ -33,44 +29,16 @@ from conftest import Converge  # noqa: E402
 from registry_env import NodeRegistry, secret_data  # noqa: E402
 from test_offline_start import T0, NodeHook  # noqa: E402
 from test_static_pods import deploy, proxy_settings  # noqa: E402
+from tools.oci import image_layout, tar_file  # noqa: E402
 from tools.processes import wait_until  # noqa: E402
 from tools.registry import Registry, skopeo  # noqa: E402
 
 
-def blob(root, data):
-    digest = hashlib.sha256(data).hexdigest()
-    path = root / "blobs" / "sha256" / digest
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return f"sha256:{digest}", len(data)
-
-
 def build_image(root, tag, layers, layer_bytes):
     """An OCI layout with `layers` layers of random data; returns (manifest digest, bytes)."""
-    descs, diff_ids = [], []
-    for i in range(layers):
-        raw = io.BytesIO()
-        with tarfile.open(fileobj=raw, mode="w") as tar:
-            info = tarfile.TarInfo(f"layer-{i}.bin")
-            info.size, info.mtime = layer_bytes, 0
-            tar.addfile(info, io.BytesIO(os.urandom(layer_bytes)))
-        data = raw.getvalue()
-        diff_ids.append("sha256:" + hashlib.sha256(data).hexdigest())
-        digest, size = blob(root, gzip.compress(data, compresslevel=1, mtime=0))
-        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size})
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
-    cdigest, csize = blob(root, config)
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdigest,
-                                      "size": csize},
-                           "layers": descs}).encode()
-    mdigest, msize = blob(root, manifest)
-    (root / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
-    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mdigest, "size": msize,
-        "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
-    return mdigest, sum(d["size"] for d in descs) + csize + msize
+    tars = [tar_file(f"layer-{i}.bin", os.urandom(layer_bytes)) for i in range(layers)]
+    digest, _, size = image_layout(root, tag, tars, compresslevel=1)
+    return digest, size
 
 
 def timed_pulls(source_args, ref, want, runs, work):

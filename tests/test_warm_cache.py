@@ -7,12 +7,9 @@ Real components: the upstream and the masters' registries are Debian's docker-re
 stand-in, which runs the pod's `warm` container with the module's binary), skopeo as
 the client, the node hook and the converge as shell-operator and addon-operator run
 them."""
-import gzip
 import hashlib
-import io
 import json
 import re
-import tarfile
 from collections import Counter
 
 import pytest
@@ -22,6 +19,7 @@ import yaml
 from conftest import module_config, nodes_file
 from registry_env import NodeRegistry, loopback_masters, rendered_secret, secret_data, switch_state
 from test_static_pods import node_hook, proxy_settings
+from tools.oci import image_layout, tar_file
 from tools.processes import wait_until
 from tools.registry import Registry, skopeo
 
@@ -33,60 +31,20 @@ MASTERS = loopback_masters()
 REPO = "deckhouse/ee"
 
 
-def _blob(root, data):
-    digest = hashlib.sha256(data).hexdigest()
-    path = root / "blobs" / "sha256" / digest
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return f"sha256:{digest}", len(data)
-
-
-def _layer(name, content):
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime = len(content), 0
-        tar.addfile(info, io.BytesIO(content))
-    return raw.getvalue()
-
-
-def image_layout(root, tag, layers):
-    """An OCI layout holding one image `tag` made of `layers` (tar bytes, in order)."""
-    root.mkdir(parents=True, exist_ok=True)
-    descs, diff_ids = [], []
-    for raw in layers:
-        gz = gzip.compress(raw, mtime=0)
-        d, n = _blob(root, gz)
-        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n})
-        diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Labels": {"tag": tag}},
-                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
-    cd, cn = _blob(root, config)
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd,
-                                      "size": cn}, "layers": descs}).encode()
-    md, mn = _blob(root, manifest)
-    (root / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
-    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mn,
-        "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
-    return md, [cd] + [d["digest"] for d in descs]
-
-
 def push_release(up, tmp_path, images=10, release=RELEASE):
     """`images` module images and the platform image `release`, all sharing a base
     layer (and pairs of them a second one), pushed to the upstream's REPO. Returns
     (the module digests by name, the platform digest, every blob digest, the layouts).
     Another `release` has other digests (its own layers differ) on the same base."""
-    base = _layer("base.bin", bytes(range(256)) * 2048)  # 512 KiB shared by all
-    shared = [_layer(f"shared-{i}.bin", f"pair {i}\n".encode() * 4000) for i in range(images // 2 + 1)]
+    base = tar_file("base.bin", bytes(range(256)) * 2048)  # 512 KiB shared by all
+    shared = [tar_file(f"shared-{i}.bin", f"pair {i}\n".encode() * 4000) for i in range(images // 2 + 1)]
     digests, blobs, layouts = {}, set(), {}
     for i in range(images + 1):
         tag = release if i == images else f"img-{i}" if release == RELEASE else f"img-{i}-{release}"
         own = f"image {i}\n" if release == RELEASE else f"image {i} of {release}\n"
-        layers = [base, shared[i // 2], _layer("own.txt", own.encode())]
+        layers = [base, shared[i // 2], tar_file("own.txt", own.encode())]
         layout = tmp_path / "layouts" / tag
-        md, bl = image_layout(layout, tag, layers)
+        md, bl, _ = image_layout(layout, tag, layers, config={"Labels": {"tag": tag}})
         up.push_layout(layout, tag, f"{REPO}:{tag}")
         blobs.update(bl)
         layouts[md] = layout
