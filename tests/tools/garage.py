@@ -11,6 +11,7 @@ import os
 import pathlib
 import re
 import secrets
+import select
 import shutil
 import socket
 import ssl
@@ -242,26 +243,20 @@ class TlsFront:
         except OSError:
             tls.close()
             return
-
-        def pump(src, dst):
-            try:
-                while True:
+        # One thread per connection owns both sockets: an SSL object must never be read
+        # and written from two threads at once (OpenSSL is not safe for that, and under
+        # load it cut responses short). Bytes already decrypted sit in the SSL buffer,
+        # where select() cannot see them, so `pending()` is asked first.
+        try:
+            while not self.stopped.is_set():
+                ready = [tls] if tls.pending() else select.select([tls, back], [], [], 1.0)[0]
+                for src in ready:
                     data = src.recv(65536)
                     if not data:
-                        break
-                    dst.sendall(data)
-            except OSError:
-                pass
-            finally:
-                for s in (src, dst):
-                    try:
-                        s.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-        t = threading.Thread(target=pump, args=(back, tls), daemon=True)
-        t.start()
-        pump(tls, back)
-        t.join(timeout=30)
-        tls.close()
-        back.close()
+                        return
+                    (back if src is tls else tls).sendall(data)
+        except OSError:
+            pass
+        finally:
+            tls.close()
+            back.close()
