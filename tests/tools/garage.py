@@ -171,6 +171,23 @@ class Garage:
         for n in self.nodes:
             n.stop()
 
+    def stop_node(self, index):
+        """Stops node `index` alone (an outage of one server): the others keep the
+        layout, and with three nodes a quorum of two keeps reads and writes going."""
+        n = self.nodes[index]
+        n.stop()
+        assert not n.running(), f"garage node {index} still runs"
+
+    def failed_nodes(self):
+        """The ids (16 hex digits) `garage status` lists under FAILED NODES, asked of
+        the first running node."""
+        out = self.cli("status").stdout
+        if "==== FAILED NODES ====" not in out:
+            return []
+        tail = out.split("==== FAILED NODES ====", 1)[1].split("====", 1)[0]
+        return [line.split()[0] for line in tail.splitlines()
+                if re.fullmatch(r"[0-9a-f]{16}", (line.split() or [""])[0])]
+
     # --- buckets and keys ---
     def create_bucket(self, name):
         # The layout reaches every node asynchronously: retry until the quorum takes it.
