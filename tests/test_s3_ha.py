@@ -20,7 +20,7 @@ import time
 import pytest
 
 from conftest import module_config, nodes_file
-from registry_env import Kubelet, loopback_masters, rendered_secret, run_node_hook, secret_data, switch_state
+from registry_env import Kubelet, loopback_masters, run_node_hook, secret_data, switch_state
 from test_static_pods import kubelet_pull, mirror_hosts, node_hosts, pull_secret
 from tools.cri import CriContainerd
 from tools.garage import REGION, Garage, garage_bin
