@@ -21,7 +21,7 @@ import pytest
 
 from conftest import module_config, nodes_file
 from registry_env import Kubelet, loopback_masters, run_node_hook, secret_data, switch_state
-from test_static_pods import kubelet_pull, mirror_hosts, node_hosts, pull_secret
+from test_static_pods import kubelet_pull, mirror_hosts, node_hosts, pull_credentials, pull_secret
 from tools.cri import CriContainerd
 from tools.garage import REGION, Garage, garage_bin
 from tools.oci import image_layout, tar_file
@@ -114,6 +114,7 @@ def test_ha_detached_on_s3_survives_a_master_and_a_garage_node(tmp_path, converg
         assert data["address"] == "embedded-registry.d8-system.svc:5001", "the cluster pulls through the masters"
         repo = data["path"].strip("/")
         rw = secret_data(converge.state, "registry-user-rw")["password"]
+        assert pull_credentials(converge.state) == ("ro", secret_data(converge.state, "registry-user-ro")["password"])
 
         def push(reg, tag):
             layout, config = image(tmp_path, tag)
