@@ -164,12 +164,16 @@ def measure(work, name, layout, tags, nodes=0):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--total-mb", type=int, default=int(os.environ.get("S3_BENCH_MB", "1024")),
+    ap.add_argument("--total-mb", type=int, default=os.environ.get("S3_BENCH_MB", "1024"),
                     help="MiB of unique layer data in the release (env S3_BENCH_MB)")
     ap.add_argument("--images", type=int, default=12)
     a = ap.parse_args()
-    if not (16 <= a.total_mb <= 8192 and 2 <= a.images <= 200):
-        sys.exit("--total-mb must be 16..8192 (S3_BENCH_MB) and --images 2..200")
+    if not 16 <= a.total_mb <= 8192:
+        print(f"--total-mb (or S3_BENCH_MB) {a.total_mb}: give 16..8192 MiB", file=sys.stderr)
+        sys.exit(2)
+    if not 2 <= a.images <= 200:
+        print(f"--images {a.images}: give 2..200 images", file=sys.stderr)
+        sys.exit(2)
     if garage_bin() is None:
         sys.exit("garage is not installed: run scripts/setup (cargo install --locked garage)")
     with tempfile.TemporaryDirectory(prefix="bench-s3-") as w:
