@@ -3,7 +3,7 @@
 //! chart as `internal.gcWindow`), the request the `rotate` node hook writes
 //! (`registry-gc-request`), and the tag a master's config Secret carries and its node
 //! hook reports back (`appliedGcWindow`). The transitions are in
-//! `crate::switch::gc_window`; `docs/internal/rotation.md` describes the window.
+//! the switch domain (`switch/gc_window.rs`); `docs/internal/rotation.md` describes the window.
 
 use std::collections::BTreeMap;
 
