@@ -113,16 +113,20 @@ class NodeRegistry(Processes):
         auth = yaml.safe_load(self.files["auth.yaml"])
         self.generated = {"distribution": json.loads(json.dumps(dist)), "auth": json.loads(json.dumps(auth))}
         self.debug_port = free_port()
+        # On S3 the storage is used as rendered (the bucket); on disk it is re-rooted.
+        fs = dist["storage"].get("filesystem")
         if host_root is None:
             self.port, self.auth_port = free_port(), free_port()
             self.host = f"127.0.0.1:{self.port}"
             auth_addr = f"127.0.0.1:{self.auth_port}"
-            dist["storage"]["filesystem"]["rootdirectory"] = str(workdir / "data")
+            if fs is not None:
+                fs["rootdirectory"] = str(workdir / "data")
         else:
             self.host, auth_addr = dist["http"]["addr"], auth["server"]["addr"]
-            dist["storage"]["filesystem"]["rootdirectory"] = str(host_root / "opt/deckhouse/registry/data")
-        self.data = pathlib.Path(dist["storage"]["filesystem"]["rootdirectory"])
-        if host_root is None:
+            if fs is not None:
+                fs["rootdirectory"] = str(host_root / "opt/deckhouse/registry/data")
+        self.data = pathlib.Path(fs["rootdirectory"]) if fs is not None else None
+        if host_root is None and fs is not None:
             # No node hook ran: its data directory is prepared as the hook does it.
             for d in ("docker/registry/v2/repositories", "docker/registry/v2/blobs"):
                 (self.data / d).mkdir(parents=True, exist_ok=True)
@@ -237,9 +241,11 @@ class NodeRegistry(Processes):
         """The distribution container's environment from the static pod, as kubelet
         would set it (its /pki paths re-rooted); None when it declares none."""
         env = self.pod()["spec"]["containers"][0].get("env")
-        if not env:
+        if not env and "s3" not in self.generated["distribution"]["storage"]:
             return None
-        return dict(os.environ, **{e["name"]: e["value"].replace("/pki/", f"{self.pki}/") for e in env})
+        # Never the runner's AWS_CA_BUNDLE: distribution's S3 driver panics at start with it.
+        base = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        return dict(base, **{e["name"]: e["value"].replace("/pki/", f"{self.pki}/") for e in env or []})
 
     def log(self):
         return (self.dir / "registry.log").read_text()
