@@ -232,6 +232,7 @@ def test_rotation_on_s3_collects_in_a_read_only_window_while_kept_releases_pull(
             (tmp_path / "pulls").mkdir()
             layout = tmp_path / "during"
             build_layout(layout, "v1", b"pushed during the window\n")
+            ok_at_open = puller.ok
             for _ in range(ROUNDS):
                 conv()
                 w = window(converge)
@@ -255,6 +256,7 @@ def test_rotation_on_s3_collects_in_a_read_only_window_while_kept_releases_pull(
             else:
                 raise AssertionError(f"the window did not close in {ROUNDS} rounds: {phases}, {window(converge)}")
             ok_before = puller.ok
+            assert ok_before > ok_at_open, "kept releases pulled while the window was open"
             wait_until(lambda: puller.ok >= ok_before + len(kept), timeout=120, what="pulls after the window")
         assert puller.failures == [], puller.failures[:3]
         assert phases == ["ReadOnly", "Collect", "Back", "Idle"], phases
