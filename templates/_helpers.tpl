@@ -67,6 +67,23 @@ server = {{ printf "https://%s" .address | toJson }}
 {{- end -}}
 {{- end -}}
 
+{{- /* The garbage-collection window's tag for one master: (dict "m" master "v" module
+       values). On a Detached registry on S3 (internal.gcWindow, the gc-window hook):
+       "<id>/read-only" while the window wants the master read-only (ReadOnly, Collect),
+       "<id>/collect" on the collector in Collect; empty otherwise (and always on Fs).
+       Mirrors GcWindow::tag (model/gc_window.rs). */ -}}
+{{- define "embedded_registry.gc_tag" -}}
+{{- $w := .v.internal.gcWindow | default dict -}}
+{{- $r := (.v.internal.switch | default dict).registry | default dict -}}
+{{- if and (eq ($r.mode | default "") "Detached") (include "embedded_registry.s3" .v | fromJson).bucket -}}
+{{- if eq ($w.phase | default "") "ReadOnly" -}}
+{{- printf "%s/read-only" $w.id -}}
+{{- else if eq ($w.phase | default "") "Collect" -}}
+{{- if eq $w.collector .m.name }}{{ printf "%s/collect" $w.id }}{{ else }}{{ printf "%s/read-only" $w.id }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{- /* The CA bundle distribution trusts instead of the system roots (SSL_CERT_FILE; never
        AWS_CA_BUNDLE, which makes distribution's S3 driver panic at start): proxy.ca and
        the S3 endpoint's CA, one after the other; empty when neither is set. (dict "v"
@@ -92,6 +109,10 @@ server = {{ printf "https://%s" .address | toJson }}
 {{- define "embedded_registry.distribution_config" -}}
 {{- $m := .m -}}{{- $v := .v -}}{{- $pki := include "embedded_registry.pki_dir" . -}}
 {{- $s3 := include "embedded_registry.s3" $v | fromJson -}}
+{{- $gc := include "embedded_registry.gc_tag" (dict "m" $m "v" $v) -}}
+{{- if $gc }}
+# Garbage-collection window {{ $gc }}: read-only while the bucket is collected.
+{{ end -}}
 version: 0.1
 log:
   level: info
@@ -127,7 +148,7 @@ storage:
     disable: true
   cache:
     blobdescriptor: inmemory
-  {{- if .cacheOnly }}
+  {{- if or .cacheOnly $gc }}
   maintenance:
     readonly:
       enabled: true
@@ -252,17 +273,28 @@ spec:
     runAsGroup: {{ $runAs }}
     seccompProfile:
       type: RuntimeDefault
-  {{- /* Not on S3: the bucket is shared, and garbage collection there must never run at
-         a registry's start while others write (its orchestration is the GC's own). */}}
-  {{- if and (eq .ctx.Values.embeddedRegistry.internal.switch.registry.mode "Detached") (not (include "embedded_registry.s3" .ctx.Values.embeddedRegistry | fromJson).bucket) }}
-  # Garbage collection needs the registry stopped: it runs before every start of a
-  # mirror, and the rotate hook restarts the pod after it deleted manifests. Never
+  {{- /* On S3 the bucket is shared: garbage collection never runs at a registry's start
+         while others write, only on the collector of a garbage-collection window, once
+         every master runs read-only (the gc-window hook, docs/internal/rotation.md). */}}
+  {{- $v := .ctx.Values.embeddedRegistry }}
+  {{- $onS3 := (include "embedded_registry.s3" $v | fromJson).bucket }}
+  {{- $collects := hasSuffix "/collect" (include "embedded_registry.gc_tag" (dict "m" .m "v" $v)) }}
+  {{- if and (eq $v.internal.switch.registry.mode "Detached") (or (not $onS3) $collects) }}
+  # Garbage collection needs the registry stopped: on a disk it runs before every start
+  # of a mirror, and the rotate hook restarts the pod after it deleted manifests; on S3
+  # only on this window's collector, with every registry of the bucket read-only. Never
   # --delete-untagged: module images live untagged in the root repository.
   initContainers:
     - name: garbage-collect
       image: {{ include "embedded_registry.image" (dict "ctx" .ctx "name" "distribution") }}
       imagePullPolicy: IfNotPresent
       args: ["garbage-collect", "/config/distribution.yaml"]
+      {{- if include "embedded_registry.ca_bundle" (dict "v" $v) }}
+      env:
+        # The S3 endpoint's CA, as the registry trusts it.
+        - name: SSL_CERT_FILE
+          value: {{ include "embedded_registry.pki_dir" . }}/upstream-ca.crt
+      {{- end }}
       resources:
         requests:
           cpu: 20m

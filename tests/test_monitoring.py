@@ -479,6 +479,11 @@ def test_every_alert_fires_over_its_real_source_and_only_then(sources, tmp_path)
         "D8EmbeddedRegistryRotationFailing": ("26h", [
             ("d8_embedded_registry_rotation_failed", hook_series("d8_embedded_registry_rotation_failed", node="m1"),
              "1x1620", "0x1620")], ["node"]),
+        "D8EmbeddedRegistryGcWindowStuck": ("2h", [
+            ("d8_embedded_registry_gc_window_last_timed_out",
+             hook_series("d8_embedded_registry_gc_window_last_timed_out"), "1x150", "0x150"),
+            ("d8_embedded_registry_gc_window_opened_timestamp_seconds",
+             hook_series("d8_embedded_registry_gc_window_opened_timestamp_seconds"), "0x150", "0x150")], []),
         "D8EmbeddedRegistryServerErrors": ("1h", [
             ("registry_http_requests_total", ok_code, "0+10x90", "0+10x90"),
             ("registry_http_requests_total", err_code, "0+2x90", "0x90")], ["node"]),

@@ -54,6 +54,14 @@ pub const RO_USER_ANNOTATION: &str = "embedded-registry.deckhouse.io/ro-user";
 pub const HYSTERESIS_ANNOTATION: &str = "embedded-registry.deckhouse.io/upstream-hysteresis";
 /// The pod annotation that marks a cache-only registry.
 pub const CACHE_ONLY_ANNOTATION: &str = "embedded-registry.deckhouse.io/cache-only";
+/// The node config Secret's annotation: the garbage-collection window its files belong
+/// to (`<id>/read-only`, `<id>/collect`; empty outside a window), reported back by the
+/// node hook once the registry runs them (`appliedGcWindow`).
+pub const GC_WINDOW_ANNOTATION: &str = "embedded-registry.deckhouse.io/gc-window";
+/// The ConfigMap where the `rotate` node hook asks for a collection on S3.
+pub const GC_REQUEST_CONFIG_MAP: &str = "registry-gc-request";
+/// The ConfigMap holding the garbage-collection window's state.
+pub const GC_STATE_CONFIG_MAP: &str = "registry-gc-window";
 
 /// The cluster's pull Secret, Deckhouse's: where the cluster pulls from.
 pub const PULL_SECRET: &str = "deckhouse-registry";

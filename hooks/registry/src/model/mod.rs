@@ -4,6 +4,7 @@
 //! The model imports nothing from the crate but [`crate::module`] and itself.
 
 pub mod duration;
+pub mod gc_window;
 pub mod node_status;
 pub mod settings;
 pub mod switch;

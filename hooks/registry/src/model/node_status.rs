@@ -155,6 +155,9 @@ pub struct NodeStatus {
     pub applied_generation: String,
     /// Which `ro` password its registry accepts (empty: unknown).
     pub applied_ro_user: String,
+    /// The garbage-collection window tag of the files its registry runs (empty: none;
+    /// see [`crate::model::gc_window`]).
+    pub applied_gc_window: String,
     /// Its static pod manifest.
     pub static_pod: StaticPod,
     /// Its registry's answer.
@@ -174,6 +177,7 @@ const NODE: &str = "node";
 const APPLIED_CONFIG_HASH: &str = "appliedConfigHash";
 const APPLIED_GENERATION: &str = "appliedGeneration";
 const APPLIED_RO_USER: &str = "appliedRoUser";
+const APPLIED_GC_WINDOW: &str = "appliedGcWindow";
 const STATIC_POD: &str = "staticPod";
 const REGISTRY: &str = "registry";
 const MESSAGE: &str = "message";
@@ -251,6 +255,7 @@ impl NodeStatus {
             applied_config_hash: text(APPLIED_CONFIG_HASH),
             applied_generation: text(APPLIED_GENERATION),
             applied_ro_user: text(APPLIED_RO_USER),
+            applied_gc_window: text(APPLIED_GC_WINDOW),
             static_pod: if data.get(STATIC_POD).map(String::as_str) == Some("present") {
                 StaticPod::Present
             } else {
@@ -281,6 +286,9 @@ impl NodeStatus {
             (REGISTRY.to_string(), self.registry.as_str().to_string()),
             (MESSAGE.to_string(), self.message.clone()),
         ]);
+        if !self.applied_gc_window.is_empty() {
+            data.insert(APPLIED_GC_WINDOW.into(), self.applied_gc_window.clone());
+        }
         if let Some(u) = self.upstream {
             u.write(&mut data);
         }
@@ -304,6 +312,7 @@ mod tests {
             applied_config_hash: "h".into(),
             applied_generation: "g".into(),
             applied_ro_user: "r".into(),
+            applied_gc_window: String::new(),
             static_pod: StaticPod::Present,
             registry: RegistryHealth::NotReady,
             message: "m".into(),
@@ -359,7 +368,13 @@ mod tests {
             }),
             ..status(None)
         };
-        for s in [status(None), status(Some(up)), waiting.clone()] {
+        let windowed = NodeStatus {
+            applied_gc_window: "17/read-only".into(),
+            ..status(None)
+        };
+        assert_eq!(windowed.to_data()["appliedGcWindow"], "17/read-only");
+        assert!(!status(None).to_data().contains_key("appliedGcWindow"));
+        for s in [status(None), status(Some(up)), waiting.clone(), windowed] {
             assert_eq!(NodeStatus::from_data(&s.to_data()), s);
         }
         assert_eq!(waiting.to_data()["rollout"], "waiting for m0, m2");

@@ -110,6 +110,9 @@ pub struct Internal {
     /// What the chart renders for the registry and the nodes' pull target.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub switch: Option<super::switch::SwitchValues>,
+    /// The garbage-collection window of a Detached registry on S3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gc_window: Option<super::gc_window::GcWindow>,
 }
 
 #[cfg(test)]

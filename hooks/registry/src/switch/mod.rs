@@ -20,6 +20,7 @@
 pub mod check;
 pub mod desired;
 pub mod fleet;
+pub mod gc_window;
 pub mod pull_secret;
 pub mod release;
 

@@ -3,6 +3,7 @@
 #[cfg(test)]
 mod cluster_yaml;
 pub mod discover_masters;
+pub mod gc_window;
 pub mod pki;
 pub mod registry_switch;
 pub mod resolve_mode;

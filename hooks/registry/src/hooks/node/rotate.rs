@@ -3,7 +3,10 @@
 //! releases and, when `detached.rotation.enabled`, applies it through the local
 //! registry with the `rw` user. After it deleted anything it restarts the registry's
 //! static pod, whose `garbage-collect` init container then frees the blobs with the
-//! registry stopped (see [`restart_for_gc`] and `docs/internal/rotation.md`).
+//! registry stopped (see [`restart_for_gc`] and `docs/internal/rotation.md`); on S3
+//! (`gc: window`) it runs on the one master the ConfigMap names and asks the module for
+//! a garbage-collection window instead (ConfigMap `registry-gc-request`), since every
+//! master writes to the shared bucket.
 //!
 //! Inputs, all from the module namespace:
 //! - ConfigMap `registry-rotation` (rendered by the chart in Detached mode): `enabled`,
@@ -31,7 +34,10 @@ use hook_sdk::{Hook, HookConfig, HookInput, KubernetesBinding, ScheduleBinding};
 use super::node_files::{registry_addr, HOST_ROOT_VAR};
 use crate::distribution::{Credentials, Endpoint};
 use crate::hooks::{named_binding, node_name};
-use crate::module::{node_config_secret, user_secret, Role};
+use crate::model::gc_window::Request;
+use crate::module::{
+    node_config_secret, user_secret, Role, GC_REQUEST_CONFIG_MAP, MODULE_NAME, NAMESPACE,
+};
 use crate::rotation::plan::Policy;
 use crate::rotation::run::Job;
 use crate::rotation::{self, Registry};
@@ -89,6 +95,22 @@ pub struct Settings {
     pub path: String,
     /// Releases that always stay.
     pub running: Vec<String>,
+    /// The one master that rotates (empty: any master that holds the registry; on S3
+    /// every master serves the same bucket, so the chart names the first).
+    pub node: String,
+    /// How deleted manifests' blobs are freed.
+    pub gc: Gc,
+}
+
+/// How the blobs of deleted manifests are freed (the ConfigMap's `gc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gc {
+    /// Restart the registry: its `garbage-collect` init container runs at every start
+    /// (a mirror on the master's disk; `restart`, the default).
+    Restart,
+    /// Ask the module for a garbage-collection window (`window`: a shared S3 bucket,
+    /// where no registry may write while one collects): ConfigMap `registry-gc-request`.
+    Window,
 }
 
 /// Reads the ConfigMap's data; `Err` names the key and the fix.
@@ -101,6 +123,15 @@ pub fn settings(data: &BTreeMap<String, String>) -> anyhow::Result<Settings> {
         .with_context(|| format!("{CONFIG_MAP}: keepReleases must be a number of at least 1"))?;
     let min_age = crate::model::duration::parse(get("minAge"))
         .map_err(|e| anyhow::anyhow!("{CONFIG_MAP}: minAge {:?} {e}", get("minAge")))?;
+    let gc = match get("gc") {
+        "" | "restart" => Gc::Restart,
+        "window" => Gc::Window,
+        _ => anyhow::bail!("{CONFIG_MAP}: gc must be restart or window"),
+    };
+    let node = get("node");
+    if !node.is_empty() && crate::untrusted::node_name(node).is_err() {
+        anyhow::bail!("{CONFIG_MAP}: node is not a node name");
+    }
     let path = get("path").trim_matches('/').to_string();
     if path.is_empty() {
         anyhow::bail!("{CONFIG_MAP}: path (the mirror's root repository) is empty");
@@ -116,6 +147,8 @@ pub fn settings(data: &BTreeMap<String, String>) -> anyhow::Result<Settings> {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect(),
+        node: node.to_string(),
+        gc,
     })
 }
 
@@ -158,8 +191,16 @@ pub fn handle_with(
     };
     let files = decode(node_secret);
     let user = decode(user);
+    let parsed = settings(&config);
+    if let Ok(s) = &parsed {
+        if !s.node.is_empty() && s.node != node {
+            // Another master rotates the shared mirror.
+            return Ok(());
+        }
+    }
+    let gc_mode = parsed.as_ref().map_or(Gc::Restart, |s| s.gc);
     let job = (|| -> anyhow::Result<Job> {
-        let s = settings(&config)?;
+        let s = parsed?;
         let addr = registry_addr(&files)
             .context("the node's Secret has no http.addr in config.distribution.yaml")?;
         let ca = files
@@ -235,7 +276,27 @@ pub fn handle_with(
         .failure
         .as_ref()
         .map(|f| (f.stage.to_string(), f.message.clone()));
-    if failure.is_none() && deleted > 0 {
+    if failure.is_none() && deleted > 0 && gc_mode == Gc::Window {
+        // A shared bucket: the module collects in a window with every master read-only.
+        let request = Request {
+            id: job.policy.now.to_string(),
+            node: node.to_string(),
+        };
+        input.objects.create_or_update(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": GC_REQUEST_CONFIG_MAP,
+                "namespace": NAMESPACE,
+                "labels": {"heritage": "deckhouse", "module": MODULE_NAME},
+            },
+            "data": request.to_data(),
+        }));
+        input.log.info(
+            "garbage collection requested",
+            &[("window", serde_json::json!(request.id))],
+        );
+    } else if failure.is_none() && deleted > 0 {
         // Deleted manifests free nothing until garbage collection, which needs the
         // registry stopped: restart it, and its init container collects.
         let ca = job.endpoint.ca_pem.as_deref().unwrap_or_default();

@@ -523,3 +523,49 @@ fn the_gc_restart_refuses_links_and_moves_nothing() {
         }
     }
 }
+
+/// On S3 (`gc: window`) the master the ConfigMap names asks the module for a window
+/// instead of restarting: the request carries the run's time and its node, nothing is
+/// asked of the registry's liveness and the manifest stays. Any other master does
+/// nothing at all.
+#[test]
+fn on_s3_the_named_master_asks_for_a_window_and_the_others_do_nothing() {
+    let root = host_root();
+    let on = |node: &str| {
+        let mut config = rotation_config(NAMESPACE);
+        config["data"]["gc"] = "window".into();
+        config["data"]["node"] = node.into();
+        config
+    };
+    let inputs = |config| vec![config, node_config(NODE, "10.0.0.1:5001"), user(Role::Rw)];
+    fake(applied(3, 7, 4096), &[false, true], root.path());
+    let out = crate::clock::with_now(1_800_000_000, || run(&inputs(on(NODE))));
+    assert_eq!(
+        metric(&out, "d8_embedded_registry_rotation_failed"),
+        Some(0.0)
+    );
+    let [op] = out.objects.as_slice() else {
+        panic!("one request: {:?}", out.objects)
+    };
+    let obj = op.object.as_ref().unwrap();
+    assert_eq!(obj["metadata"]["name"], GC_REQUEST_CONFIG_MAP);
+    assert_eq!(obj["data"]["id"], "1800000000");
+    assert_eq!(obj["data"]["node"], NODE);
+    let (jobs, asked) = fake_calls();
+    assert_eq!(jobs.len(), 1);
+    assert!(asked.is_empty(), "no restart: {asked:?}");
+    assert!(root.path().join(MANIFEST_DIR).join(MANIFEST_FILE).exists());
+
+    fake(applied(3, 7, 4096), &[], root.path());
+    did_nothing(&run(&inputs(on("master-1"))));
+    assert!(fake_calls().0.is_empty(), "another master rotates");
+
+    let mut bad = on(NODE);
+    bad["data"]["gc"] = "sometimes".into();
+    let out = run(&inputs(bad));
+    assert_eq!(
+        metric(&out, "d8_embedded_registry_rotation_failed"),
+        Some(1.0)
+    );
+    assert!(out.objects.is_empty());
+}

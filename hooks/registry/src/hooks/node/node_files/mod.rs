@@ -43,8 +43,8 @@ use crate::hooks::{named_binding, node_name};
 use crate::model::node_status::{NodeStatus, RegistryHealth, Rollout, StaticPod, UpstreamState};
 use crate::module::{
     node_config_secret, node_status_config_map, CACHE_ONLY_ANNOTATION, CONFIG_HASH_ANNOTATION,
-    GENERATION_ANNOTATION, HYSTERESIS_ANNOTATION, MODULE_NAME, NAMESPACE, NODE_LABEL, ROLE_LABEL,
-    RO_USER_ANNOTATION,
+    GC_WINDOW_ANNOTATION, GENERATION_ANNOTATION, HYSTERESIS_ANNOTATION, MODULE_NAME, NAMESPACE,
+    NODE_LABEL, ROLE_LABEL, RO_USER_ANNOTATION,
 };
 use crate::secrets;
 
@@ -400,6 +400,9 @@ pub fn handle_with(input: &mut HookInput, host: &Node, probe: &dyn Probe) -> any
     // Which ro password the registry accepts (a hash of its hash): the pull Secret keeps
     // the previous one beside it until every master runs the new one.
     let ro_user = annotation(RO_USER_ANNOTATION);
+    // The garbage-collection window of the files (S3): reported, like the ro user, only
+    // once the registry runs them, so the window advances on what really runs.
+    let gc_window = annotation(GC_WINDOW_ANNOTATION);
     let current: Vec<ConfigMapObject> = input.snapshots.get("node_status")?;
     let previous = current.first().map(|c| c.data.clone()).unwrap_or_default();
     let mut upstream = None;
@@ -472,18 +475,19 @@ pub fn handle_with(input: &mut HookInput, host: &Node, probe: &dyn Probe) -> any
             "no registry on this node".to_string(),
         ),
     };
-    let (generation, ro_user) = match &hold {
+    let (generation, ro_user, gc_window) = match &hold {
         Some(_) => (
             prev.applied_generation.clone(),
             prev.applied_ro_user.clone(),
+            prev.applied_gc_window.clone(),
         ),
-        None => (generation, ro_user),
+        None => (generation, ro_user, gc_window),
     };
     // The pull Secret drops the previous ro password once every master reports the new
     // one: report it only once the registry serves the installed files (their users).
-    let ro_user = match (&files, health.0) {
-        (Some(_), RegistryHealth::Ready) | (None, _) => ro_user,
-        _ => prev.applied_ro_user.clone(),
+    let (ro_user, gc_window) = match (&files, health.0) {
+        (Some(_), RegistryHealth::Ready) | (None, _) => (ro_user, gc_window),
+        _ => (prev.applied_ro_user.clone(), prev.applied_gc_window.clone()),
     };
     input.metrics.expire("rollout");
     let waited = hold
@@ -516,6 +520,7 @@ pub fn handle_with(input: &mut HookInput, host: &Node, probe: &dyn Probe) -> any
         applied_config_hash: applied.config_hash.clone(),
         applied_generation: generation,
         applied_ro_user: ro_user,
+        applied_gc_window: gc_window,
         static_pod: if files.is_some() {
             StaticPod::Present
         } else {

@@ -355,6 +355,7 @@ fn a_change_waits_for_the_master_before_and_goes_when_it_is_ready() {
     let own = installed(root.path());
     let mut new = ordered(&sha('b'), &order(&sha('a'), &sha('b')), "id-b", "CA new\n");
     new["metadata"]["annotations"][RO_USER_ANNOTATION] = "ro-2".into();
+    new["metadata"]["annotations"][crate::module::GC_WINDOW_ANNOTATION] = "5/read-only".into();
     let old_serves = Fake {
         serves: Some("id-1"),
         ..ONLINE
@@ -379,6 +380,7 @@ fn a_change_waits_for_the_master_before_and_goes_when_it_is_ready() {
         ("7", "ro-1"),
         "what it runs, not what waits"
     );
+    assert_eq!(status.applied_gc_window, "", "no window runs yet");
     assert_eq!(
         status.rollout,
         Some(Rollout {
@@ -420,6 +422,10 @@ fn a_change_waits_for_the_master_before_and_goes_when_it_is_ready() {
         status.applied_ro_user, "ro-1",
         "the new users do not run yet"
     );
+    assert_eq!(
+        status.applied_gc_window, "",
+        "nor the window's read-only files"
+    );
     // kubelet restarted it: ready on the new files, with the new users.
     let restarted = Fake {
         serves: Some("id-b"),
@@ -432,6 +438,7 @@ fn a_change_waits_for_the_master_before_and_goes_when_it_is_ready() {
         (status.registry, status.applied_ro_user.as_str()),
         (RegistryHealth::Ready, "ro-2")
     );
+    assert_eq!(status.applied_gc_window, "5/read-only");
 }
 
 /// A master before it that never comes back holds the change for the bound only.
