@@ -110,6 +110,17 @@ pub struct Internal {
     /// What the chart renders for the registry and the nodes' pull target.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub switch: Option<super::switch::SwitchValues>,
+    /// What a Proxy registry's warm-up caches beyond the running release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm: Option<WarmValues>,
+}
+
+/// `internal.warm`: written by the `next-release` hook.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WarmValues {
+    /// Releases Deckhouse announced (`DeckhouseRelease` `Pending`) newer than the
+    /// running one, oldest first, at most two: release tags `vX.Y.Z`.
+    pub next: Vec<String>,
 }
 
 #[cfg(test)]

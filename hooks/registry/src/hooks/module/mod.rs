@@ -3,6 +3,7 @@
 #[cfg(test)]
 mod cluster_yaml;
 pub mod discover_masters;
+pub mod next_release;
 pub mod pki;
 pub mod registry_switch;
 pub mod resolve_mode;
