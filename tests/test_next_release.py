@@ -14,7 +14,8 @@ Debian's docker-registry run from exactly what the node hook wrote, the masters'
   `DeckhouseRelease` beside it is refused and reaches no value or file.
 - The node hooks hand the list to the running warm containers (no restart); each
   caches B's platform image, reads B's list from it, caches every B image, and
-  reports `warmNext: n/n` for B, while `CacheWarm` (about A) stays True.
+  reports `warmNext: n/n` for B, while `CacheWarm` (about A) stays True and its
+  message says B is cached on every master.
 - Then the upstream stops, every master restarts cache-only, and only then does the
   converge get B's global values (the rollout): it passes, the warm containers count
   B's list cached at once (the hash reported ahead is the one of the rollout's list),
@@ -151,6 +152,10 @@ def test_the_next_release_is_cached_on_every_master_before_its_rollout_and_serve
         for n, _ in MASTERS:
             status = hook(n)
             assert status["warmNext"] == f"{wanted}/{wanted}" and status["warmNextProblem"] == "", status
+        # CacheWarm (about A, the running release) tells the operator B is ready.
+        state, cond = again(gv_a, now + 305)
+        assert cond["CacheWarm"]["status"] == "True", cond
+        assert cond["CacheWarm"]["message"].endswith(f"; next release {RELEASE_B}: cached on every master"), cond
 
         # The upstream stops and every master restarts cache-only, before any value names B.
         assert converge.values()["global"]["deckhouseVersion"] == RELEASE_A
