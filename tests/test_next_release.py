@@ -11,7 +11,9 @@ Debian's docker-registry run from exactly what the node hook wrote, the masters'
 `warm` containers are the module's binary, containerd's CRI and skopeo are the clients.
 
 - The converge (hook `next-release`) puts B into `internal.warm.next`; a hostile
-  `DeckhouseRelease` beside it is refused and reaches no value or file.
+  `DeckhouseRelease` beside it is refused and reaches no value or file. Release C is
+  announced too, its platform image holding a 5 MiB digests file: each master refuses
+  it in one line (`warmNextProblem: v1.4.0: digests-file`) and warms B all the same.
 - The node hooks hand the list to the running warm containers (no restart); each
   caches B's platform image, reads B's list from it, caches every B image, and
   reports `warmNext: n/n` for B, while `CacheWarm` (about A) stays True and its
@@ -38,6 +40,7 @@ from tools.registry import Registry, skopeo
 
 RELEASE_A = "v1.2.3"
 RELEASE_B = "v1.3.0"
+RELEASE_C = "v1.4.0"  # announced too, its digests file beyond the 4 MiB cap
 
 
 def deckhouse_release(state, name, version, phase):
@@ -51,12 +54,13 @@ def deckhouse_release(state, name, version, phase):
         "status": {"phase": phase, "message": ""}}))
 
 
-def push_platform(up, tmp_path, release, modules):
+def push_platform(up, tmp_path, release, modules, raw=None):
     """The platform image `release` with Deckhouse's digests file in its top layer
-    (module -> image -> digest, as `global.modulesImages.digests` will name them).
-    Returns its manifest digest."""
+    (module -> image -> digest, as `global.modulesImages.digests` will name them; `raw`:
+    these bytes instead). Returns its manifest digest."""
+    digests_file = raw if raw is not None else json.dumps(modules).encode()
     layers = [tar_file("bin/deckhouse", f"deckhouse {release}\n".encode() * 100),
-              tar_file("deckhouse/modules/images_digests.json", json.dumps(modules).encode())]
+              tar_file("deckhouse/modules/images_digests.json", digests_file)]
     layout = tmp_path / "layouts" / f"platform-{release}"
     md, _, _ = image_layout(layout, release, layers, config={"Labels": {"release": release}})
     up.push_layout(layout, release, f"{REPO}:{release}")
@@ -116,46 +120,58 @@ def test_the_next_release_is_cached_on_every_master_before_its_rollout_and_serve
         list_b = sorted({d for m in modules_b.values() for d in m.values()}) + [platform_b]
         assert len(list_b) == wanted
         deckhouse_release(converge.state, "v1-3-0", RELEASE_B, "Pending")
+        # C: a hostile platform image (a 5 MiB digests file), announced as well.
+        push_platform(up, tmp_path, RELEASE_C, None, raw=b"{" + b" " * (5 << 20) + b"}")
+        deckhouse_release(converge.state, "v1-4-0", RELEASE_C, "Pending")
         deckhouse_release(converge.state, "evil", "v1.3.0/../../../etc", "Pending")
         deckhouse_release(converge.state, "v1-9-9", "v1.9.9", "Suspended")
 
         state, cond = again(gv_a, now + 305)
         values = converge.values()
-        assert values["embeddedRegistry"]["internal"]["warm"] == {"next": [RELEASE_B]}, values["embeddedRegistry"]
+        assert values["embeddedRegistry"]["internal"]["warm"] == {"next": [RELEASE_B, RELEASE_C]}, values[
+            "embeddedRegistry"]
         assert values["global"]["deckhouseVersion"] == RELEASE_A, "the cluster still runs A"
         assert "../" not in json.dumps(values["embeddedRegistry"]), "a hostile version reached the values"
         assert state["cluster"] == "Embedded" and cond["CacheWarm"]["status"] == "True", cond
         listed = json.loads(base64.b64decode(rendered_secret(converge.state, "m1")["data"]["config.warm-images.json"]))
-        assert listed["next"] == [RELEASE_B] and listed["deckhouseVersion"] == RELEASE_A, listed
+        assert listed["next"] == [RELEASE_B, RELEASE_C] and listed["deckhouseVersion"] == RELEASE_A, listed
 
         # The node hooks write the list (the static pod unchanged: no restart); before a
         # pass over B, each master wants B's platform image and holds nothing of it.
         for n, _ in MASTERS:
             status = hook(n)
-            assert status["warmNextVersion"] == RELEASE_B and status["warmNext"] == "0/1", status
+            assert status["warmNextVersion"] == f"{RELEASE_B} {RELEASE_C}" and status["warmNext"] == "0/1 0/1", status
             assert status["warm"] == f"{wanted}/{wanted}", "A's progress stands"
             assert (roots[n] / "etc/kubernetes/manifests/embedded-registry.yaml").read_text() == manifests[n]
 
+        def next_of(r, version):
+            return next((n for n in (r.warm_progress() or {}).get("next", []) if n["version"] == version), {})
+
         def next_done(r):
-            p = r.warm_progress()
-            n = (p or {}).get("next") or [{}]
-            return n[0] if n[0].get("version") == RELEASE_B and n[0].get("cached") == wanted == n[0].get("wanted") else None
+            n = next_of(r, RELEASE_B)
+            return n if n.get("cached") == wanted == n.get("wanted") and next_of(r, RELEASE_C) else None
         ahead = {}
         for r in regs:
             ahead[r.host] = wait_until(lambda: next_done(r), timeout=240,
                                        what=f"release B's warm-up ahead on {r.host} ({r.dir / 'warm.log'})")
             assert ahead[r.host]["missing"] == [] and "problem" not in ahead[r.host], ahead[r.host]
+            # C's digests file is refused in one line; its images are not guessed.
+            assert next_of(r, RELEASE_C)["problem"] == "digests-file", next_of(r, RELEASE_C)
+            assert "more than 4194304: not a digests file" in r.warm_log(), r.warm_log()[-2000:]
             asked = warm_blob_gets(r)
             assert sorted(asked) == sorted(set(asked)), "a blob asked for twice (the platform image's included)"
         hashes = {p["listHash"] for p in ahead.values()}
         assert len(hashes) == 1 and hash_a not in hashes, ahead
         for n, _ in MASTERS:
             status = hook(n)
-            assert status["warmNext"] == f"{wanted}/{wanted}" and status["warmNextProblem"] == "", status
+            assert status["warmNext"] == f"{wanted}/{wanted} 1/1", status
+            assert status["warmNextProblem"] == f"{RELEASE_C}: digests-file", status
         # CacheWarm (about A, the running release) tells the operator B is ready.
         state, cond = again(gv_a, now + 305)
         assert cond["CacheWarm"]["status"] == "True", cond
-        assert cond["CacheWarm"]["message"].endswith(f"; next release {RELEASE_B}: cached on every master"), cond
+        msg = cond["CacheWarm"]["message"]
+        assert f"; next release {RELEASE_B}: cached on every master; next release {RELEASE_C}: not yet cached on " \
+               f"{MASTERS[0][0]}: digests-file" in msg, msg
 
         # The upstream stops and every master restarts cache-only, before any value names B.
         assert converge.values()["global"]["deckhouseVersion"] == RELEASE_A
@@ -166,7 +182,7 @@ def test_the_next_release_is_cached_on_every_master_before_its_rollout_and_serve
         deckhouse_release(converge.state, "v1-3-0", RELEASE_B, "Deployed")
         state, cond = again(gv_b, now + 306)
         assert state["cluster"] == "Embedded", f"the rollout moved the cluster off the masters: {state}"
-        assert "warm" not in converge.values()["embeddedRegistry"]["internal"], "B runs: nothing is next"
+        assert converge.values()["embeddedRegistry"]["internal"]["warm"] == {"next": [RELEASE_C]}, "B runs: C is next"
         for n, _ in MASTERS:
             hook(n)
         # The list the masters warmed ahead is the rollout's list: counted cached at once.
@@ -177,7 +193,7 @@ def test_the_next_release_is_cached_on_every_master_before_its_rollout_and_serve
         for n, _ in MASTERS:
             status = hook(n)
             assert status["warm"] == f"{wanted}/{wanted}" and status["warmListHash"] in hashes, status
-            assert "warmNext" not in status, status
+            assert status["warmNextVersion"] == RELEASE_C, status
         state, cond = again(gv_b, now + 307)
         assert cond["CacheWarm"]["status"] == "True" and state["cluster"] == "Embedded", cond
 
