@@ -234,14 +234,20 @@ acl:
 {{- /* The wanted list's inputs for a Proxy registry's warm-up (config.warm-images.json):
        the base, the release and every module digest, as the values hold them; the
        binary builds the list from them (warm/list.rs), as registry-switch does from
-       the values, so both hash the same list. Empty (no warm-up) when the registry is
-       not a Proxy or no release is named. */ -}}
+       the values, so both hash the same list. `next` (internal.warm.next, only when
+       a release is announced): the releases whose images the warm process caches
+       after the running one's; it is not part of the running list or its hash. Empty
+       (no warm-up) when the registry is not a Proxy or no release is named. */ -}}
 {{- define "embedded_registry.warm_list" -}}
 {{- $sw := .Values.embeddedRegistry.internal.switch | default dict -}}
 {{- $version := .Values.global.deckhouseVersion | default "" -}}
 {{- if and $sw.registry (eq $sw.registry.mode "Proxy") $version -}}
 {{- $images := .Values.global.modulesImages -}}
-{{- dict "base" $images.registry.base "deckhouseVersion" $version "digests" $images.digests | toJson -}}
+{{- $list := dict "base" $images.registry.base "deckhouseVersion" $version "digests" $images.digests -}}
+{{- with (.Values.embeddedRegistry.internal.warm | default dict).next -}}
+{{- $_ := set $list "next" . -}}
+{{- end -}}
+{{- $list | toJson -}}
 {{- end -}}
 {{- end -}}
 

@@ -30,7 +30,8 @@ def test_converge_twice_changes_nothing(converge, example):
     assert second["objects"] == {"created": [], "updated": [], "deleted": []}
     assert tree_digest(converge.state) == state_after_first
     assert first["hookRuns"] == ["Synchronization:discover-masters", "beforeHelm:resolve-mode",
-                                 "beforeHelm:pki", "beforeHelm:users", "beforeHelm:registry-switch",
+                                 "beforeHelm:pki", "beforeHelm:users", "beforeHelm:next-release",
+                                 "beforeHelm:registry-switch",
                                  "beforeHelm:gc-window"]
 
 

@@ -6,7 +6,9 @@ pub mod module;
 pub mod node;
 
 // Every hook also by its short name (`hooks::discover_masters`), as `hook list` names it.
-pub use module::{discover_masters, gc_window, pki, registry_switch, resolve_mode, users};
+pub use module::{
+    discover_masters, gc_window, next_release, pki, registry_switch, resolve_mode, users,
+};
 pub use node::{node_files, rotate};
 
 use std::collections::BTreeMap;
@@ -18,13 +20,14 @@ use crate::module::NAMESPACE;
 
 /// The module hooks' constructors, in the batch protocol's order (indexes are its hook
 /// ids).
-const MODULE_HOOKS: [fn() -> Hook; 6] = [
+const MODULE_HOOKS: [fn() -> Hook; 7] = [
     discover_masters::hook,
     resolve_mode::hook,
     pki::hook,
     users::hook,
     registry_switch::hook,
     gc_window::hook,
+    next_release::hook,
 ];
 
 /// Hooks run by addon-operator (listed by `hook list`, run by `hook run N`).

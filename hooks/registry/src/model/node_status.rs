@@ -103,6 +103,28 @@ pub struct WarmStatus {
     pub unavailable: u64,
     /// When the last pass ended (unix seconds; 0: none).
     pub at: i64,
+    /// The next releases' warm-up (announced, not yet rolled out), oldest first.
+    pub next: Vec<WarmNext>,
+}
+
+/// A next release's warm-up, as a master reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WarmNext {
+    /// The release tag.
+    pub version: String,
+    /// Images of its list cached.
+    pub cached: u64,
+    /// Images of its list (its platform image alone while the list is not known).
+    pub wanted: u64,
+    /// Why its list is not known (`platform-image`, `digests-file`); empty once it is.
+    pub problem: String,
+}
+
+impl WarmNext {
+    /// Every image of the release is cached.
+    pub fn complete(&self) -> bool {
+        self.problem.is_empty() && self.wanted > 0 && self.cached == self.wanted
+    }
 }
 
 impl WarmStatus {
@@ -131,6 +153,7 @@ impl WarmStatus {
                 .unwrap_or_default(),
             unavailable: int(WARM_UNAVAILABLE).unwrap_or(0),
             at: data.get(WARM_AT).and_then(|v| v.parse().ok()).unwrap_or(0),
+            next: WarmNext::read_all(data),
         })
     }
 
@@ -141,6 +164,51 @@ impl WarmStatus {
         data.insert(WARM_MISSING.into(), self.missing.join(" "));
         data.insert(WARM_UNAVAILABLE.into(), self.unavailable.to_string());
         data.insert(WARM_AT.into(), self.at.to_string());
+        if !self.next.is_empty() {
+            let join = |f: &dyn Fn(&WarmNext) -> String| {
+                self.next.iter().map(f).collect::<Vec<_>>().join(" ")
+            };
+            data.insert(WARM_NEXT_VERSION.into(), join(&|n| n.version.clone()));
+            data.insert(
+                WARM_NEXT.into(),
+                join(&|n| format!("{}/{}", n.cached, n.wanted)),
+            );
+            let problems: Vec<String> = self
+                .next
+                .iter()
+                .filter(|n| !n.problem.is_empty())
+                .map(|n| format!("{}: {}", n.version, n.problem))
+                .collect();
+            data.insert(WARM_NEXT_PROBLEM.into(), problems.join(", "));
+        }
+    }
+}
+
+impl WarmNext {
+    /// Reads what [`WarmStatus`] wrote (empty when absent or malformed).
+    fn read_all(data: &BTreeMap<String, String>) -> Vec<Self> {
+        let (Some(versions), Some(counts)) = (data.get(WARM_NEXT_VERSION), data.get(WARM_NEXT))
+        else {
+            return Vec::new();
+        };
+        let problems: BTreeMap<&str, &str> = data
+            .get(WARM_NEXT_PROBLEM)
+            .map(|p| p.split(", ").filter_map(|x| x.split_once(": ")).collect())
+            .unwrap_or_default();
+        let out: Option<Vec<WarmNext>> = versions
+            .split(' ')
+            .zip(counts.split(' '))
+            .map(|(v, c)| {
+                let (cached, wanted) = c.split_once('/')?;
+                Some(WarmNext {
+                    version: v.to_string(),
+                    cached: cached.parse().ok()?,
+                    wanted: wanted.parse().ok()?,
+                    problem: problems.get(v).map(|p| p.to_string()).unwrap_or_default(),
+                })
+            })
+            .collect();
+        out.unwrap_or_default()
     }
 }
 
@@ -215,6 +283,12 @@ const WARM_BYTES: &str = "warmBytes";
 const WARM_MISSING: &str = "warmMissing";
 const WARM_UNAVAILABLE: &str = "warmUnavailable";
 const WARM_AT: &str = "warmAt";
+/// The next releases' versions, space-separated (`v1.67.0 v1.68.0`).
+const WARM_NEXT_VERSION: &str = "warmNextVersion";
+/// Their `<cached>/<wanted>`, space-separated, in the same order.
+const WARM_NEXT: &str = "warmNext";
+/// `version: problem` of those whose list is not known, comma-separated.
+const WARM_NEXT_PROBLEM: &str = "warmNextProblem";
 
 impl UpstreamState {
     /// Reads the state a previous run wrote; `None` when there is none (a first run, or
@@ -332,6 +406,20 @@ mod tests {
             missing: vec!["@sha256:aa".into(), ":v1".into()],
             unavailable: 1,
             at: 5,
+            next: vec![
+                WarmNext {
+                    version: "v1.3.0".into(),
+                    cached: 4,
+                    wanted: 4,
+                    problem: String::new(),
+                },
+                WarmNext {
+                    version: "v1.4.0".into(),
+                    cached: 0,
+                    wanted: 1,
+                    problem: "platform-image".into(),
+                },
+            ],
         };
         let s = NodeStatus {
             warm: Some(w.clone()),
@@ -339,7 +427,16 @@ mod tests {
         };
         let data = s.to_data();
         assert_eq!(data["warm"], "7/12");
+        assert_eq!(
+            (
+                data["warmNextVersion"].as_str(),
+                data["warmNext"].as_str(),
+                data["warmNextProblem"].as_str()
+            ),
+            ("v1.3.0 v1.4.0", "4/4 0/1", "v1.4.0: platform-image")
+        );
         assert_eq!(NodeStatus::from_data(&data), s);
+        assert!(w.next[0].complete() && !w.next[1].complete());
         assert!(!w.complete_for("0123456789abcdef"));
         let done = WarmStatus { cached: 12, ..w };
         assert!(done.complete_for("0123456789abcdef"));

@@ -113,6 +113,17 @@ pub struct Internal {
     /// The garbage-collection window of a Detached registry on S3.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gc_window: Option<super::gc_window::GcWindow>,
+    /// What a Proxy registry's warm-up caches beyond the running release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm: Option<WarmValues>,
+}
+
+/// `internal.warm`: written by the `next-release` hook.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WarmValues {
+    /// Releases Deckhouse announced (`DeckhouseRelease` `Pending`) newer than the
+    /// running one, oldest first, at most two: release tags `vX.Y.Z`.
+    pub next: Vec<String>,
 }
 
 #[cfg(test)]

@@ -7,6 +7,26 @@ use std::io::Read;
 /// of kilobytes; anything far larger is not what we look for.
 pub const MAX_FILE: u64 = 16 << 20;
 
+/// Files found in a layer, as (path, content).
+pub type Files = Vec<(String, Vec<u8>)>;
+
+/// Bounds of one layer's reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The most a wanted file may hold.
+    pub max_file: u64,
+    /// The most bytes the layer may unpack to (a tar after gunzip) before the reading
+    /// stops with an error: a small compressed layer can unpack to terabytes.
+    pub max_unpacked: u64,
+}
+
+/// The rotation's bounds: [`MAX_FILE`], no bound on the unpacked size (it reads
+/// the mirror its administrator pushed).
+pub const ROTATION: Limits = Limits {
+    max_file: MAX_FILE,
+    max_unpacked: u64::MAX,
+};
+
 /// Files of the layer whose path (without a leading `./` or `/`) `wanted` accepts,
 /// as (path, content), in layer order. Stops reading after `limit` matches.
 pub fn find_files(
@@ -14,6 +34,34 @@ pub fn find_files(
     wanted: impl Fn(&str) -> bool,
     limit: usize,
 ) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    find_files_within(layer, wanted, limit, ROTATION).map(|(files, _)| files)
+}
+
+/// Counts what is read through it and fails once more than `left` bytes came.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            std::io::Error::other("the layer unpacks to more than its bound: not read further")
+        })?;
+        Ok(n)
+    }
+}
+
+/// [`find_files`] within `limits`: a wanted file larger than `max_file`, or a layer
+/// that unpacks to more than `max_unpacked` bytes, is an error. Also returns the bytes
+/// unpacked.
+pub fn find_files_within(
+    layer: impl Read,
+    wanted: impl Fn(&str) -> bool,
+    limit: usize,
+    limits: Limits,
+) -> std::io::Result<(Files, u64)> {
     let mut buffered = std::io::BufReader::new(layer);
     let gz = {
         use std::io::BufRead;
@@ -25,7 +73,11 @@ pub fn find_files(
     } else {
         Box::new(buffered)
     };
-    let mut archive = tar::Archive::new(reader);
+    let mut reader = Capped {
+        inner: reader,
+        left: limits.max_unpacked,
+    };
+    let mut archive = tar::Archive::new(&mut reader);
     let mut out = Vec::new();
     for entry in archive.entries()? {
         // Some builders (umoci 0.4) end a layer without the tar's final padding and
@@ -51,10 +103,11 @@ pub fn find_files(
         if !wanted(&path) {
             continue;
         }
-        if entry.size() > MAX_FILE {
+        if entry.size() > limits.max_file {
             return Err(std::io::Error::other(format!(
-                "{path} is {} bytes, more than {MAX_FILE}: not a digests file",
-                entry.size()
+                "{path} is {} bytes, more than {}: not a digests file",
+                entry.size(),
+                limits.max_file
             )));
         }
         let mut content = Vec::with_capacity(entry.size() as usize);
@@ -67,7 +120,7 @@ pub fn find_files(
             break;
         }
     }
-    Ok(out)
+    Ok((out, limits.max_unpacked - reader.left))
 }
 
 #[cfg(test)]
@@ -109,6 +162,19 @@ mod tests {
             let first = find_files(&l[..], |p| p.ends_with(".json"), 1).unwrap();
             assert_eq!(first.len(), 1);
         }
+        let l = layer(&[("big.bin", &vec![0u8; 1 << 20]), ("x.json", b"{}")], true);
+        let tight = Limits {
+            max_file: 1,
+            max_unpacked: 64 << 10,
+        };
+        let e = find_files_within(&l[..], |p| p.ends_with(".json"), 1, tight).unwrap_err();
+        assert!(e.to_string().contains("unpacks to more than"), "{e}");
+        let small = Limits {
+            max_file: 1,
+            max_unpacked: u64::MAX,
+        };
+        let e = find_files_within(&l[..], |p| p.ends_with(".json"), 1, small).unwrap_err();
+        assert!(e.to_string().contains("more than 1"), "{e}");
         assert!(
             find_files(&b"not a tar at all, just text"[..], |_| true, 1).is_err()
                 || find_files(&b"not a tar at all, just text"[..], |_| true, 1)

@@ -434,6 +434,56 @@ pub fn cold_masters(target: &RegistryTarget, nodes: &[NodeReport], hash: &str) -
         .collect()
 }
 
+/// What the masters of `target` report of the next releases (announced, not yet rolled
+/// out: `warm::next`), for `CacheWarm`'s message: `; next release v1.67.0: cached on
+/// every master` or the masters not there yet. Empty when none reports one. It never
+/// changes the condition's status: the running release is what the switch waits for.
+pub fn next_release_note(target: &RegistryTarget, nodes: &[NodeReport]) -> String {
+    let reports: Vec<(&String, &[crate::model::node_status::WarmNext])> = target
+        .nodes
+        .iter()
+        .map(|n| {
+            let next = nodes
+                .iter()
+                .find(|r| &r.node == n)
+                .and_then(|r| r.warm.as_ref())
+                .map(|w| w.next.as_slice())
+                .unwrap_or_default();
+            (n, next)
+        })
+        .collect();
+    let versions: std::collections::BTreeSet<&str> = reports
+        .iter()
+        .flat_map(|(_, next)| next.iter().map(|x| x.version.as_str()))
+        .collect();
+    let mut out = String::new();
+    for v in versions {
+        let behind: Vec<String> = reports
+            .iter()
+            .filter_map(|(n, next)| match next.iter().find(|x| x.version == v) {
+                Some(x) if x.complete() => None,
+                Some(x) if !x.problem.is_empty() => Some(format!("{n}: {}", x.problem)),
+                Some(x) => Some(format!("{n}: {}/{}", x.cached, x.wanted)),
+                None => Some(format!("{n}: no report")),
+            })
+            .collect();
+        if behind.is_empty() {
+            out.push_str(&format!("; next release {v}: cached on every master"));
+        } else {
+            out.push_str(&format!(
+                "; next release {v}: not yet cached on {}",
+                behind
+                    .iter()
+                    .take(NAMES_SHOWN)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    out
+}
+
 /// Sets `CacheWarm` for a Proxy target; `false` when the cluster must not be pointed
 /// at the masters yet (it pulls from the upstream and a master is cold).
 fn cache_warm(
@@ -456,12 +506,13 @@ fn cache_warm(
         return true;
     };
     let cold = cold_masters(target, nodes, hash);
+    let next = next_release_note(target, nodes);
     if cold.is_empty() {
         c.set(
             ConditionType::CacheWarm,
             true,
             "Warm",
-            &format!("every master caches every image of the running release (list {hash})"),
+            &format!("every master caches every image of the running release (list {hash}){next}"),
         );
         return true;
     }
@@ -474,7 +525,7 @@ fn cache_warm(
         false,
         "Warming",
         &format!(
-            "{} of {} master(s) do not cache every image of the running release yet: {}; {stays}",
+            "{} of {} master(s) do not cache every image of the running release yet: {}; {stays}{next}",
             cold.len(),
             target.nodes.len(),
             cold.iter()

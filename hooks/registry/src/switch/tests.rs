@@ -689,6 +689,37 @@ fn proxy_points_nodes_at_the_masters_only_once_every_master_caches_the_release()
     assert_eq!(switched.cluster, ClusterTarget::Embedded);
     assert_eq!(cond(&switched, "CacheWarm").status, "True");
     assert!(ready(&switched));
+    // A next release reported: named in the message, never holding the switch.
+    let with_next = |r: &NodeReport, cached: u64, problem: &str| {
+        let mut r = r.clone();
+        if let Some(w) = r.warm.as_mut() {
+            w.next = vec![crate::model::node_status::WarmNext {
+                version: "v1.3.0".into(),
+                cached,
+                wanted: 9,
+                problem: problem.into(),
+            }];
+        }
+        r
+    };
+    let behind = vec![
+        with_next(&warm[0], 9, ""),
+        with_next(&warm[1], 0, "platform-image"),
+    ];
+    let s = step(switched.clone(), &d, &behind, None, &acked, 31);
+    let c = cond(&s, "CacheWarm");
+    assert_eq!(c.status, "True", "a next release never holds the switch");
+    assert!(
+        c.message
+            .ends_with("; next release v1.3.0: not yet cached on m2: platform-image"),
+        "{}",
+        c.message
+    );
+    let ready_next = vec![with_next(&warm[0], 9, ""), with_next(&warm[1], 9, "")];
+    let s = step(switched.clone(), &d, &ready_next, None, &acked, 32);
+    assert!(cond(&s, "CacheWarm")
+        .message
+        .ends_with("; next release v1.3.0: cached on every master"));
     // A new release while switched: CacheWarm goes False, the cluster stays on the
     // masters (they proxy what they lack while the new list warms).
     let next = Desired {

@@ -78,6 +78,84 @@ struct File {
     base: String,
     deckhouse_version: String,
     digests: Value,
+    /// `internal.warm.next`: read apart, so a bad entry never refuses the running list.
+    #[serde(default)]
+    next: Value,
+}
+
+/// Everything the list file names: the running release's list and the next releases
+/// to warm after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListFile {
+    /// The running release's list (`None`: no release named).
+    pub running: Option<WantedList>,
+    /// `global.modulesImages.registry.base`, for the next releases' lists.
+    pub base: String,
+    /// The next releases, oldest first: release tags newer than the running one, each
+    /// once, at most [`super::next::MAX_NEXT`] (the newest).
+    pub next: Vec<String>,
+    /// Entries of `next` refused, as one line each (shown escaped), at most 5.
+    pub refused_next: Vec<String>,
+}
+
+impl ListFile {
+    /// Reads the file: `Err` when the running list is refused; a bad `next` entry is
+    /// left out and named in [`ListFile::refused_next`].
+    pub fn parse(text: &[u8]) -> Result<Self, ListError> {
+        if text.len() as u64 > MAX_FILE_BYTES {
+            return Err(ListError::Invalid(
+                "the wanted list".into(),
+                format!("larger than {}", crate::untrusted::size(MAX_FILE_BYTES)),
+            ));
+        }
+        let f: File = serde_json::from_slice(text).map_err(|e| {
+            ListError::Invalid(
+                "the wanted list".into(),
+                format!(
+                    "not the chart's JSON (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })?;
+        let running = WantedList::build(&f.base, &f.deckhouse_version, &f.digests)?;
+        let mut refused_next = Vec::new();
+        let mut versions = std::collections::BTreeSet::new();
+        let current = super::next::Version::parse(&f.deckhouse_version);
+        let entries: &[Value] = match &f.next {
+            Value::Null => &[],
+            Value::Array(a) => a,
+            _ => {
+                refused_next.push("next: not a list of release tags".into());
+                &[]
+            }
+        };
+        for e in entries.iter().take(super::next::MAX_RELEASES) {
+            match (e.as_str().and_then(super::next::Version::parse), current) {
+                (Some(v), Some(c)) if v > c => {
+                    versions.insert(v);
+                }
+                (Some(_), _) => {}
+                (None, _) if refused_next.len() < 5 => refused_next.push(format!(
+                    "next: {} is not a release tag vX.Y.Z",
+                    crate::untrusted::shown(&e.to_string())
+                )),
+                (None, _) => {}
+            }
+        }
+        let skip = versions.len().saturating_sub(super::next::MAX_NEXT);
+        let next = versions
+            .into_iter()
+            .skip(skip)
+            .map(|v| v.to_string())
+            .collect();
+        Ok(ListFile {
+            running,
+            base: f.base,
+            next,
+            refused_next,
+        })
+    }
 }
 
 fn tag_ok(t: &str) -> bool {
@@ -190,23 +268,16 @@ impl WantedList {
 
     /// The list from the file the chart renders (`config.warm-images.json`).
     pub fn from_file_text(text: &[u8]) -> Result<Option<Self>, ListError> {
-        if text.len() as u64 > MAX_FILE_BYTES {
-            return Err(ListError::Invalid(
-                "the wanted list".into(),
-                format!("larger than {}", crate::untrusted::size(MAX_FILE_BYTES)),
-            ));
+        ListFile::parse(text).map(|f| f.running)
+    }
+
+    /// The list of only the platform image `:version` (what a next release's pass
+    /// caches first, to read its module images from it).
+    pub fn platform(&self, version: &str) -> Self {
+        WantedList {
+            repository: self.repository.clone(),
+            images: vec![Ref::Tag(version.to_string())],
         }
-        let f: File = serde_json::from_slice(text).map_err(|e| {
-            ListError::Invalid(
-                "the wanted list".into(),
-                format!(
-                    "not the chart's JSON (line {}, column {})",
-                    e.line(),
-                    e.column()
-                ),
-            )
-        })?;
-        Self::build(&f.base, &f.deckhouse_version, &f.digests)
     }
 
     /// The list's hash (16 hex digits): the repository and every image, in order.

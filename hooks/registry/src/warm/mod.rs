@@ -16,6 +16,10 @@
 //! - After each pass it writes its [`progress::Progress`] atomically to the host; the
 //!   node hook publishes it in the status ConfigMap and as metrics, and
 //!   `registry-switch` waits for it (`CacheWarm`).
+//! - Once the running release is all cached, it warms the next releases the list file
+//!   names ([`next`]: announced by Deckhouse, not yet rolled out): their platform image
+//!   first, then every module image its `images_digests.json` names, with the same
+//!   pass; their progress goes into the same file (`next`).
 //! - It passes again every [`Options::interval`] (distribution 2.8 expires proxied
 //!   content after 7 days whatever `proxy.ttl` says: what expired is fetched again
 //!   while the upstream answers), sooner after a failed pass (back-off from
@@ -23,6 +27,7 @@
 
 pub mod list;
 pub mod net;
+pub mod next;
 pub mod pass;
 pub mod progress;
 pub mod store;
@@ -32,7 +37,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use list::WantedList;
+use list::{ListFile, WantedList};
+use progress::{NextProblem, NextProgress};
 
 /// How often the list file is looked at between passes.
 pub const LIST_POLL: Duration = Duration::from_secs(10);
@@ -162,15 +168,87 @@ pub fn setup(opts: &Options) -> Result<(RegistryConfig, net::Registry), String> 
     Ok((cfg, registry))
 }
 
-/// The list file's bytes and the list (`Ok(None)`: no file, or no release named).
-fn read_list(path: &Path) -> Result<(Vec<u8>, Option<WantedList>), String> {
+/// The list file's bytes and what it names (`Ok(None)`: no file).
+fn read_list(path: &Path) -> Result<(Vec<u8>, Option<ListFile>), String> {
     if !path.exists() {
         return Ok((Vec::new(), None));
     }
     let bytes = read_capped(path, list::MAX_FILE_BYTES, "--list")?;
-    let l = WantedList::from_file_text(&bytes)
-        .map_err(|e| format!("--list {}: {e}", path.display()))?;
-    Ok((bytes, l))
+    let l = ListFile::parse(&bytes).map_err(|e| format!("--list {}: {e}", path.display()))?;
+    Ok((bytes, Some(l)))
+}
+
+/// Warms the next release `version` after the running `list`: its platform image,
+/// then its list read from that image. The progress says how far it got.
+fn warm_next(
+    file: &ListFile,
+    list: &WantedList,
+    version: &str,
+    store: &store::Store,
+    registry: &net::Registry,
+    opts: &Options,
+    proxying: bool,
+) -> NextProgress {
+    let now = || crate::clock::now().unwrap_or_default();
+    let platform = list.platform(version);
+    let out = pass::run(
+        &platform,
+        store,
+        registry,
+        opts.concurrency,
+        proxying,
+        now(),
+    );
+    if !out.progress.complete() {
+        log(
+            "warn",
+            "next release: its platform image is not cached",
+            serde_json::json!({"version": version, "errors": out.errors}),
+        );
+        return NextProgress::from_pass(version, &out.progress, Some(NextProblem::PlatformImage));
+    }
+    let digests = next::release_digests(store, &list.repository, version)
+        .map_err(|e| e.to_string())
+        .and_then(|d| {
+            let d = serde_json::to_value(d).map_err(|e| e.to_string())?;
+            WantedList::build(&file.base, version, &d).map_err(|e| e.to_string())
+        });
+    let next = match digests {
+        Ok(Some(l)) => l,
+        Ok(None) | Err(_) => {
+            let error = digests.err().unwrap_or_default();
+            log(
+                "error",
+                "next release: its module images cannot be read",
+                serde_json::json!({"version": version, "error": error}),
+            );
+            return NextProgress::from_pass(version, &out.progress, Some(NextProblem::DigestsFile));
+        }
+    };
+    let started = Instant::now();
+    let out = pass::run(&next, store, registry, opts.concurrency, proxying, now());
+    let p = NextProgress::from_pass(version, &out.progress, None);
+    log(
+        if p.complete() { "info" } else { "warn" },
+        "next release pass",
+        serde_json::json!({
+            "version": version, "listHash": p.list_hash, "cached": p.cached, "wanted": p.wanted,
+            "bytes": p.bytes, "missing": p.missing, "unavailable": p.unavailable,
+            "fetchedBlobs": out.fetched_blobs, "fetchedBytes": out.fetched_bytes,
+            "errors": out.errors, "seconds": started.elapsed().as_secs_f64(),
+        }),
+    );
+    p
+}
+
+fn write_progress(path: &Path, p: &progress::Progress) {
+    if let Err(e) = hook_sdk::fsutil::write_atomic(path, &p.to_bytes()) {
+        log(
+            "error",
+            "writing the progress file",
+            serde_json::json!({"error": e.to_string()}),
+        );
+    }
 }
 
 fn log(level: &str, msg: &str, fields: serde_json::Value) {
@@ -193,6 +271,7 @@ pub fn run(opts: &Options) -> u8 {
     };
     let store = store::Store::new(&cfg.root);
     let mut retry = RETRY_MIN;
+    let mut last_next: Vec<NextProgress> = Vec::new();
     loop {
         let (bytes, wanted) = match read_list(&opts.list) {
             Ok(x) => x,
@@ -210,27 +289,28 @@ pub fn run(opts: &Options) -> u8 {
                 continue;
             }
         };
-        let complete = match &wanted {
-            None => {
-                log(
-                    "info",
-                    "no wanted list: nothing to warm",
-                    serde_json::json!({"list": opts.list}),
-                );
-                true
-            }
-            Some(l) => {
+        let running = wanted.as_ref().and_then(|f| f.running.as_ref());
+        if let Some(f) = wanted.as_ref().filter(|f| !f.refused_next.is_empty()) {
+            log(
+                "error",
+                "next releases refused",
+                serde_json::json!({"refused": f.refused_next}),
+            );
+        }
+        let complete = match (&wanted, running) {
+            (Some(file), Some(l)) => {
                 let started = Instant::now();
                 let now = crate::clock::now().unwrap_or_default();
                 let out = pass::run(l, &store, &registry, opts.concurrency, cfg.proxying, now);
-                let p = &out.progress;
-                if let Err(e) = hook_sdk::fsutil::write_atomic(&opts.progress, &p.to_bytes()) {
-                    log(
-                        "error",
-                        "writing the progress file",
-                        serde_json::json!({"error": e.to_string()}),
-                    );
-                }
+                let mut p = out.progress.clone();
+                // What the last round found of the next releases still named stands
+                // until this round warms them again.
+                p.next = last_next
+                    .iter()
+                    .filter(|n| file.next.contains(&n.version))
+                    .cloned()
+                    .collect();
+                write_progress(&opts.progress, &p);
                 log(
                     if p.complete() { "info" } else { "warn" },
                     "pass",
@@ -242,7 +322,27 @@ pub fn run(opts: &Options) -> u8 {
                         "seconds": started.elapsed().as_secs_f64(),
                     }),
                 );
+                // The next releases only once the running one is all cached: it comes first.
+                if p.complete() && !file.next.is_empty() {
+                    p.next = file
+                        .next
+                        .iter()
+                        .map(|v| warm_next(file, l, v, &store, &registry, opts, cfg.proxying))
+                        .collect();
+                    write_progress(&opts.progress, &p);
+                }
+                last_next = p.next.clone();
                 p.complete()
+                    && p.next.len() == file.next.len()
+                    && p.next.iter().all(NextProgress::complete)
+            }
+            _ => {
+                log(
+                    "info",
+                    "no wanted list: nothing to warm",
+                    serde_json::json!({"list": opts.list}),
+                );
+                true
             }
         };
         if opts.once {

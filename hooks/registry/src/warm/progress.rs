@@ -30,6 +30,86 @@ pub struct Progress {
     pub unavailable: u64,
     /// When the pass ended (unix seconds).
     pub at: i64,
+    /// The next releases' warm-up ([`super::next`]), oldest first; absent when none
+    /// is announced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub next: Vec<NextProgress>,
+}
+
+/// Why a next release's list is not known (yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NextProblem {
+    /// Its platform image is not in the cache (the upstream lacks it, or failed).
+    PlatformImage,
+    /// Its platform image holds no readable `deckhouse/modules/images_digests.json`
+    /// (none, too large, not a map of digests, or a layer beyond the bounds).
+    DigestsFile,
+}
+
+impl NextProblem {
+    /// As the status ConfigMap names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NextProblem::PlatformImage => "platform-image",
+            NextProblem::DigestsFile => "digests-file",
+        }
+    }
+}
+
+/// One next release's warm-up.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NextProgress {
+    /// The release tag.
+    pub version: String,
+    /// The hash of its list (empty while the list is not known: see `problem`).
+    pub list_hash: String,
+    /// Images of its list (the platform image alone while the list is not known).
+    pub wanted: u64,
+    /// Of those, cached.
+    pub cached: u64,
+    /// Bytes of its list's content in the cache.
+    pub bytes: u64,
+    /// The first images not cached, at most [`MISSING_SHOWN`].
+    pub missing: Vec<String>,
+    /// Of the images not cached, how many the upstream does not have.
+    pub unavailable: u64,
+    /// Why its list is not known; absent once it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<NextProblem>,
+    /// When its pass ended (unix seconds).
+    pub at: i64,
+}
+
+impl NextProgress {
+    /// Every image of its list is cached.
+    pub fn complete(&self) -> bool {
+        self.problem.is_none()
+            && !self.list_hash.is_empty()
+            && self.wanted > 0
+            && self.cached == self.wanted
+    }
+
+    /// From a pass's progress over the release's list (or its platform image alone,
+    /// with the `problem` that kept the list unknown).
+    pub fn from_pass(version: &str, p: &Progress, problem: Option<NextProblem>) -> Self {
+        NextProgress {
+            version: version.to_string(),
+            list_hash: if problem.is_none() {
+                p.list_hash.clone()
+            } else {
+                String::new()
+            },
+            wanted: p.wanted,
+            cached: p.cached,
+            bytes: p.bytes,
+            missing: p.missing.clone(),
+            unavailable: p.unavailable,
+            problem,
+            at: p.at,
+        }
+    }
 }
 
 /// Why a progress file is refused.
@@ -83,6 +163,29 @@ impl Progress {
         if p.at < 0 {
             return bad("at is negative");
         }
+        if p.next.len() > super::next::MAX_NEXT {
+            return bad("next names more releases than are warmed");
+        }
+        for n in &p.next {
+            if super::next::Version::parse(&n.version).is_none() {
+                return bad("next: a version is not a release tag vX.Y.Z");
+            }
+            let hash_ok = n.list_hash.is_empty()
+                || (n.list_hash.len() == 16 && n.list_hash.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !hash_ok
+                || n.cached > n.wanted
+                || n.unavailable > n.wanted - n.cached
+                || n.wanted > super::list::MAX_IMAGES as u64 + 1
+                || n.at < 0
+            {
+                return bad("next: a listHash or counts that are impossible");
+            }
+            if n.missing.len() > MISSING_SHOWN || !n.missing.iter().all(|m| name_ok(m)) {
+                return bad(
+                    "next: missing holds more than 5 names or one that is not an image reference",
+                );
+            }
+        }
         Ok(p)
     }
 
@@ -107,6 +210,15 @@ mod tests {
             missing: vec!["@sha256:aa".into(), ":v1.2.3".into()],
             unavailable: 1,
             at: 5,
+            next: vec![NextProgress {
+                version: "v1.3.0".into(),
+                list_hash: "fedcba9876543210".into(),
+                wanted: 4,
+                cached: 4,
+                bytes: 9,
+                at: 6,
+                ..NextProgress::default()
+            }],
         }
     }
 
@@ -126,6 +238,19 @@ mod tests {
             ..p
         };
         assert!(done.complete());
+        assert!(done.next[0].complete());
+        let unknown = NextProgress {
+            problem: Some(NextProblem::DigestsFile),
+            ..done.next[0].clone()
+        };
+        assert!(!unknown.complete(), "a list not known is not warm");
+        // A file without `next` (an older warm process) still reads.
+        let mut old = serde_json::to_value(&done).unwrap();
+        old.as_object_mut().unwrap().remove("next");
+        assert!(Progress::parse(old.to_string().as_bytes())
+            .unwrap()
+            .next
+            .is_empty());
     }
 
     #[test]
@@ -158,6 +283,24 @@ mod tests {
                 ..good()
             },
             Progress { at: -1, ..good() },
+            Progress {
+                next: vec![NextProgress {
+                    version: "v1.3.0;rm".into(),
+                    ..good().next[0].clone()
+                }],
+                ..good()
+            },
+            Progress {
+                next: vec![NextProgress {
+                    cached: 5,
+                    ..good().next[0].clone()
+                }],
+                ..good()
+            },
+            Progress {
+                next: vec![good().next[0].clone(); 3],
+                ..good()
+            },
             Progress {
                 wanted: u64::MAX,
                 cached: 0,

@@ -48,6 +48,13 @@ impl Store {
             .join("data")
     }
 
+    /// The stored data of a blob linked in `repo` (what a cache-only registry would
+    /// serve), to read a layer without the network.
+    pub fn blob_file(&self, repo: &str, digest: &str) -> Option<PathBuf> {
+        self.blob(repo, digest)?;
+        Some(self.data(hex(digest)?))
+    }
+
     fn repo(&self, repo: &str) -> PathBuf {
         // The repository path was checked when the list was read (no `.` or `..`).
         self.v2.join("repositories").join(repo)
@@ -119,6 +126,8 @@ mod tests {
             std::fs::write(repo.join(l).join("link"), &d).unwrap();
         }
         assert_eq!(s.blob("r/p", &d), Some(2));
+        assert_eq!(s.blob_file("r/p", &d), Some(data.clone()));
+        assert_eq!(s.blob_file("r/other", &d), None);
         assert_eq!(s.manifest("r/p", &d), Some(b"{}".to_vec()));
         let tag = repo.join("_manifests/tags/v1/current");
         std::fs::create_dir_all(&tag).unwrap();

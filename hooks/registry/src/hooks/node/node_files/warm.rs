@@ -12,8 +12,8 @@ use std::path::Path;
 use hook_sdk::fsutil::Dir;
 use hook_sdk::metrics::MetricsCollector as Metrics;
 
-use crate::model::node_status::{UpstreamState, WarmStatus};
-use crate::warm::list::WantedList;
+use crate::model::node_status::{UpstreamState, WarmNext, WarmStatus};
+use crate::warm::list::ListFile;
 use crate::warm::progress::{self, Progress};
 
 /// The warm container's directory, relative to the host root.
@@ -83,8 +83,33 @@ pub fn status(
     files: &BTreeMap<String, String>,
     root: &Path,
 ) -> Option<(WarmStatus, Option<String>)> {
-    let list = files.get(LIST_KEY)?;
-    let list = WantedList::from_file_text(list.as_bytes()).ok().flatten()?;
+    let file = ListFile::parse(files.get(LIST_KEY)?.as_bytes()).ok()?;
+    let list = file.running.as_ref()?;
+    // Each next release the list names, as far as the last pass got (before the first
+    // one: its platform image wanted, nothing cached).
+    let next = |p: Option<&Progress>| -> Vec<WarmNext> {
+        file.next
+            .iter()
+            .map(
+                |v| match p.and_then(|p| p.next.iter().find(|n| &n.version == v)) {
+                    Some(n) => WarmNext {
+                        version: v.clone(),
+                        cached: n.cached,
+                        wanted: n.wanted,
+                        problem: n
+                            .problem
+                            .map(|x| x.as_str().to_string())
+                            .unwrap_or_default(),
+                    },
+                    None => WarmNext {
+                        version: v.clone(),
+                        wanted: 1,
+                        ..WarmNext::default()
+                    },
+                },
+            )
+            .collect()
+    };
     let empty = WarmStatus {
         list_hash: String::new(),
         wanted: list.images.len() as u64,
@@ -94,13 +119,21 @@ pub fn status(
             .take(progress::MISSING_SHOWN)
             .map(|i| i.suffix())
             .collect(),
+        next: next(None),
         ..WarmStatus::default()
     };
     Some(match read_progress(root) {
         // A pass over another list (the previous release) says nothing of this one.
-        Ok(Some(p)) if p.list_hash != list.hash() => (empty, None),
+        Ok(Some(p)) if p.list_hash != list.hash() => (
+            WarmStatus {
+                next: next(Some(&p)),
+                ..empty
+            },
+            None,
+        ),
         Ok(Some(p)) => (
             WarmStatus {
+                next: next(Some(&p)),
                 list_hash: p.list_hash,
                 cached: p.cached,
                 wanted: p.wanted,
@@ -117,6 +150,7 @@ pub fn status(
 }
 
 /// The warm-up's metrics for `node`: `d8_embedded_registry_warm_images{state=cached|wanted}`,
+/// `d8_embedded_registry_warm_next_images{version,state=cached|wanted}` (each next release),
 /// `d8_embedded_registry_warm_bytes`, and `d8_embedded_registry_cache_only_since_seconds`
 /// (unix time the registry started serving its cache alone; absent while it proxies).
 pub fn metrics(
@@ -141,6 +175,16 @@ pub fn metrics(
             w.bytes as f64,
             &[("node", node)],
         );
+        for n in &w.next {
+            for (state, v) in [("cached", n.cached), ("wanted", n.wanted)] {
+                m.set(
+                    METRICS_GROUP,
+                    "d8_embedded_registry_warm_next_images",
+                    v as f64,
+                    &[("node", node), ("version", &n.version), ("state", state)],
+                );
+            }
+        }
     }
     if let Some(u) = upstream.filter(|u| u.cache_only) {
         m.set(
@@ -155,6 +199,72 @@ pub fn metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::warm::list::WantedList;
+    use crate::warm::progress::{NextProblem, NextProgress};
+
+    #[test]
+    fn the_next_releases_the_list_names_are_reported_as_far_as_the_last_pass_got() {
+        let root = tempfile::tempdir().unwrap();
+        ensure_dir(root.path(), None).unwrap();
+        let mut list: serde_json::Value = serde_json::from_str(&list_files()[LIST_KEY]).unwrap();
+        list["next"] = serde_json::json!(["v1.3.0", "v1.4.0"]);
+        let files = BTreeMap::from([(LIST_KEY.to_string(), list.to_string())]);
+        // Before any pass: each next release wants its platform image.
+        let (w, _) = status(&files, root.path()).unwrap();
+        assert_eq!(
+            w.next
+                .iter()
+                .map(|n| (n.version.as_str(), n.cached, n.wanted))
+                .collect::<Vec<_>>(),
+            vec![("v1.3.0", 0, 1), ("v1.4.0", 0, 1)]
+        );
+        let hash = WantedList::from_file_text(list.to_string().as_bytes())
+            .unwrap()
+            .unwrap()
+            .hash();
+        let p = Progress {
+            list_hash: hash,
+            wanted: 2,
+            cached: 2,
+            next: vec![
+                NextProgress {
+                    version: "v1.3.0".into(),
+                    list_hash: "0123456789abcdef".into(),
+                    wanted: 7,
+                    cached: 7,
+                    ..NextProgress::default()
+                },
+                NextProgress {
+                    version: "v1.4.0".into(),
+                    wanted: 1,
+                    problem: Some(NextProblem::PlatformImage),
+                    ..NextProgress::default()
+                },
+            ],
+            ..Progress::default()
+        };
+        std::fs::write(
+            root.path().join(WARM_DIR).join(progress::FILE),
+            p.to_bytes(),
+        )
+        .unwrap();
+        let (w, _) = status(&files, root.path()).unwrap();
+        assert!(w.next[0].complete() && w.next[0].cached == 7);
+        assert_eq!(w.next[1].problem, "platform-image");
+        let mut m = Metrics::default();
+        metrics(&mut m, "m1", Some(&w), None);
+        let text = format!("{m:?}");
+        assert!(
+            text.contains("d8_embedded_registry_warm_next_images"),
+            "{text}"
+        );
+        // A release no longer named (rolled out, or withdrawn) is not reported.
+        list["next"] = serde_json::json!(["v1.4.0"]);
+        let files = BTreeMap::from([(LIST_KEY.to_string(), list.to_string())]);
+        let (w, _) = status(&files, root.path()).unwrap();
+        assert_eq!(w.next.len(), 1);
+        assert_eq!(w.next[0].version, "v1.4.0");
+    }
 
     fn list_files() -> BTreeMap<String, String> {
         let list = serde_json::json!({"base": "r.example/deckhouse/ee", "deckhouseVersion": "v1.2.3",
