@@ -402,34 +402,28 @@ pub fn cold_masters(target: &RegistryTarget, nodes: &[NodeReport], hash: &str) -
     target
         .nodes
         .iter()
-        .filter_map(|n| {
-            let warm = nodes
-                .iter()
-                .find(|r| &r.node == n)
-                .and_then(|r| r.warm.as_ref());
-            match warm {
-                Some(w) if w.complete_for(hash) => None,
-                None => Some(format!("{n}: no warm-up report yet")),
-                Some(w) if w.list_hash != hash => Some(format!(
-                    "{n}: has not finished a pass over list {hash} yet{}",
-                    if w.list_hash.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (last: list {})", w.list_hash)
-                    }
-                )),
-                Some(w) => Some(format!(
-                    "{n}: {}/{} cached{}, missing {}",
-                    w.cached,
-                    w.wanted,
-                    if w.unavailable > 0 {
-                        format!(", {} unknown to the upstream", w.unavailable)
-                    } else {
-                        String::new()
-                    },
-                    w.missing.join(", ")
-                )),
-            }
+        .filter_map(|n| match warm_of(nodes, n) {
+            Some(w) if w.complete_for(hash) => None,
+            None => Some(format!("{n}: no warm-up report yet")),
+            Some(w) if w.list_hash != hash => Some(format!(
+                "{n}: has not finished a pass over list {hash} yet{}",
+                if w.list_hash.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (last: list {})", w.list_hash)
+                }
+            )),
+            Some(w) => Some(format!(
+                "{n}: {}/{} cached{}, missing {}",
+                w.cached,
+                w.wanted,
+                if w.unavailable > 0 {
+                    format!(", {} unknown to the upstream", w.unavailable)
+                } else {
+                    String::new()
+                },
+                w.missing.join(", ")
+            )),
         })
         .collect()
 }
@@ -484,6 +478,39 @@ pub fn next_release_note(target: &RegistryTarget, nodes: &[NodeReport]) -> Strin
     out
 }
 
+/// The masters the nodes' mirror list names once every master of `target` serves: all of
+/// them, except, in Proxy with a release named, a master not listed yet whose cache does
+/// not hold the running release (a master joining a switched cluster, or one replaced):
+/// it enters once its warm-up completes, so a cold cache never sits in the list while the
+/// upstream may be down. A master already listed stays while it warms a new release's
+/// list (it still serves the old one). Before the first switch every master is warm here
+/// (`cache_warm` holds the switch until then), so this narrows only a switched cluster.
+fn mirrors_for(
+    s: &State,
+    target: &RegistryTarget,
+    nodes: &[NodeReport],
+    warm_list: Option<&str>,
+) -> Vec<String> {
+    let warm = |n: &String| match (target.mode, warm_list) {
+        (Mode::Proxy, Some(hash)) => warm_of(nodes, n).is_some_and(|w| w.complete_for(hash)),
+        _ => true,
+    };
+    target
+        .nodes
+        .iter()
+        .filter(|n| s.mirrors.contains(n) || warm(n))
+        .cloned()
+        .collect()
+}
+
+/// What master `n` last reported of its warm-up.
+fn warm_of<'a>(nodes: &'a [NodeReport], n: &str) -> Option<&'a WarmStatus> {
+    nodes
+        .iter()
+        .find(|r| r.node == n)
+        .and_then(|r| r.warm.as_ref())
+}
+
 /// Sets `CacheWarm` for a Proxy target; `false` when the cluster must not be pointed
 /// at the masters yet (it pulls from the upstream and a master is cold).
 fn cache_warm(
@@ -518,7 +545,7 @@ fn cache_warm(
     }
     let stays = match s.cluster {
         ClusterTarget::Upstream => "nodes keep pulling from the upstream until every master caches the release",
-        ClusterTarget::Embedded => "nodes keep pulling through the masters, which fetch what they lack while the upstream answers",
+        ClusterTarget::Embedded => "nodes keep pulling through the masters, which fetch what they lack while the upstream answers; a master not yet in the nodes' mirror list enters it once its cache is warm",
     };
     c.set(
         ConditionType::CacheWarm,
@@ -773,7 +800,7 @@ fn to_registry(
     if s.mirrors.is_empty() || s.mirrors_since.is_none() {
         s.mirrors_since = Some(now);
     }
-    s.mirrors = target.nodes.clone();
+    s.mirrors = mirrors_for(s, target, nodes, warm_list);
     if s.cluster == ClusterTarget::Upstream {
         let config = note_config(s, fleet, now);
         let acks = fleet.summary(&config.hash);

@@ -739,3 +739,91 @@ fn proxy_points_nodes_at_the_masters_only_once_every_master_caches_the_release()
     assert_eq!(cond(&s, "CacheWarm").reason, "NoRelease");
     assert_eq!(s.mirrors, vec!["m1".to_string(), "m2".to_string()]);
 }
+
+#[test]
+fn a_master_joining_a_switched_proxy_enters_the_mirror_list_only_once_warm() {
+    const LIST: &str = "1111222233334444";
+    let mut t = proxy("a");
+    t.nodes = vec!["m1".into(), "m2".into()];
+    let d = Desired {
+        warm_list: Some(LIST.into()),
+        ..wants(&t)
+    };
+    let acked = fleet(&h(&["m1", "m2"]));
+    let deployed = step(State::default(), &d, &[], Some(check(&t, true)), &acked, 10);
+    let warm2 = vec![
+        warm_report(&t, "m1", LIST, 12),
+        warm_report(&t, "m2", LIST, 12),
+    ];
+    let switched = step(deployed, &d, &warm2, None, &acked, 20);
+    assert_eq!(switched.cluster, ClusterTarget::Embedded);
+    // m3 joins (HA grows): a new generation, checked and rolled out while the nodes
+    // keep pulling through m1 and m2.
+    let t3 = RegistryTarget::new(
+        Mode::Proxy,
+        t.proxy.clone(),
+        vec!["m1".into(), "m2".into(), "m3".into()],
+        KEY,
+    );
+    assert_ne!(t3.generation, t.generation);
+    let d3 = Desired {
+        warm_list: Some(LIST.into()),
+        ..wants(&t3)
+    };
+    let on = |node: &str, cached: u64| warm_report(&t3, node, LIST, cached);
+    let checked = step(switched, &d3, &[], Some(check(&t3, true)), &acked, 30);
+    assert_eq!(checked.registry.as_ref(), Some(&t3));
+    // Every master serves the new generation; m3's cache holds 3 of 12.
+    let cold = step(
+        checked,
+        &d3,
+        &[on("m1", 12), on("m2", 12), on("m3", 3)],
+        None,
+        &acked,
+        40,
+    );
+    assert_eq!(cold.cluster, ClusterTarget::Embedded);
+    assert_eq!(
+        cold.mirrors,
+        vec!["m1".to_string(), "m2".to_string()],
+        "a cold master is not listed"
+    );
+    assert_eq!(cond(&cold, "CacheWarm").status, "False");
+    // Running it again on the same input changes nothing.
+    let again = step(
+        cold.clone(),
+        &d3,
+        &[on("m1", 12), on("m2", 12), on("m3", 3)],
+        None,
+        &acked,
+        40,
+    );
+    assert_eq!(again.mirrors, cold.mirrors);
+    // Warm: m3 is listed, after the others (the target's order).
+    let warm = step(
+        cold,
+        &d3,
+        &[on("m1", 12), on("m2", 12), on("m3", 12)],
+        None,
+        &acked,
+        50,
+    );
+    assert_eq!(
+        warm.mirrors,
+        vec!["m1".to_string(), "m2".to_string(), "m3".to_string()]
+    );
+    // A new release: every master is cold for the new list, none leaves the list.
+    let d4 = Desired {
+        warm_list: Some("5555666677778888".into()),
+        ..d3
+    };
+    let s = step(
+        warm,
+        &d4,
+        &[on("m1", 12), on("m2", 12), on("m3", 12)],
+        None,
+        &acked,
+        60,
+    );
+    assert_eq!(s.mirrors.len(), 3);
+}
