@@ -6,9 +6,8 @@ its first 16 digits in the `X-Embedded-Registry-Config` header on unauthenticate
 `/v2/`) and the `ro-user` annotation were once SHA-256 digests over files holding
 private keys, `http.secret`, the upstream password and bcrypt hashes. The chart now
 hashes the files with each secret replaced by its revision (random, renewed with the
-secret by the hook that owns it), a private key by its certificate, the upstream
-password and the S3 secret key by the registry generation (an HMAC keyed by
-`http.secret`).
+secret by the hook that owns it: pki, users, registry-switch for the upstream password
+and the S3 secret key), a private key by its certificate.
 
 End to end (the real hooks through the converge, the real Helm engine, the real node
 hook): a Proxy cluster of two masters over a real upstream; one secret at a time is
@@ -17,22 +16,28 @@ master's private key, the token signing key, `http.secret`): the config hash of 
 masters that run it changes (kubelet restarts them). After every converge, nothing
 published outside a Secret's data holds a secret or the SHA-256 (whole, or its first
 16 digits) of a secret, of a file holding one, or of the files as the chart once
-hashed them. The S3 secret key cannot be changed alone on a real S3 (an access key's
-secret is fixed), so its part is split: the registry-switch hook makes a new generation of a new key
-alone (Rust, `registry_switch/storage_tests.rs`,
-`a_bucket_that_passes_is_rendered_on_every_master_with_ha`) and, here, the chart over
-the converged values: the hash follows the generation and not the key."""
+hashed them; the header the real registry serves is the hash's first 16 digits.
+
+The S3 secret key cannot be changed alone on a real S3 (an access key's secret is
+fixed), so its part is split: the registry-switch hook renews the key's revision with
+the key alone and keeps it otherwise (Rust, `registry_switch/storage_tests.rs`,
+`the_s3_secret_key_keeps_its_revision_until_it_changes`) and, here, the chart over the
+converged values: the hash follows the revision and not the key."""
 import base64
 import hashlib
 import json
 import re
+import ssl
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import yaml
 
 from conftest import ROOT, module_config, nodes_file
-from registry_env import loopback_masters, rendered_secret, run_node_hook, secret_data, status_config_maps
+from registry_env import NodeRegistry, loopback_masters, rendered_secret, run_node_hook, secret_data, \
+    status_config_maps
 from tools.registry import Registry
 
 CONFIG_HASH = "embedded-registry.deckhouse.io/config-hash"
@@ -62,8 +67,10 @@ def go_json(files):
         .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
-HEADER_BLOCK = re.compile(r"\n  # Which files this process runs:.*?\n  headers:\n    X-Embedded-Registry-Config: \[[^\]]*\]",
-                          re.S)
+# The header block the chart renders into a distribution config (the files were once
+# hashed without it).
+HEADER_BLOCK = re.compile(r"\n  # Which files this process runs:.*?\n  headers:\n"
+                          r"    X-Embedded-Registry-Config: \[[^\]]*\]", re.S)
 
 
 class Cluster:
@@ -157,8 +164,9 @@ class Cluster:
                         out.append(json.dumps(http.get("headers", {})))
         return "\n".join(out)
 
-    def assert_no_secret_hash_published(self):
-        published = self.published()
+    def assert_no_secret_hash_published(self, *extra):
+        """`extra`: more published text (a header a registry served)."""
+        published = "\n".join([self.published(), *extra])
         secrets = self.secrets()
         assert PASSWORD_A in secrets or PASSWORD_B in secrets
         assert any("PRIVATE KEY" in s for s in secrets) and any(s.startswith("$2a$") for s in secrets), \
@@ -212,11 +220,22 @@ def test_every_secret_restarts_the_registry_and_none_is_hashed_in_the_open(tmp_p
         changed("the rw password", lambda: c.edit_secret("registry-user-rw", password="NewRwPassw0rdAbcdEfgh456"))
         other_key = subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
                                    capture_output=True, text=True, check=True).stdout
-        changed(f"{m2}'s distribution key", lambda: c.edit_secret(f"registry-node-{m2}-pki", **{"distribution.key": other_key}),
-                masters=(m2,))
+        changed(f"{m2}'s distribution key",
+                lambda: c.edit_secret(f"registry-node-{m2}-pki", **{"distribution.key": other_key}), masters=(m2,))
         changed("the token signing key", lambda: c.edit_secret("registry-pki", **{"token.key": other_key}))
         changed("http.secret", lambda: c.edit_secret("registry-pki", http_secret="N" * 48))
         assert c.conv() == before, "and it stays"
+        # The header every client of /v2/ gets without logging in, from the real
+        # registry on m1's rendered files: the config hash's first 16 digits.
+        with NodeRegistry(converge.state, m1, tmp_path / "run-m1") as reg:
+            ctx = ssl.create_default_context(cafile=str(reg.certs / "ca.crt"))
+            try:
+                urllib.request.urlopen(f"https://{reg.host}/v2/", timeout=10, context=ctx)
+                served = None
+            except urllib.error.HTTPError as e:
+                served = e.headers.get("X-Embedded-Registry-Config")
+        assert served == before[m1][:16], served
+        c.assert_no_secret_hash_published(served)
 
 
 def render(values):
@@ -229,24 +248,24 @@ def render(values):
     return {d["metadata"]["name"]: d for d in docs if d}
 
 
-def test_the_s3_secret_key_reaches_the_hash_through_the_generation_only(tmp_path, converge):
+def test_the_s3_secret_key_reaches_the_hash_through_its_revision_only(tmp_path, converge):
     """The chart over the converged values with an S3 target: a new secret key with its
-    new generation (as registry-switch makes it: `registry_switch/storage_tests.rs`)
-    changes every master's hash; the key alone does not, so the hash
-    is not derived from it; and neither the key nor its digest is published."""
+    new revision (as registry-switch makes it: `registry_switch/storage_tests.rs`)
+    changes every master's hash; the key alone does not, so the hash is not derived
+    from it; and neither the key nor its digest is published."""
     with Registry(tmp_path / "up", auth="none") as up:
         c = Cluster(tmp_path, converge, up)
         c.conv()
     values = converge.values()
-    registry = values["embeddedRegistry"]["internal"]["switch"]["registry"]
+    switch = values["embeddedRegistry"]["internal"]["switch"]
     key_a, key_b = "S3SecretKeyAlpha" * 4, "S3SecretKeyBravo" * 4
-    registry["s3"] = {"endpoint": "https://127.0.0.66:3900", "region": "garage", "bucket": "registry",
-                      "rootDirectory": "/er", "accessKey": "GK0123456789abcdef01234567", "secretKey": key_a,
-                      "forcePathStyle": True}
+    switch["registry"]["s3"] = {"endpoint": "https://127.0.0.66:3900", "region": "garage", "bucket": "registry",
+                                "rootDirectory": "/er", "accessKey": "GK0123456789abcdef01234567",
+                                "secretKey": key_a, "forcePathStyle": True}
 
-    def hashes(secret_key, generation):
-        registry["s3"]["secretKey"] = secret_key
-        registry["generation"] = generation
+    def hashes(secret_key, revision):
+        switch["registry"]["s3"]["secretKey"] = secret_key
+        switch["s3SecretKeyRevision"] = revision
         docs = render(values)
         files = {name: base64.b64decode(d["data"]["config.distribution.yaml"]).decode() for name, d in docs.items()}
         assert all(f"secretkey: \"{secret_key}\"" in f for f in files.values()), "the key is rendered"
@@ -259,4 +278,4 @@ def test_the_s3_secret_key_reaches_the_hash_through_the_generation_only(tmp_path
     first = hashes(key_a, "0123456789abcdef")
     assert hashes(key_b, "0123456789abcdef") == first, "the key alone: not hashed"
     second = hashes(key_b, "fedcba9876543210")
-    assert all(second[n] != first[n] for n in first), "a new generation: every master restarts"
+    assert all(second[n] != first[n] for n in first), "a new revision: every master restarts"
