@@ -44,11 +44,14 @@ pub const ACK_ANNOTATION: &str = "embedded-registry.deckhouse.io/mirror-config";
 /// The annotation the same script sets with what it found in the node's containerd
 /// configuration.
 pub const CONTAINERD_ANNOTATION: &str = "embedded-registry.deckhouse.io/containerd";
-/// The node config Secret's annotation: the hash of every key, computed in the template.
+/// The node config Secret's annotation: the hash of every key, computed in the template
+/// with each secret replaced by its revision (`embedded_registry.node_files` with
+/// `redact`): it changes with any file, and is derived from no secret.
 pub const CONFIG_HASH_ANNOTATION: &str = "embedded-registry.deckhouse.io/config-hash";
 /// The node config Secret's annotation: the registry generation it renders.
 pub const GENERATION_ANNOTATION: &str = "embedded-registry.deckhouse.io/generation";
-/// The annotation naming which `ro` password a registry configuration accepts.
+/// The annotation naming which `ro` password a registry configuration accepts: the `ro`
+/// user's revision (random; `registry-user-ro`'s `revision`), never derived from it.
 pub const RO_USER_ANNOTATION: &str = "embedded-registry.deckhouse.io/ro-user";
 /// The node config Secret's annotation with the upstream hysteresis (a Go duration).
 pub const HYSTERESIS_ANNOTATION: &str = "embedded-registry.deckhouse.io/upstream-hysteresis";

@@ -89,3 +89,113 @@ pub fn secret(
 pub fn b64(s: &str) -> String {
     BASE64_STANDARD.encode(s)
 }
+
+/// A secret's revision: 16 hex digits from the OS random source, kept beside the secret
+/// in its Secret and renewed only when the secret's value changes. The chart hashes a
+/// registry's files with each secret replaced by its revision (`docs/internal/
+/// pki-and-users.md`, "Revisions"), so a new value restarts the registry while no
+/// published hash is derived from the value.
+///
+/// `check` binds a revision to the value it stands for: SHA-256 of revision and value,
+/// stored in the same Secret as the plaintext (it reveals nothing the Secret does not
+/// hold), so a value edited by hand is seen as changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revision {
+    /// The revision (16 lower-case hex digits).
+    pub revision: String,
+    /// Its binding to the value (64 lower-case hex digits); stays in the Secret.
+    pub check: String,
+}
+
+impl Revision {
+    /// The revision of `value` (its parts, in order): the stored one when `stored`
+    /// (revision, check) is well-formed and bound to this value, a new one otherwise.
+    pub fn of(value: &[&str], stored: Option<(&str, &str)>) -> Result<Revision> {
+        if let Some((revision, check)) = stored {
+            if is_revision(revision) && check == revision_check(revision, value) {
+                return Ok(Revision {
+                    revision: revision.to_string(),
+                    check: check.to_string(),
+                });
+            }
+        }
+        let revision = new_revision()?;
+        Ok(Revision {
+            check: revision_check(&revision, value),
+            revision,
+        })
+    }
+}
+
+/// Whether `text` is a revision as [`Revision::of`] makes them.
+pub fn is_revision(text: &str) -> bool {
+    text.len() == 16
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// 16 hex digits from the operating system's random source.
+fn new_revision() -> Result<String> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the operating system's random source failed"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// SHA-256 of the revision and the value's parts, each followed by a zero byte.
+fn revision_check(revision: &str, value: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in std::iter::once(revision).chain(value.iter().copied()) {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revision_is_kept_while_its_value_is_and_renewed_when_it_changes() {
+        let first = Revision::of(&["pw", "hash"], None).unwrap();
+        assert!(is_revision(&first.revision), "{first:?}");
+        let stored = Some((first.revision.as_str(), first.check.as_str()));
+        assert_eq!(Revision::of(&["pw", "hash"], stored).unwrap(), first);
+        for changed in [&["pw2", "hash"][..], &["pw", "hash2"], &["pwhash", ""]] {
+            let next = Revision::of(changed, stored).unwrap();
+            assert_ne!(next.revision, first.revision, "{changed:?}");
+            assert!(is_revision(&next.revision));
+        }
+        // A revision edited by hand, or a check that is not its own, is renewed.
+        let forged = Some(("0123456789abcdef", first.check.as_str()));
+        assert_ne!(
+            Revision::of(&["pw", "hash"], forged).unwrap().revision,
+            "0123456789abcdef"
+        );
+        assert_ne!(
+            Revision::of(&["pw", "hash"], Some(("x", "y")))
+                .unwrap()
+                .revision,
+            "x"
+        );
+    }
+
+    #[test]
+    fn a_revision_says_nothing_about_its_value() {
+        use sha2::{Digest, Sha256};
+        let value = "the-secret-value";
+        let a = Revision::of(&[value], None).unwrap();
+        let b = Revision::of(&[value], None).unwrap();
+        assert_ne!(a.revision, b.revision, "random, not derived from the value");
+        let digest: String = Sha256::digest(value.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(!digest.contains(&a.revision));
+    }
+}

@@ -242,6 +242,36 @@ pub struct Condition {
     pub last_transition_time: i64,
 }
 
+/// A secret's revision as the switch keeps it (`secrets::Revision`): random, with the
+/// check that binds it to the value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRevision {
+    /// 16 hex digits.
+    pub revision: String,
+    /// SHA-256 of the revision and the value (kept in the Secret, beside the value).
+    pub check: String,
+}
+
+/// The revisions of the secrets of the registry the masters run: what the chart hashes
+/// in their place (`docs/internal/mode-switching.md`, "The config hash").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRevisions {
+    /// Of `registry.proxy.password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_password: Option<StoredRevision>,
+    /// Of `registry.s3.secretKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_secret_key: Option<StoredRevision>,
+}
+
+impl SecretRevisions {
+    /// Neither secret has one.
+    pub fn is_empty(&self) -> bool {
+        self.upstream_password.is_none() && self.s3_secret_key.is_none()
+    }
+}
+
 /// The switch's state, kept in the `registry-state` Secret.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -272,6 +302,9 @@ pub struct State {
     /// recomputed on every run.
     #[serde(default, deserialize_with = "known_conditions")]
     pub conditions: Vec<Condition>,
+    /// The revisions of `registry`'s secrets (set by the hook after each step).
+    #[serde(default, skip_serializing_if = "SecretRevisions::is_empty")]
+    pub revisions: SecretRevisions,
 }
 
 /// Reads the conditions, leaving out those of an unknown type or shape.
@@ -300,6 +333,14 @@ pub struct SwitchValues {
     pub pull_address: String,
     /// The manager DaemonSet runs (a registry runs, or a master still has its static pod).
     pub manager: bool,
+    /// The revision of `registry.proxy.password` (empty: no password): what the chart
+    /// hashes in the password's place.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub upstream_password_revision: String,
+    /// The revision of `registry.s3.secretKey` (empty: no S3): what the chart hashes in
+    /// the key's place.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub s3_secret_key_revision: String,
     /// The hash of the nodes' mirror configuration, which each node's script sets as
     /// its acknowledgement ([`crate::module::ACK_ANNOTATION`]).
     #[serde(default)]

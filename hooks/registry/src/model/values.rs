@@ -60,6 +60,10 @@ pub struct PkiValues {
     pub token_bundle: String,
     /// distribution's `http.secret`, shared by every instance.
     pub http_secret: String,
+    /// The `http.secret`'s revision: random, renewed with each new secret; what the
+    /// chart hashes in the secret's place (`embedded_registry.node_files` with `redact`).
+    #[serde(default)]
+    pub http_secret_revision: String,
     /// Server certificates by master name.
     pub nodes: BTreeMap<String, NodePki>,
     /// Set by the daily schedule (the day, in days since the epoch) when a certificate
@@ -77,6 +81,10 @@ pub struct UserValues {
     pub name: String,
     /// bcrypt hash of the password.
     pub password_hash: String,
+    /// The user's revision: random, renewed with each new password or hash; what the
+    /// chart hashes in the hash's place (`embedded_registry.node_files` with `redact`).
+    #[serde(default)]
+    pub revision: String,
 }
 
 /// The registry's users.

@@ -19,16 +19,6 @@ use crate::model::switch::ClusterTarget;
 use crate::model::values::Master;
 use crate::module::{service_address, NAMESPACE, PULL_SECRET, REGISTRY_PORT, SAVED_PULL_SECRET};
 
-/// The first 16 hex digits of SHA-256 of the `ro` password hash (the chart computes the
-/// same with `sha256sum | trunc 16`).
-pub fn ro_user_version(password_hash: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(password_hash.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// One `.dockerconfigjson` entry: user, password and their `auth` (base64 `user:password`).
 pub fn auth_entry(user: &str, password: &str) -> serde_json::Value {
     let auth = crate::secrets::b64(&format!("{user}:{password}"));

@@ -1,6 +1,8 @@
 //! Keeps the registry's certificates: the CA, the token signer, and per master a
 //! distribution and an auth server certificate; also the `http.secret` that every
-//! distribution instance must share.
+//! distribution instance must share, with its revision ([`secrets::Revision`]: what
+//! the chart hashes in the secret's place; a private key needs none, its certificate
+//! holds its public key and is hashed as it is).
 //!
 //! Everything lives in Secrets (`registry-pki`, `registry-node-<node>-pki`) and is read
 //! back from snapshots: a valid certificate is never reissued. Runs before every Helm
@@ -130,10 +132,24 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         .cloned()
         .unwrap_or_else(|| random_secret(48));
 
+    // The revision the chart hashes in the secret's place: kept while the secret is.
+    let http_revision = secrets::Revision::of(
+        &[&http_secret],
+        stored
+            .get("http-secret-revision")
+            .map(String::as_str)
+            .zip(stored.get("http-secret-revision-check").map(String::as_str)),
+    )?;
+
     let mut data = BTreeMap::new();
     ca.to_data("ca", &mut data);
     token.to_data("token", &mut data);
     data.insert("http-secret".into(), http_secret.clone());
+    data.insert(
+        "http-secret-revision".into(),
+        http_revision.revision.clone(),
+    );
+    data.insert("http-secret-revision-check".into(), http_revision.check);
     if data != stored {
         input
             .objects
@@ -222,6 +238,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
         token: token.active.clone(),
         token_bundle: token.bundle(),
         http_secret,
+        http_secret_revision: http_revision.revision,
         nodes,
         renewal_due: None,
     };

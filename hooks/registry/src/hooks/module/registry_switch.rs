@@ -6,8 +6,10 @@
 //! cluster's pull Secret with its saved copy, every Node (name, Ready, the
 //! acknowledgement annotations and the labels the switch needs) and the Deckhouse
 //! Deployment; runs the upstream check (Proxy) or the mirror check (Detached) when a
-//! step needs it; writes `internal.switch` (what the chart renders), the state Secret,
-//! the pull Secret ([`crate::switch::pull_secret`]) and metrics.
+//! step needs it; writes `internal.switch` (what the chart renders, with the revisions
+//! of the upstream password and the S3 secret key the chart hashes in their place:
+//! `revisions`), the state Secret, the pull Secret ([`crate::switch::pull_secret`])
+//! and metrics.
 //!
 //! This file holds the bindings and the handler; its parts sit beside it: `nodes` (the
 //! Node and Deployment snapshots, the acknowledgement metrics), `pull` (the pull
@@ -27,7 +29,9 @@ use serde_json::json;
 use crate::model::duration::GoDuration;
 use crate::model::node_status::NodeStatus;
 use crate::model::settings::{Mode, ProxySettings};
-use crate::model::switch::{CheckStatus, Recheck, State, SwitchValues};
+use crate::model::switch::{
+    CheckStatus, Recheck, SecretRevisions, State, StoredRevision, SwitchValues,
+};
 use crate::model::values::Master;
 use crate::module::MODULE_KEY;
 use crate::module::{
@@ -315,7 +319,8 @@ fn handle_with(
             })
         },
     };
-    let next = switch::step(state.clone(), &desired, &reports, check, &fleet, now);
+    let mut next = switch::step(state.clone(), &desired, &reports, check, &fleet, now);
+    next.revisions = revisions(next.registry.as_ref(), &loaded.revisions)?;
     set_node_metrics(input, &fleet, &next, now);
     // Decided before anything is written: a pull Secret that cannot follow leaves
     // the state, the Secrets and the values as they are.
@@ -394,6 +399,18 @@ fn handle_with(
             kind: c.kind.clone(),
             message: c.message.clone(),
         }),
+        upstream_password_revision: next
+            .revisions
+            .upstream_password
+            .as_ref()
+            .map(|r| r.revision.clone())
+            .unwrap_or_default(),
+        s3_secret_key_revision: next
+            .revisions
+            .s3_secret_key
+            .as_ref()
+            .map(|r| r.revision.clone())
+            .unwrap_or_default(),
         registry: next.registry,
         cluster: next.cluster,
         pull_address: crate::module::service_address(),
@@ -403,6 +420,46 @@ fn handle_with(
         .values
         .set(&format!("{MODULE_KEY}.internal.switch"), &values)?;
     Ok(())
+}
+
+/// The revisions of `registry`'s upstream password and S3 secret key: the stored ones
+/// while each value is the one they were made for, new ones otherwise
+/// ([`secrets::Revision`]), none for a secret the target does not have.
+fn revisions(
+    registry: Option<&crate::model::switch::RegistryTarget>,
+    stored: &SecretRevisions,
+) -> anyhow::Result<SecretRevisions> {
+    let of = |value: Option<&str>, stored: &Option<StoredRevision>| {
+        value
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                secrets::Revision::of(
+                    &[v],
+                    stored
+                        .as_ref()
+                        .map(|s| (s.revision.as_str(), s.check.as_str())),
+                )
+                .map(|r| StoredRevision {
+                    revision: r.revision,
+                    check: r.check,
+                })
+            })
+            .transpose()
+    };
+    Ok(SecretRevisions {
+        upstream_password: of(
+            registry
+                .and_then(|r| r.proxy.as_ref())
+                .and_then(|p| p.password.as_deref()),
+            &stored.upstream_password,
+        )?,
+        s3_secret_key: of(
+            registry
+                .and_then(|r| r.s3.as_ref())
+                .map(|s| s.secret_key.as_str()),
+            &stored.s3_secret_key,
+        )?,
+    })
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! The registry's users: `ro` (pull only) and `rw` (pull, push, delete).
 //!
 //! Each lives in a Secret (`registry-user-ro`, `registry-user-rw`: `name`, `password`,
-//! `passwordHash`) and is never regenerated while valid; deleting the Secret rotates the
-//! user. Only names and bcrypt hashes reach the values (docker_auth needs nothing more);
+//! `passwordHash`, and the user's `revision` with its `revisionCheck`) and is never
+//! regenerated while valid; deleting the Secret rotates the user. Only names, bcrypt
+//! hashes and revisions reach the values (docker_auth needs nothing more; the chart
+//! hashes the revision, never the bcrypt hash: [`secrets::Revision`]);
 //! the `ro` password also goes into `registry-ro-pull`, a `.dockerconfigjson` Secret for
 //! nodes and components that pull from the embedded registry.
 
@@ -106,8 +108,20 @@ fn reconcile_user(
             (p, h)
         }
     };
+    // A new password or bcrypt hash is a new revision (the registry restarts on it);
+    // the same pair keeps its revision, so a second run changes nothing.
+    let revision = secrets::Revision::of(
+        &[&password, &hash],
+        stored.and_then(|d| {
+            d.get("revision")
+                .map(String::as_str)
+                .zip(d.get("revisionCheck").map(String::as_str))
+        }),
+    )?;
     Ok(BTreeMap::from([
         ("name".to_string(), role.to_string()),
+        ("revision".to_string(), revision.revision),
+        ("revisionCheck".to_string(), revision.check),
         (
             "passwordHashCheck".to_string(),
             hash_check(&password, &hash),
@@ -152,6 +166,7 @@ fn handle(input: &mut HookInput) -> anyhow::Result<()> {
     let user = |role: &str| UserValues {
         name: users[role]["name"].clone(),
         password_hash: users[role]["passwordHash"].clone(),
+        revision: users[role]["revision"].clone(),
     };
     input.values.set(
         &format!("{MODULE_KEY}.internal.users"),
@@ -208,6 +223,9 @@ mod tests {
         assert!(ro["passwordHash"].starts_with("$2a$10$"));
         let internal = &first.values["embeddedRegistry"]["internal"]["users"];
         assert_eq!(internal["ro"]["passwordHash"], ro["passwordHash"].as_str());
+        assert!(crate::secrets::is_revision(&ro["revision"]), "{ro:?}");
+        assert_eq!(internal["ro"]["revision"], ro["revision"].as_str());
+        assert_ne!(internal["ro"]["revision"], internal["rw"]["revision"]);
         assert!(
             !first.values.to_string().contains(&ro["password"]),
             "no password in values"
@@ -282,6 +300,33 @@ mod tests {
         let fixed = data(&second.objects[0]);
         assert_eq!(fixed["password"], password);
         assert!(bcrypt::verify(&password, &fixed["passwordHash"]).unwrap());
+        assert_ne!(
+            fixed["revision"],
+            data(&first.objects[0])["revision"],
+            "a new hash in the files: a new revision"
+        );
+    }
+
+    #[test]
+    fn a_password_changed_by_hand_is_a_new_revision_and_a_user_without_one_gets_one() {
+        let first = run(&[]);
+        let before = data(&first.objects[0]);
+        let mut cluster = written(&first);
+        cluster[0]["data"]["password"] = json!(crate::secrets::b64("ChangedByHandPassw0rd123"));
+        let second = run(&cluster);
+        let after = data(&second.objects[0]);
+        assert_eq!(after["password"], "ChangedByHandPassw0rd123");
+        assert_ne!(after["revision"], before["revision"]);
+        // A Secret written before revisions existed: kept, and given one.
+        let mut cluster = written(&first);
+        for key in ["revision", "revisionCheck"] {
+            cluster[1]["data"].as_object_mut().unwrap().remove(key);
+        }
+        let third = run(&cluster);
+        assert_eq!(third.objects.len(), 1, "{:?}", third.objects);
+        let rw = data(&third.objects[0]);
+        assert_eq!(rw["password"], data(&first.objects[1])["password"]);
+        assert!(crate::secrets::is_revision(&rw["revision"]));
     }
 
     #[test]
@@ -305,6 +350,12 @@ mod tests {
         assert_eq!(
             second.values["embeddedRegistry"]["internal"]["users"]["rw"]["passwordHash"],
             rw_before["passwordHash"].as_str()
+        );
+        let users = &second.values["embeddedRegistry"]["internal"]["users"];
+        assert_eq!(users["rw"]["revision"], rw_before["revision"].as_str());
+        assert_ne!(
+            users["ro"]["revision"],
+            first.values["embeddedRegistry"]["internal"]["users"]["ro"]["revision"]
         );
     }
 }

@@ -171,7 +171,6 @@ fn a_rotated_ro_user_keeps_the_previous_password_beside_the_new_one() {
     let auths: serde_json::Value = serde_json::from_str(&done[".dockerconfigjson"]).unwrap();
     assert_eq!(auths["auths"].as_object().unwrap().len(), 1);
     assert_eq!(auths["auths"][&a]["password"], "new-pw");
-    assert_eq!(ro_user_version("$2b$10$x").len(), 16);
 }
 
 #[test]

@@ -143,6 +143,32 @@ fn issues_once_then_changes_nothing() {
 }
 
 #[test]
+fn the_http_secret_keeps_its_revision_until_it_changes() {
+    let mut c = Cluster::default();
+    let m = masters(&[("m1", "10.0.0.1")]);
+    let first = pki(&c.run(T0, m.clone()));
+    assert!(crate::secrets::is_revision(&first.http_secret_revision));
+    assert_eq!(
+        c.data(PKI_SECRET)["http-secret-revision"],
+        first.http_secret_revision
+    );
+    assert!(!first.http_secret.contains(&first.http_secret_revision));
+    // Changed by hand: a new revision (the registries restart), then kept.
+    let mut edited = c.0[PKI_SECRET].clone();
+    edited["data"]["http-secret"] = json!(crate::secrets::b64(&"N".repeat(48)));
+    c.0.insert(PKI_SECRET.into(), edited);
+    let second = pki(&c.run(T0 + 60, m.clone()));
+    assert_eq!(second.http_secret, "N".repeat(48));
+    assert_ne!(second.http_secret_revision, first.http_secret_revision);
+    let third = c.run(T0 + 120, m);
+    assert!(third.objects.is_empty(), "{:?}", third.objects);
+    assert_eq!(
+        pki(&third).http_secret_revision,
+        second.http_secret_revision
+    );
+}
+
+#[test]
 fn a_changed_ip_reissues_only_that_master() {
     let mut c = Cluster::default();
     let before = pki(&c.run(T0, masters(&[("m1", "10.0.0.1"), ("m2", "10.0.0.2")])));

@@ -95,10 +95,12 @@ pub(super) fn pull_secret_actions(
         );
     }
     // A rotated ro user: the previous password stays in the pull Secret until every
-    // listed master runs the new one.
+    // listed master runs the new one, which it reports as the user's revision (random,
+    // kept with the user by the users hook; the chart's ro-user annotation).
     let version = ro
-        .and_then(|r| r.get("passwordHash"))
-        .map(|h| pull_secret::ro_user_version(h));
+        .and_then(|r| r.get("revision"))
+        .filter(|r| secrets::is_revision(r))
+        .cloned();
     let all_run_it = version.is_some()
         && next.mirrors.iter().all(|n| {
             reports

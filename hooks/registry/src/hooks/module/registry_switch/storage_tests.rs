@@ -79,6 +79,16 @@ fn s3(secret: &str) -> Value {
 /// A beforeHelm run with `settings` (the module's section), two masters, HA as given,
 /// the bucket answering `answer`; returns the output and the specs the bucket was asked.
 fn run(settings: Value, ha: bool, answer: Option<Kind>) -> (TestOutput, Vec<Spec>) {
+    run_with(settings, ha, answer, "")
+}
+
+/// [`run`] on a cluster that also holds `objects` (YAML documents).
+fn run_with(
+    settings: Value,
+    ha: bool,
+    answer: Option<Kind>,
+    objects: &str,
+) -> (TestOutput, Vec<Spec>) {
     BUCKET.with(|b| *b.borrow_mut() = (answer, Vec::new()));
     let mut er = settings;
     er["internal"] = json!({
@@ -93,7 +103,7 @@ fn run(settings: Value, ha: bool, answer: Option<Kind>) -> (TestOutput, Vec<Spec
     let out = HookTest::new()
         .values(json!({"global": {}, "embeddedRegistry": er}))
         .lifecycle("beforeHelm")
-        .cluster_state(&pull)
+        .cluster_state(&(pull + objects))
         .run(&hook_sdk::Hook::new(super::hook().config, handle))
         .expect("the hook runs");
     (out, BUCKET.with(|b| b.borrow().1.clone()))
@@ -272,4 +282,41 @@ fn fs_asks_no_storage_check() {
     let r = &switch(&out)["registry"];
     assert!(r.get("s3").is_none());
     assert_eq!(r["nodes"], json!(["m1"]), "Fs is never HA");
+}
+
+/// The S3 secret key's revision (what the chart hashes in the key's place): random,
+/// kept in the state while the key is, whatever else changes, renewed with a new key.
+#[test]
+fn the_s3_secret_key_keeps_its_revision_until_it_changes() {
+    let (first, _) = run(detached_on_s3(SECRET_KEY), true, None);
+    let revision = switch(&first)["s3SecretKeyRevision"].clone();
+    assert!(
+        crate::secrets::is_revision(revision.as_str().unwrap()),
+        "{revision}"
+    );
+    let stored = |out: &TestOutput| {
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {STATE_SECRET}\n  namespace: {NAMESPACE}\ntype: Opaque\ndata:\n  state.json: {}\n",
+            b64(&state(out).to_string())
+        )
+    };
+    let kept = stored(&first);
+    // The same key on one master less (a new generation): the same revision.
+    let (fewer, _) = run_with(detached_on_s3(SECRET_KEY), false, None, &kept);
+    assert_eq!(switch(&fewer)["registry"]["nodes"], json!(["m1"]));
+    assert_eq!(switch(&fewer)["s3SecretKeyRevision"], revision);
+    // A new key: a new revision; a new key that fails its check: the old target and
+    // its revision stay.
+    let (changed, _) = run_with(detached_on_s3("changed"), true, None, &kept);
+    assert_ne!(switch(&changed)["s3SecretKeyRevision"], revision);
+    let (refused, _) = run_with(
+        detached_on_s3("wrong"),
+        true,
+        Some(Kind::BadCredentials),
+        &kept,
+    );
+    assert_eq!(switch(&refused)["s3SecretKeyRevision"], revision);
+    // No S3: no revision.
+    let (fs, _) = run(json!({"mode": "Detached", "detached": {}}), false, None);
+    assert!(switch(&fs).get("s3SecretKeyRevision").is_none());
 }

@@ -369,6 +369,96 @@ fn the_recheck_reports_a_changed_upstream_outcome_through_the_values() {
     assert!(crate::switch::recheck_news(&r, &known, 8).is_none());
 }
 
+/// A rotated `ro` user: the pull Secret keeps the previous password beside the new one
+/// until every mirror reports the user's revision (`revision` of `registry-user-ro`,
+/// what the chart's `ro-user` annotation carries), never a digest of the password or
+/// its bcrypt hash.
+#[test]
+fn the_previous_ro_password_goes_once_every_mirror_reports_the_users_revision() {
+    use crate::switch::pull_secret::{Action, Embedded};
+    const REVISION: &str = "0123456789abcdef";
+    let probe = hook_sdk::Hook::new(super::hook().config, |input| {
+        let secrets = crate::secrets::by_name(input, "secrets")?;
+        let reported: String = input.values.get_as("probe.reported")?.unwrap_or_default();
+        let target = crate::model::switch::RegistryTarget::new(
+            crate::model::settings::Mode::Detached,
+            None,
+            vec!["m1".into()],
+            b"k",
+        );
+        let report = crate::switch::NodeReport {
+            node: "m1".into(),
+            static_pod: true,
+            generation: target.generation.clone(),
+            ready: true,
+            ro_user: reported,
+            message: String::new(),
+            warm: None,
+        };
+        let next = crate::model::switch::State {
+            registry: Some(target),
+            ..embedded_state()
+        };
+        let actions = super::pull::pull_secret_actions(input, &next, &secrets, &[report])?;
+        let entries = actions.iter().find_map(|a| match a {
+            Action::Write(d) => serde_json::from_str::<Value>(&d[".dockerconfigjson"])
+                .ok()
+                .map(|c| c["auths"].as_object().map_or(0, |a| a.len())),
+            _ => None,
+        });
+        input.values.set("probe.entries", &entries)?;
+        Ok(())
+    });
+    let upstream: std::collections::BTreeMap<String, String> = UPSTREAM
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let old = Embedded {
+        path: "/deckhouse/ee".into(),
+        ca: "CA".into(),
+        user: "ro".into(),
+        password: "old-password".into(),
+        previous: None,
+    }
+    .data(&upstream);
+    let old: Vec<(&str, &str)> = old.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let cluster = [
+        secret(PULL_SECRET, &old),
+        secret(SAVED_PULL_SECRET, UPSTREAM),
+        secret(
+            "registry-user-ro",
+            &[
+                ("name", "ro"),
+                ("password", "new-password"),
+                ("passwordHash", "$2a$10$x"),
+                ("revision", REVISION),
+            ],
+        ),
+    ]
+    .concat();
+    let entries = |reported: &str| {
+        let out = HookTest::new()
+            .values(json!({"probe": {"reported": reported},
+                           "embeddedRegistry": {"internal": {"pki": {"caBundle": "CA"}}}}))
+            .lifecycle("beforeHelm")
+            .cluster_state(&cluster)
+            .run(&probe)
+            .unwrap();
+        out.values["probe"]["entries"].clone()
+    };
+    assert_eq!(
+        entries("fedcba9876543210"),
+        json!(2),
+        "m1 runs the old user"
+    );
+    assert_eq!(entries(""), json!(2), "m1 has not reported");
+    assert_eq!(
+        entries(REVISION),
+        json!(1),
+        "m1 runs the new user: one entry"
+    );
+}
+
 #[test]
 fn a_pull_secret_without_its_saved_copy_stops_the_run_before_any_write() {
     let err = direct(OURS, None).unwrap_err();

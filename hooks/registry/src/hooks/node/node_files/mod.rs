@@ -397,7 +397,7 @@ pub fn handle_with(input: &mut HookInput, host: &Node, probe: &dyn Probe) -> any
             .unwrap_or_default()
     };
     let generation = annotation(GENERATION_ANNOTATION);
-    // Which ro password the registry accepts (a hash of its hash): the pull Secret keeps
+    // Which ro password the registry accepts (the ro user's revision): the pull Secret keeps
     // the previous one beside it until every master runs the new one.
     let ro_user = annotation(RO_USER_ANNOTATION);
     // The garbage-collection window of the files (S3): reported, like the ro user, only
