@@ -6,6 +6,10 @@
 //! Reading is lenient, as a protocol between two versions of the module must be: a
 //! missing key reads as empty, an unknown value as [`StaticPod::Absent`] /
 //! [`RegistryHealth::Unknown`], and upstream state that is incomplete as none.
+//!
+//! Above 400 lines: the whole protocol (registry health, upstream state, warm-up of the
+//! running and the next releases, the GC window, acknowledgements) is one set of keys
+//! that both sides must read alike, so it stays in one file with its round-trip tests.
 
 use std::collections::BTreeMap;
 

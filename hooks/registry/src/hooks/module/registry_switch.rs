@@ -15,8 +15,9 @@
 //! Node and Deployment snapshots, the acknowledgement metrics), `pull` (the pull
 //! Secret), `check` (the checks and the schedule's recheck), `tests`.
 //!
-//! About 400 lines of code: the bindings, the handler and the outputs of one hook; its
-//! checks, node reports and pull Secret are in `registry_switch/`, its tests there too.
+//! About 470 lines: the bindings, the handler and the outputs of one hook (with the
+//! revisions of the secrets it renders); its checks, node reports and pull Secret are in
+//! `registry_switch/`, its tests there too.
 
 use std::collections::BTreeMap;
 
