@@ -396,40 +396,42 @@ fn to_direct(s: &mut State, c: &mut Conds, fleet: &Fleet, now: i64) {
     c.set(ConditionType::Ready, true, "Direct", "mode Direct");
 }
 
+/// What master `node` reports of its warm-up, if it reports one.
+fn warm_of<'a>(nodes: &'a [NodeReport], node: &str) -> Option<&'a WarmStatus> {
+    nodes
+        .iter()
+        .find(|r| r.node == node)
+        .and_then(|r| r.warm.as_ref())
+}
+
 /// The masters of `target` whose cache does not hold every image of list `hash`, each
 /// with what it reported, for a condition's message.
 pub fn cold_masters(target: &RegistryTarget, nodes: &[NodeReport], hash: &str) -> Vec<String> {
     target
         .nodes
         .iter()
-        .filter_map(|n| {
-            let warm = nodes
-                .iter()
-                .find(|r| &r.node == n)
-                .and_then(|r| r.warm.as_ref());
-            match warm {
-                Some(w) if w.complete_for(hash) => None,
-                None => Some(format!("{n}: no warm-up report yet")),
-                Some(w) if w.list_hash != hash => Some(format!(
-                    "{n}: has not finished a pass over list {hash} yet{}",
-                    if w.list_hash.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (last: list {})", w.list_hash)
-                    }
-                )),
-                Some(w) => Some(format!(
-                    "{n}: {}/{} cached{}, missing {}",
-                    w.cached,
-                    w.wanted,
-                    if w.unavailable > 0 {
-                        format!(", {} unknown to the upstream", w.unavailable)
-                    } else {
-                        String::new()
-                    },
-                    w.missing.join(", ")
-                )),
-            }
+        .filter_map(|n| match warm_of(nodes, n) {
+            Some(w) if w.complete_for(hash) => None,
+            None => Some(format!("{n}: no warm-up report yet")),
+            Some(w) if w.list_hash != hash => Some(format!(
+                "{n}: has not finished a pass over list {hash} yet{}",
+                if w.list_hash.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (last: list {})", w.list_hash)
+                }
+            )),
+            Some(w) => Some(format!(
+                "{n}: {}/{} cached{}, missing {}",
+                w.cached,
+                w.wanted,
+                if w.unavailable > 0 {
+                    format!(", {} unknown to the upstream", w.unavailable)
+                } else {
+                    String::new()
+                },
+                w.missing.join(", ")
+            )),
         })
         .collect()
 }
@@ -443,10 +445,7 @@ pub fn next_release_note(target: &RegistryTarget, nodes: &[NodeReport]) -> Strin
         .nodes
         .iter()
         .map(|n| {
-            let next = nodes
-                .iter()
-                .find(|r| &r.node == n)
-                .and_then(|r| r.warm.as_ref())
+            let next = warm_of(nodes, n)
                 .map(|w| w.next.as_slice())
                 .unwrap_or_default();
             (n, next)
