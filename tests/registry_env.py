@@ -12,7 +12,7 @@ import subprocess
 import yaml
 
 from tools.binary import BIN
-from tools.processes import Processes, free_port, wait_until
+from tools.processes import Processes, Repeating, free_port, wait_until
 from tools.registry import api_answers, start_token_issuer
 from tools.registry import skopeo  # noqa: F401 - its clients import it from here too
 
@@ -351,16 +351,14 @@ class Kubelet:
         self.running = {}
 
 
-class ServingMonitor:
+class ServingMonitor(Repeating):
     """Polls `GET /v2/` of every master (any TLS, any answer a registry gives: 200 or 401)
     in a thread until stopped, and keeps the fewest masters seen serving at once."""
 
     def __init__(self, addresses, interval=0.02):
-        import threading
-        self.addresses, self.interval = list(addresses), interval
+        super().__init__(interval=interval)
+        self.addresses = list(addresses)
         self.minimum, self.polls, self.down_polls = len(self.addresses), 0, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     @staticmethod
     def serves(address):
@@ -375,19 +373,10 @@ class ServingMonitor:
         except OSError:
             return False
 
-    def _run(self):
-        while not self._stop.is_set():
-            up = [a for a in self.addresses if self.serves(a)]
-            self.polls += 1
-            self.minimum = min(self.minimum, len(up))
-            if not up:
-                self.down_polls.append(self.polls)
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=10)
+    def once(self):
+        """One poll of every master."""
+        up = [a for a in self.addresses if self.serves(a)]
+        self.polls += 1
+        self.minimum = min(self.minimum, len(up))
+        if not up:
+            self.down_polls.append(self.polls)

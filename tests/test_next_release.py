@@ -29,14 +29,13 @@ import time
 
 import yaml
 
-from conftest import module_config, nodes_file
-from registry_env import NodeRegistry, rendered_secret, secret_data, switch_state
-from test_static_pods import node_hook, node_hosts, proxy_settings, pull_credentials
-from test_warm_cache import (MASTERS, REPO, global_values, push_release, restart_without_upstream,
-                             warm_blob_gets, warm_done)
+from registry_env import rendered_secret
+from release_fleet import ReleaseFleet
+from test_static_pods import node_hosts, pull_credentials
+from test_warm_cache import MASTERS, REPO, global_values, push_release, warm_blob_gets, warm_done
 from tools.oci import image_layout, tar_file
 from tools.processes import wait_until
-from tools.registry import Registry, skopeo
+from tools.registry import Registry
 
 RELEASE_A = "v1.2.3"
 RELEASE_B = "v1.3.0"
@@ -72,43 +71,20 @@ def test_the_next_release_is_cached_on_every_master_before_its_rollout_and_serve
     from tools.cri import CriContainerd, CriError
 
     up = Registry(tmp_path / "up").start()
-    regs = []
+    fleet = ReleaseFleet(tmp_path, converge, up)
+    again, hook = fleet.again, fleet.hook
     try:
         digests_a, _, _, _ = push_release(up, tmp_path, release=RELEASE_A)
         gv_a = global_values(tmp_path, up, digests_a)
-        roots = {n: tmp_path / f"host-{n}" for n, _ in MASTERS}
-        step = iter(range(100))
-
-        def again(gv, now):
-            converge(module_config(tmp_path, proxy_settings(up), name=f"mc-{next(step)}.yaml"),
-                     nodes_file(tmp_path, MASTERS), extra=["--global-values", str(gv)], now=now)
-            node_hosts(converge.state, tmp_path / "node")  # the nodes apply and acknowledge it
-            return switch_state(converge.state)
-
-        def hook(n):
-            return node_hook(tmp_path, converge.state, n, roots[n])[2]
 
         # Release A: switched and warm.
         wanted = len(digests_a) + 1
         now = int(time.time())
         deckhouse_release(converge.state, "v1-2-3", RELEASE_A, "Deployed")
-        again(gv_a, now)
+        fleet.first_converge(gv_a, wanted, now)
         assert "warm" not in converge.values()["embeddedRegistry"]["internal"], "no release announced"
-        for n, _ in MASTERS:
-            assert hook(n)["warm"] == f"0/{wanted}"
-        regs = [NodeRegistry(converge.state, n, tmp_path / f"run-{n}", host_root=roots[n]).start() for n, _ in MASTERS]
-        for r in regs:
-            wait_until(lambda: warm_done(r, wanted), timeout=180, what=f"release A's warm-up on {r.host}")
-        hash_a = regs[0].warm_progress()["listHash"]
-        for n, _ in MASTERS:
-            hook(n)
-        again(gv_a, now + 1)
-        state, cond = again(gv_a, now + 302)
-        assert state["cluster"] == "Embedded" and cond["CacheWarm"]["status"] == "True", cond
-        again(gv_a, now + 303)  # the render after the switch: the pods' images name the pull address
-        for n, _ in MASTERS:  # (kubelet's stand-in keeps them running: its images are the test's binaries)
-            hook(n)
-        manifests = {n: (roots[n] / "etc/kubernetes/manifests/embedded-registry.yaml").read_text() for n, _ in MASTERS}
+        hash_a = fleet.warm_and_switch(gv_a, wanted, now)
+        manifests = {n: fleet.manifest(n) for n, _ in MASTERS}
 
         # Release B on the upstream: new module images (the module's own unchanged) and a
         # platform image naming them in its digests file. Deckhouse announces it.
@@ -142,7 +118,7 @@ def test_the_next_release_is_cached_on_every_master_before_its_rollout_and_serve
             status = hook(n)
             assert status["warmNextVersion"] == f"{RELEASE_B} {RELEASE_C}" and status["warmNext"] == "0/1 0/1", status
             assert status["warm"] == f"{wanted}/{wanted}", "A's progress stands"
-            assert (roots[n] / "etc/kubernetes/manifests/embedded-registry.yaml").read_text() == manifests[n]
+            assert fleet.manifest(n) == manifests[n]
 
         def next_of(r, version):
             return next((n for n in (r.warm_progress() or {}).get("next", []) if n["version"] == version), {})
@@ -151,7 +127,7 @@ def test_the_next_release_is_cached_on_every_master_before_its_rollout_and_serve
             n = next_of(r, RELEASE_B)
             return n if n.get("cached") == wanted == n.get("wanted") and next_of(r, RELEASE_C) else None
         ahead = {}
-        for r in regs:
+        for r in fleet.regs:
             ahead[r.host] = wait_until(lambda: next_done(r), timeout=240,
                                        what=f"release B's warm-up ahead on {r.host} ({r.dir / 'warm.log'})")
             assert ahead[r.host]["missing"] == [] and "problem" not in ahead[r.host], ahead[r.host]
@@ -175,7 +151,7 @@ def test_the_next_release_is_cached_on_every_master_before_its_rollout_and_serve
 
         # The upstream stops and every master restarts cache-only, before any value names B.
         assert converge.values()["global"]["deckhouseVersion"] == RELEASE_A
-        regs = restart_without_upstream(up, regs, hook, converge, tmp_path, roots)
+        fleet.restart_without_upstream()
 
         # The rollout: Deckhouse deployed B and applies its values.
         deckhouse_release(converge.state, "v1-2-3", RELEASE_A, "Superseded")
@@ -186,7 +162,7 @@ def test_the_next_release_is_cached_on_every_master_before_its_rollout_and_serve
         for n, _ in MASTERS:
             hook(n)
         # The list the masters warmed ahead is the rollout's list: counted cached at once.
-        for r in regs:
+        for r in fleet.regs:
             p = wait_until(lambda: (lambda p: p if p and p["listHash"] != hash_a else None)(warm_done(r, wanted)),
                            timeout=120, what=f"B's pass on {r.host} cache-only ({r.dir / 'warm.log'})")
             assert p["listHash"] in hashes and p["unavailable"] == 0, p
@@ -208,20 +184,9 @@ def test_the_next_release_is_cached_on_every_master_before_its_rollout_and_serve
                 try:
                     assert cri.pull(f"{address}/{REPO}@{d}", user, pw).startswith("sha256:"), d
                 except CriError as e:
-                    raise AssertionError(f"CRI pull {d}: {e}\n" + "\n".join(r.served() for r in regs)) from e
+                    raise AssertionError(f"CRI pull {d}: {e}\n" + "\n".join(r.served() for r in fleet.regs)) from e
             assert cri.pull(f"{address}/{REPO}:{RELEASE_B}", user, pw).startswith("sha256:")
-        ro = secret_data(converge.state, "registry-user-ro")
-        for r in regs:
-            for md in list_b:
-                dest = tmp_path / f"pulled-{r.host.split(':')[0]}-{md[7:19]}"
-                p = skopeo("copy", f"--src-cert-dir={r.certs}", f"--src-creds=ro:{ro['password']}",
-                           f"docker://{r.host}/{REPO}@{md}", f"oci:{dest}:x")
-                assert p.returncode == 0, f"{r.host} {md}: {p.stderr.strip()[-400:]}"
-                layout = layouts_b.get(md)
-                if layout is not None:
-                    for f in (layout / "blobs/sha256").iterdir():
-                        assert (dest / "blobs/sha256" / f.name).read_bytes() == f.read_bytes(), f"{md}: {f.name}"
+        fleet.assert_each_master_serves(list_b, layouts_b)
     finally:
-        for r in regs:
-            r.stop()
+        fleet.stop()
         up.stop()

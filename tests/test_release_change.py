@@ -25,11 +25,9 @@ proxy them; the order shown here is "cached on every master before `CacheWarm` i
 and B's images fetched before the upstream outage."""
 import time
 
-from conftest import module_config, nodes_file
-from registry_env import NodeRegistry, secret_data, switch_state
-from test_static_pods import node_hook, proxy_settings
-from test_warm_cache import (MASTERS, REPO, blob_gets, global_values, log_size, push_release,
-                             restart_without_upstream, upstream_requests, warm_done)
+from registry_env import secret_data
+from release_fleet import ReleaseFleet
+from test_warm_cache import MASTERS, REPO, blob_gets, global_values, log_size, push_release, upstream_requests
 from tools.processes import wait_until
 from tools.registry import Registry, skopeo
 
@@ -38,44 +36,19 @@ RELEASE_B = "v1.3.0"
 
 def test_a_new_release_is_cached_on_every_master_before_cache_warm_and_serves_without_the_upstream(
         tmp_path, converge):
-    from test_static_pods import node_hosts
-
     up = Registry(tmp_path / "up").start()
-    regs = []
+    fleet = ReleaseFleet(tmp_path, converge, up)
+    again, hook = fleet.again, fleet.hook
     try:
         digests_a, platform_a, blobs_a, _ = push_release(up, tmp_path)
         gv_a = global_values(tmp_path, up, digests_a)
-        roots = {n: tmp_path / f"host-{n}" for n, _ in MASTERS}
-        step = iter(range(100))
-
-        def again(gv, now):
-            converge(module_config(tmp_path, proxy_settings(up), name=f"mc-{next(step)}.yaml"),
-                     nodes_file(tmp_path, MASTERS), extra=["--global-values", str(gv)], now=now)
-            node_hosts(converge.state, tmp_path / "node")  # the nodes apply and acknowledge it
-            return switch_state(converge.state)
-
-        def hook(n):
-            return node_hook(tmp_path, converge.state, n, roots[n])[2]
 
         # Release A: switched and warm, as the outage proof leaves it.
         wanted = len(digests_a) + 1
         now = int(time.time())
-        again(gv_a, now)
-        for n, _ in MASTERS:
-            assert hook(n)["warm"] == f"0/{wanted}"
-        regs = [NodeRegistry(converge.state, n, tmp_path / f"run-{n}", host_root=roots[n]).start() for n, _ in MASTERS]
-        for r in regs:
-            wait_until(lambda: warm_done(r, wanted), timeout=180, what=f"release A's warm-up on {r.host}")
-        hash_a = regs[0].warm_progress()["listHash"]
-        for n, _ in MASTERS:
-            assert hook(n)["warmListHash"] == hash_a
-        again(gv_a, now + 1)
-        state, cond = again(gv_a, now + 302)
-        assert state["cluster"] == "Embedded" and cond["CacheWarm"]["status"] == "True", cond
-        again(gv_a, now + 303)  # the render after the switch: the pods' images name the pull address
-        for n, _ in MASTERS:  # (kubelet's stand-in keeps them running: its images are the test's binaries)
-            assert hook(n)["warmListHash"] == hash_a
-        manifests = {n: (roots[n] / "etc/kubernetes/manifests/embedded-registry.yaml").read_text() for n, _ in MASTERS}
+        fleet.first_converge(gv_a, wanted, now)
+        hash_a = fleet.warm_and_switch(gv_a, wanted, now)
+        manifests = {n: fleet.manifest(n) for n, _ in MASTERS}
 
         # Release B: new digests on the upstream (the module's own images unchanged), and
         # nothing of it in any cache yet.
@@ -103,15 +76,14 @@ def test_a_new_release_is_cached_on_every_master_before_cache_warm_and_serves_wi
             status = hook(n)
             # A's progress is not B's: nothing counts as cached until a pass over B's list.
             assert status["warm"] == f"0/{wanted}" and status["warmListHash"] == "", status
-            now_manifest = (roots[n] / "etc/kubernetes/manifests/embedded-registry.yaml").read_text()
-            assert now_manifest == manifests[n], f"{n}: the static pod changed for a new list"
-        for r in regs:
+            assert fleet.manifest(n) == manifests[n], f"{n}: the static pod changed for a new list"
+        for r in fleet.regs:
             p = wait_until(lambda: (lambda p: p if p and p["listHash"] != hash_a and p["cached"] == wanted
                                     else None)(r.warm_progress()),
                            timeout=180, what=f"release B's warm-up on {r.host} ({r.dir / 'warm.log'})")
             assert p["wanted"] == wanted and p["missing"] == [], p
-        hash_b = regs[0].warm_progress()["listHash"]
-        assert all(r.warm_progress()["listHash"] == hash_b for r in regs)
+        hash_b = fleet.regs[0].warm_progress()["listHash"]
+        assert all(r.warm_progress()["listHash"] == hash_b for r in fleet.regs)
         # B's new blobs came from the upstream while it answered (before the outage below).
         fetched = set(blob_gets(upstream_requests(up, start)))
         assert new_blobs <= fetched, f"not fetched: {sorted(new_blobs - fetched)[:5]}"
@@ -132,22 +104,13 @@ def test_a_new_release_is_cached_on_every_master_before_cache_warm_and_serves_wi
 
         # The upstream gone, every master restarted from what its node hook wrote (cache-
         # only): every image of B's list pulls through each master on its own.
-        regs = restart_without_upstream(up, regs, hook, converge, tmp_path, roots)
+        fleet.restart_without_upstream()
+        fleet.assert_each_master_serves(list_b, layouts_b)
         ro = secret_data(converge.state, "registry-user-ro")
-        for r in regs:
-            for md in list_b:
-                dest = tmp_path / f"pulled-{r.host.split(':')[0]}-{md[7:19]}"
-                p = skopeo("copy", f"--src-cert-dir={r.certs}", f"--src-creds=ro:{ro['password']}",
-                           f"docker://{r.host}/{REPO}@{md}", f"oci:{dest}:x")
-                assert p.returncode == 0, f"{r.host} {md}: {p.stderr.strip()[-400:]}"
-                layout = layouts_b.get(md)
-                if layout is not None:
-                    for f in (layout / "blobs/sha256").iterdir():
-                        assert (dest / "blobs/sha256" / f.name).read_bytes() == f.read_bytes(), f"{md}: {f.name}"
+        for r in fleet.regs:
             p = skopeo("inspect", f"--cert-dir={r.certs}", f"--creds=ro:{ro['password']}", "--raw",
                        f"docker://{r.host}/{REPO}:{RELEASE_B}")
             assert p.returncode == 0, f"{r.host}: the platform tag {RELEASE_B}: {p.stderr.strip()[-400:]}"
     finally:
-        for r in regs:
-            r.stop()
+        fleet.stop()
         up.stop()

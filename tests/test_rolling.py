@@ -7,7 +7,6 @@ changed at the same moment. Meanwhile containerd's CRI pulls through the rendere
 mirror list with the pull Secret's credentials, without pause, and every master's
 `/v2/` is polled: no pull fails, and some master always serves."""
 import json
-import threading
 import time
 
 from conftest import module_config, nodes_file
@@ -15,7 +14,7 @@ from registry_env import MANIFEST, Kubelet, ServingMonitor, node_config, rendere
     status_config_maps
 from test_static_pods import kubelet_pull, node_hosts, proxy_settings, pull_secret
 from tools.cri import CriContainerd, CriError
-from tools.processes import wait_until
+from tools.processes import Repeating, wait_until
 from tools.registry import Registry
 
 # Addresses of their own: other end-to-end tests run masters on 127.0.0.11-14.
@@ -26,32 +25,22 @@ CONFIG_HASH = "embedded-registry.deckhouse.io/config-hash"
 ROUNDS = 20  # hook-and-kubelet rounds a step may take (three masters need four)
 
 
-class Puller:
+class Puller(Repeating):
     """Pulls `image` as kubelet does (tools: the pull Secret's entries, most specific
     first) in a loop in a thread until stopped; counts successes and keeps failures."""
 
     def __init__(self, cri, state, image):
+        super().__init__(join_timeout=180)
         self.cri, self.state, self.image = cri, state, image
         self.ok, self.failures = 0, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                kubelet_pull(self.cri, self.state, self.image)
-                self.ok += 1
-            except CriError as e:
-                self.failures.append(str(e))
-            self._stop.wait(0.05)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=180)
+    def once(self):
+        """One pull of `image`."""
+        try:
+            kubelet_pull(self.cri, self.state, self.image)
+            self.ok += 1
+        except CriError as e:
+            self.failures.append(str(e))
 
 
 def test_ca_rotation_and_ro_rotation_roll_one_master_at_a_time(tmp_path, converge):

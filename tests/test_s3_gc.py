@@ -15,7 +15,6 @@ once, on the collector, while every other master ran read-only; the dropped rele
 manifests are gone and their blobs swept from the bucket; pushes work again after."""
 import base64
 import json
-import threading
 
 import pytest
 import yaml
@@ -24,11 +23,11 @@ from conftest import module_config, nodes_file
 from registry_env import MANIFEST, Kubelet, loopback_masters, rendered_secret, run_node_hook, secret_data, \
     status_config_maps
 from test_rotation import DROPPED, KEPT
-from tools.garage import REGION, Garage, garage_bin
+from tools.garage import bucket_objects, bucket_store, s3_settings
 from tools.hookrun import HookRun
 from tools.mirror_fixture import ROOT, build_mirror
 from tools.oci import build_layout
-from tools.processes import wait_until
+from tools.processes import Repeating, wait_until
 from tools.registry import skopeo
 
 BUCKET = "registry"
@@ -37,21 +36,8 @@ ROUNDS = 24  # converge, node-hook and kubelet rounds a whole window may take (t
 
 @pytest.fixture(scope="module")
 def garage(tmp_path_factory):
-    if garage_bin() is None:
-        pytest.fail("garage is not installed: run scripts/setup (cargo install --locked garage)")
-    with Garage(tmp_path_factory.mktemp("garage"), nodes=1) as g:
-        g.create_bucket(BUCKET)
-        g.key = g.create_key("registry")
-        g.allow(BUCKET, g.key[0])
+    with bucket_store(tmp_path_factory.mktemp("garage"), BUCKET) as g:
         yield g
-
-
-def bucket_objects(garage):
-    out = garage.cli("bucket", "info", BUCKET).stdout
-    for line in out.splitlines():
-        if line.strip().lower().startswith("objects:"):
-            return int(line.split(":", 1)[1].split()[0])
-    raise AssertionError(f"no object count in `garage bucket info`:\n{out}")
 
 
 class Pusher:
@@ -68,16 +54,16 @@ class Pusher:
         assert p.returncode == 0, p.stderr
 
 
-class Puller:
+class Puller(Repeating):
     """Pulls every kept release in a loop, trying the masters in order as containerd tries
     its mirror list; a pull fails only when no master serves it. Checks the digest."""
 
     def __init__(self, kubelet, masters, password, want, workdir):
+        super().__init__(join_timeout=300)
         self.kubelet, self.masters, self.password, self.want = kubelet, masters, password, want
         self.dir = workdir
         self.ok, self.failures, self.fallbacks = 0, [], 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._n = 0
 
     def _pull(self, ref, digest, n):
         errors = []
@@ -99,25 +85,15 @@ class Puller:
             errors.append(f"{name}: {p.stderr.strip()[-200:]}")
         return f"{ref}: " + "; ".join(errors)
 
-    def _run(self):
-        n = 0
-        while not self._stop.is_set():
-            for ref, digest in self.want.items():
-                n += 1
-                failure = self._pull(ref, digest, n)
-                if failure:
-                    self.failures.append(failure)
-                else:
-                    self.ok += 1
-            self._stop.wait(0.05)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=300)
+    def once(self):
+        """One pull of every kept release."""
+        for ref, digest in self.want.items():
+            self._n += 1
+            failure = self._pull(ref, digest, self._n)
+            if failure:
+                self.failures.append(failure)
+            else:
+                self.ok += 1
 
 
 def blob_status(reg, repo, digest, user, password):
@@ -184,11 +160,10 @@ def test_rotation_on_s3_collects_in_a_read_only_window_while_kept_releases_pull(
     masters = loopback_masters(2)
     names = [n for n, _ in masters]
     roots = {n: tmp_path / f"host-{n}" for n in names}
-    key, secret = garage.key
+    secret = garage.key[1]
     settings = {"mode": "Detached", "highAvailability": True,
                 "detached": {"storageMode": "S3", "rotation": {"enabled": True, "keepReleases": 3, "minAge": "0"},
-                             "s3": {"endpoint": garage.endpoint(), "region": REGION, "bucket": BUCKET,
-                                    "accessKey": key, "secretKey": secret, "rootDirectory": f"/gc-{tmp_path.name}"}}}
+                             "s3": s3_settings(garage, BUCKET, rootDirectory=f"/gc-{tmp_path.name}")}}
     mc, nodes = module_config(tmp_path, settings), nodes_file(tmp_path, masters)
 
     def conv():
@@ -216,7 +191,7 @@ def test_rotation_on_s3_collects_in_a_read_only_window_while_kept_releases_pull(
         dropped_layer = json.loads(raw(f"{ROOT}:v1.62.0", first).stdout)["layers"][-1]["digest"]
         assert blob_status(first, ROOT, dropped_layer, "ro", ro) == 200
         kept = {f"{ROOT}:{t}": pushed["releases"][t] for t in KEPT}
-        before = bucket_objects(garage)
+        before = bucket_objects(garage, BUCKET)
 
         data, metrics, log = run_rotate(tmp_path, converge.state, names[0], roots[names[0]])
         assert (data["node"], data["gc"]) == (names[0], "window")
@@ -297,7 +272,7 @@ def test_rotation_on_s3_collects_in_a_read_only_window_while_kept_releases_pull(
                            f"--src-creds=ro:{ro}", f"docker://{reg.host}/{ref}", f"oci:{dest}:x")
                 assert p.returncode == 0, p.stderr
                 assert json.loads((dest / "index.json").read_text())["manifests"][0]["digest"] == digest
-        after = bucket_objects(garage)
+        after = bucket_objects(garage, BUCKET)
         assert after < before, f"blobs swept from the bucket: {before} objects before, {after} after"
 
         # Pushes work again, through either master.

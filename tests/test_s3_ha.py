@@ -23,7 +23,7 @@ from conftest import module_config, nodes_file
 from registry_env import Kubelet, loopback_masters, run_node_hook, secret_data, switch_state
 from test_static_pods import kubelet_pull, mirror_hosts, node_hosts, pull_credentials, pull_secret
 from tools.cri import CriContainerd
-from tools.garage import REGION, Garage, garage_bin
+from tools.garage import bucket_store, s3_settings
 from tools.oci import image_layout, tar_file
 from tools.processes import wait_until
 from tools.registry import skopeo
@@ -35,20 +35,13 @@ MANIFEST = "etc/kubernetes/manifests/embedded-registry.yaml"
 
 @pytest.fixture
 def garage3(tmp_path):
-    if garage_bin() is None:
-        pytest.fail("garage is not installed: run scripts/setup (cargo install --locked garage)")
-    with Garage(tmp_path / "garage", nodes=3) as g:
-        g.create_bucket(BUCKET)
-        g.key = g.create_key("registry")
-        g.allow(BUCKET, g.key[0])
+    with bucket_store(tmp_path / "garage", BUCKET, nodes=3) as g:
         yield g
 
 
 def settings(garage):
-    key, secret = garage.key
     return {"mode": "Detached", "highAvailability": True,
-            "detached": {"storageMode": "S3", "s3": {"endpoint": garage.endpoint(0), "region": REGION,
-                                                      "bucket": BUCKET, "accessKey": key, "secretKey": secret}}}
+            "detached": {"storageMode": "S3", "s3": s3_settings(garage, BUCKET)}}
 
 
 def image(tmp_path, tag):

@@ -25,7 +25,7 @@ import yaml
 from conftest import module_config, nodes_file
 from registry_env import rendered_secret, switch_state
 from tools.certs import CA
-from tools.garage import REGION, Garage, TlsFront, garage_bin
+from tools.garage import REGION, TlsFront, bucket_objects, bucket_store, s3_settings
 from tools.processes import free_port, stop, wait_until
 from tools.registry import Registry, api_answers, password, skopeo
 from tools.oci import build_layout
@@ -35,28 +35,8 @@ BUCKET = "registry"
 
 @pytest.fixture(scope="module")
 def garage(tmp_path_factory):
-    if garage_bin() is None:
-        pytest.fail("garage is not installed: run scripts/setup (cargo install --locked garage)")
-    with Garage(tmp_path_factory.mktemp("garage"), nodes=1) as g:
-        g.create_bucket(BUCKET)
-        g.key = g.create_key("registry")
-        g.allow(BUCKET, g.key[0])
+    with bucket_store(tmp_path_factory.mktemp("garage"), BUCKET) as g:
         yield g
-
-
-def s3_settings(garage, endpoint, **extra):
-    key, secret = garage.key
-    return {"endpoint": endpoint, "region": REGION, "bucket": BUCKET, "accessKey": key, "secretKey": secret,
-            **extra}
-
-
-def bucket_objects(garage):
-    """How many objects Garage counts in the bucket."""
-    out = garage.cli("bucket", "info", BUCKET).stdout
-    for line in out.splitlines():
-        if line.strip().lower().startswith("objects:"):
-            return int(line.split(":", 1)[1].split()[0])
-    raise AssertionError(f"no object count in `garage bucket info`:\n{out}")
 
 
 def rendered_files(state, node):
@@ -115,7 +95,7 @@ def test_detached_on_s3_behind_tls_pushes_and_pulls_through_any_master(tmp_path,
     backend = (garage.nodes[0].host, garage.nodes[0].s3_port)
     with TlsFront(backend, crt, key) as front:
         settings = {"mode": "Detached", "highAvailability": True,
-                    "detached": {"storageMode": "S3", "s3": s3_settings(garage, front.endpoint, ca=ca.pem())}}
+                    "detached": {"storageMode": "S3", "s3": s3_settings(garage, BUCKET, front.endpoint, ca=ca.pem())}}
         converge(module_config(tmp_path, settings), nodes_file(tmp_path, [("m1", "127.0.0.11")]))
         assert garage.key[1] not in converge.output, "the secret key is never printed"
         state, _ = switch_state(converge.state)
@@ -170,7 +150,7 @@ def test_proxy_on_s3_gives_each_master_its_own_root(tmp_path, converge, garage):
         settings = {"mode": "Proxy", "highAvailability": True,
                     "proxy": {"host": up.host, "scheme": "http", "path": "/deckhouse/ee", "user": "puller",
                               "password": password("puller"), "storageMode": "S3",
-                              "s3": s3_settings(garage, garage.endpoint(), rootDirectory="/cache")}}
+                              "s3": s3_settings(garage, BUCKET, rootDirectory="/cache")}}
         converge(module_config(tmp_path, settings), nodes_file(tmp_path, masters))
         assert garage.key[1] not in converge.output
         files = {n: rendered_files(converge.state, n) for n, _ in masters}
@@ -183,12 +163,12 @@ def test_proxy_on_s3_gives_each_master_its_own_root(tmp_path, converge, garage):
 
         # m1 pulls through; its proxy stores the manifest and the blobs (config, layer)
         # into its root of the bucket beside its answers: waited for in the bucket.
-        before = bucket_objects(garage)
+        before = bucket_objects(garage, BUCKET)
         with LocalRegistry(tmp_path / "m1-proxy", files["m1"]["config.distribution.yaml"], {}) as reg:
             p = skopeo("copy", "--src-tls-verify=false", f"docker://{reg.host}/deckhouse/ee/app:v1",
                        f"oci:{tmp_path / 'through'}:v1")
             assert p.returncode == 0, p.stderr + reg.log()
-            wait_until(lambda: bucket_objects(garage) >= before + 3, what="the proxied image in the bucket",
+            wait_until(lambda: bucket_objects(garage, BUCKET) >= before + 3, what="the proxied image in the bucket",
                        timeout=60, interval=0.5)
     # The upstream is gone: m1's cache-only registry serves from its root; m2's root
     # never held the image.

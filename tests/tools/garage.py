@@ -7,6 +7,7 @@ create`, `key create`, `bucket allow`); readiness is polled with a bound, never 
 Garage's S3 API has no TLS of its own: `TlsFront` is a small TLS terminator (Python
 `ssl` and one byte-pump thread per direction) put in front of it for the `tls-*` cases.
 """
+import contextlib
 import os
 import pathlib
 import re
@@ -277,3 +278,35 @@ class TlsFront:
         finally:
             tls.close()
             back.close()
+
+
+@contextlib.contextmanager
+def bucket_store(root: pathlib.Path, bucket: str, nodes: int = 1):
+    """A running Garage of `nodes` nodes under `root` with `bucket` and a key `registry`
+    allowed to read and write it (`.key`: its id and secret). Fails the test when garage
+    is not installed."""
+    if garage_bin() is None:
+        import pytest
+        pytest.fail("garage is not installed: run scripts/setup (cargo install --locked garage)")
+    with Garage(root, nodes=nodes) as g:
+        g.create_bucket(bucket)
+        g.key = g.create_key("registry")
+        g.allow(bucket, g.key[0])
+        yield g
+
+
+def s3_settings(garage, bucket, endpoint=None, **extra):
+    """The module's `s3` settings for `bucket` on a `bucket_store` with its key: Garage's
+    region, node 0's endpoint unless `endpoint` names another (a TLS front), and `extra`."""
+    key, secret = garage.key
+    return {"endpoint": endpoint or garage.endpoint(), "region": REGION, "bucket": bucket, "accessKey": key,
+            "secretKey": secret, **extra}
+
+
+def bucket_objects(garage, bucket):
+    """How many objects Garage counts in `bucket`."""
+    out = garage.cli("bucket", "info", bucket).stdout
+    for line in out.splitlines():
+        if line.strip().lower().startswith("objects:"):
+            return int(line.split(":", 1)[1].split()[0])
+    raise AssertionError(f"no object count in `garage bucket info`:\n{out}")

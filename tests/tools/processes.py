@@ -1,7 +1,8 @@
 """Servers started as processes on loopback: free ports, polling a condition with a
-bound, and stopping what was started."""
+bound, and stopping what was started; work repeated in a thread while a test acts."""
 import socket
 import subprocess
+import threading
 import time
 
 _HANDED_OUT = set()
@@ -69,3 +70,31 @@ class Processes(Service):
         for p in reversed(self.procs):
             stop(p)
         self.procs = []
+
+
+class Repeating:
+    """Runs `once()` in a thread, again `interval` seconds after each run, from the start
+    of a `with` block until its end; at the end the thread is asked to stop and joined for
+    at most `join_timeout` seconds (a run in progress finishes first)."""
+
+    def __init__(self, interval=0.05, join_timeout=10):
+        self.interval, self.join_timeout = interval, join_timeout
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def once(self):
+        """One run of the repeated work (the subclass's)."""
+        raise NotImplementedError
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.once()
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=self.join_timeout)

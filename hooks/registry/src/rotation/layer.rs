@@ -123,32 +123,35 @@ pub fn find_files_within(
     Ok((out, limits.max_unpacked - reader.left))
 }
 
+/// A layer for tests: a tar of `files` (path, content; mode 0644), gzip-compressed when
+/// `gzip`.
+#[cfg(test)]
+pub(crate) fn test_layer(files: &[(&str, &[u8])], gzip: bool) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, c) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(c.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, p, *c).unwrap();
+    }
+    let raw = b.into_inner().unwrap();
+    if !gzip {
+        return raw;
+    }
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut e, &raw).unwrap();
+    e.finish().unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn layer(files: &[(&str, &[u8])], gzip: bool) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (p, c) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(c.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, p, *c).unwrap();
-        }
-        let raw = b.into_inner().unwrap();
-        if !gzip {
-            return raw;
-        }
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut e, &raw).unwrap();
-        e.finish().unwrap()
-    }
-
     #[test]
     fn finds_files_in_plain_and_gzip_layers() {
         for gzip in [false, true] {
-            let l = layer(
+            let l = test_layer(
                 &[
                     ("etc/x", b"x"),
                     ("./deckhouse/modules/images_digests.json", b"{}"),
@@ -162,7 +165,7 @@ mod tests {
             let first = find_files(&l[..], |p| p.ends_with(".json"), 1).unwrap();
             assert_eq!(first.len(), 1);
         }
-        let l = layer(&[("big.bin", &vec![0u8; 1 << 20]), ("x.json", b"{}")], true);
+        let l = test_layer(&[("big.bin", &vec![0u8; 1 << 20]), ("x.json", b"{}")], true);
         let tight = Limits {
             max_file: 1,
             max_unpacked: 64 << 10,

@@ -396,6 +396,14 @@ fn to_direct(s: &mut State, c: &mut Conds, fleet: &Fleet, now: i64) {
     c.set(ConditionType::Ready, true, "Direct", "mode Direct");
 }
 
+/// What master `node` reports of its warm-up, if it reports one.
+fn warm_of<'a>(nodes: &'a [NodeReport], node: &str) -> Option<&'a WarmStatus> {
+    nodes
+        .iter()
+        .find(|r| r.node == node)
+        .and_then(|r| r.warm.as_ref())
+}
+
 /// The masters of `target` whose cache does not hold every image of list `hash`, each
 /// with what it reported, for a condition's message.
 pub fn cold_masters(target: &RegistryTarget, nodes: &[NodeReport], hash: &str) -> Vec<String> {
@@ -437,10 +445,7 @@ pub fn next_release_note(target: &RegistryTarget, nodes: &[NodeReport]) -> Strin
         .nodes
         .iter()
         .map(|n| {
-            let next = nodes
-                .iter()
-                .find(|r| &r.node == n)
-                .and_then(|r| r.warm.as_ref())
+            let next = warm_of(nodes, n)
                 .map(|w| w.next.as_slice())
                 .unwrap_or_default();
             (n, next)

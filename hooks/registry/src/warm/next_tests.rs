@@ -115,17 +115,7 @@ fn put_blob(root: &Path, repo: &str, data: &[u8], manifest: bool) -> String {
 }
 
 fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (p, c) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(c.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, p, *c).unwrap();
-    }
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut e, &b.into_inner().unwrap()).unwrap();
-    e.finish().unwrap()
+    crate::rotation::layer::test_layer(files, true)
 }
 
 /// The platform image `:tag` with these layers (bottom first), tagged in the store.

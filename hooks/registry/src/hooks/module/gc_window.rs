@@ -28,7 +28,7 @@ use crate::model::node_status::{NodeStatus, RegistryHealth};
 use crate::model::settings::Mode;
 use crate::model::switch::RegistryTarget;
 use crate::module::{
-    GC_REQUEST_CONFIG_MAP, GC_STATE_CONFIG_MAP, MODULE_KEY, MODULE_NAME, NAMESPACE, ROLE_LABEL,
+    GC_REQUEST_CONFIG_MAP, GC_STATE_CONFIG_MAP, MODULE_KEY, MODULE_NAME, NAMESPACE,
 };
 use crate::secrets::{SecretSnap, SECRET_FILTER};
 use crate::switch::gc_window::{open_seconds, step, Inputs, Report, BOUND_SECS};
@@ -61,20 +61,7 @@ pub fn hook() -> Hook {
             kubernetes: vec![
                 named("gc_request", GC_REQUEST_CONFIG_MAP, true),
                 named("gc_state", GC_STATE_CONFIG_MAP, false),
-                KubernetesBinding {
-                    namespace: ns(),
-                    label_selector: Some(hook_sdk::config::LabelSelector {
-                        match_labels: BTreeMap::from([(
-                            ROLE_LABEL.to_string(),
-                            "node-status".to_string(),
-                        )]),
-                        ..Default::default()
-                    }),
-                    jq_filter: Some(SECRET_FILTER.into()),
-                    keep_full_objects_in_memory: Some(false),
-                    execute_hook_on_synchronization: Some(false),
-                    ..KubernetesBinding::new("node_status", "v1", "ConfigMap")
-                },
+                super::node_status_binding(),
             ],
             ..Default::default()
         },

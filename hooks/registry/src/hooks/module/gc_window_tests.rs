@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::hooks::module::cluster_yaml::{object, yaml};
+use crate::module::ROLE_LABEL;
 use hook_sdk::testing::{HookTest, TestOutput};
 use serde_json::Value;
 

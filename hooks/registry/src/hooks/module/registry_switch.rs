@@ -35,9 +35,7 @@ use crate::model::switch::{
 };
 use crate::model::values::Master;
 use crate::module::MODULE_KEY;
-use crate::module::{
-    user_secret, Role, NAMESPACE, PULL_SECRET, ROLE_LABEL, SAVED_PULL_SECRET, STATE_SECRET,
-};
+use crate::module::{user_secret, Role, NAMESPACE, PULL_SECRET, SAVED_PULL_SECRET, STATE_SECRET};
 use crate::secrets::{self, SECRET_FILTER};
 use crate::switch::pull_secret::Action;
 use crate::switch::{self, desired, NodeReport};
@@ -118,21 +116,7 @@ pub fn hook() -> Hook {
                     execute_hook_on_synchronization: Some(false),
                     ..KubernetesBinding::new("secrets", "v1", "Secret")
                 },
-                KubernetesBinding {
-                    namespace: ns(),
-                    label_selector: Some(hook_sdk::config::LabelSelector {
-                        match_labels: BTreeMap::from([(
-                            ROLE_LABEL.to_string(),
-                            "node-status".to_string(),
-                        )]),
-                        ..Default::default()
-                    }),
-                    // Name and data: the same shape for a ConfigMap.
-                    jq_filter: Some(SECRET_FILTER.into()),
-                    keep_full_objects_in_memory: Some(false),
-                    execute_hook_on_synchronization: Some(false),
-                    ..KubernetesBinding::new("node_status", "v1", "ConfigMap")
-                },
+                super::node_status_binding(),
                 KubernetesBinding {
                     jq_filter: Some(NODE_FILTER.into()),
                     keep_full_objects_in_memory: Some(false),
