@@ -508,14 +508,6 @@ fn mirrors_for(
         .collect()
 }
 
-/// What master `n` last reported of its warm-up.
-fn warm_of<'a>(nodes: &'a [NodeReport], n: &str) -> Option<&'a WarmStatus> {
-    nodes
-        .iter()
-        .find(|r| r.node == n)
-        .and_then(|r| r.warm.as_ref())
-}
-
 /// Sets `CacheWarm` for a Proxy target; `false` when the cluster must not be pointed
 /// at the masters yet (it pulls from the upstream and a master is cold).
 fn cache_warm(
