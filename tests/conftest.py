@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import pathlib
+import subprocess
 import sys
 
 import pytest
@@ -67,6 +68,17 @@ def converge(tmp_path):
 @pytest.fixture(scope="session", autouse=True)
 def built_binary():
     assert BIN.exists(), f"{BIN} is missing: run `cargo build --release` (scripts/test does)"
+
+
+def render_chart(values):
+    """The chart rendered by the Helm engine (scripts/helm_render.py) over `values`:
+    template path → rendered text."""
+    req = {"chart": str(ROOT), "values": values, "release": "embedded-registry", "namespace": "d8-system",
+           "kubeVersion": "1.30"}
+    p = subprocess.run([sys.executable, str(ROOT / "scripts/helm_render.py")], input=json.dumps(req),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)["manifests"]
 
 
 def module_config(tmp_path, settings, name="mc.yaml", enabled=True, **spec):

@@ -6,14 +6,13 @@ node name or an IP address (the master is skipped, logged and counted), and the 
 renders every value into the nodes' script as inert data, so even a value that got
 past the hook cannot become shell code."""
 import json
-import subprocess
 import sys
 import tomllib
 
 import pytest
 import yaml
 
-from conftest import EXAMPLES, ROOT, run
+from conftest import EXAMPLES, ROOT, render_chart, run
 from test_reliability import VALUES
 from tools.hookrun import HookRun
 from tools import node_script
@@ -104,12 +103,7 @@ def test_the_hook_logs_the_field_and_the_fix_and_escapes_the_value(tmp_path):
 
 
 def render(values):
-    req = {"chart": str(ROOT), "values": values, "release": "embedded-registry", "namespace": "d8-system",
-           "kubeVersion": "1.30"}
-    p = subprocess.run([sys.executable, str(ROOT / "scripts/helm_render.py")], input=json.dumps(req),
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)["manifests"]
+    return render_chart(values)
 
 
 @pytest.mark.parametrize("address", HOSTILE_ADDRESSES)

@@ -35,7 +35,7 @@ import urllib.request
 
 import yaml
 
-from conftest import ROOT, module_config, nodes_file
+from conftest import module_config, nodes_file, render_chart
 from registry_env import NodeRegistry, loopback_masters, rendered_secret, run_node_hook, secret_data, \
     status_config_maps
 from tools.registry import Registry
@@ -239,12 +239,7 @@ def test_every_secret_restarts_the_registry_and_none_is_hashed_in_the_open(tmp_p
 
 
 def render(values):
-    req = {"chart": str(ROOT), "values": values, "release": "embedded-registry", "namespace": "d8-system",
-           "kubeVersion": "1.30"}
-    p = subprocess.run([sys.executable, str(ROOT / "scripts/helm_render.py")], input=json.dumps(req),
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    docs = yaml.safe_load_all(json.loads(p.stdout)["manifests"]["templates/registry-node-config.yaml"])
+    docs = yaml.safe_load_all(render_chart(values)["templates/registry-node-config.yaml"])
     return {d["metadata"]["name"]: d for d in docs if d}
 
 
