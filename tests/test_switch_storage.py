@@ -8,8 +8,8 @@ import yaml
 
 from conftest import module_config, nodes_file
 from registry_env import rendered_secret, switch_state
-from test_s3_storage import BUCKET, bucket_objects, garage, s3_settings  # noqa: F401 - the fixture
-from tools.garage import REGION
+from test_s3_storage import BUCKET, garage  # noqa: F401 - the fixture
+from tools.garage import REGION, bucket_objects, s3_settings
 
 MASTERS = [("m1", "127.0.0.11"), ("m2", "127.0.0.12")]
 
@@ -25,10 +25,10 @@ def test_a_refused_key_stops_the_switch_and_the_right_one_renders_every_master(t
     nodes = nodes_file(tmp_path, MASTERS)
     key, secret = garage.key
     wrong = "0" * len(secret)
-    objects = bucket_objects(garage)
+    objects = bucket_objects(garage, BUCKET)
 
     def settings(secret_key):
-        s3 = {**s3_settings(garage, garage.endpoint()), "secretKey": secret_key}
+        s3 = {**s3_settings(garage, BUCKET), "secretKey": secret_key}
         return {"mode": "Detached", "highAvailability": True, "detached": {"storageMode": "S3", "s3": s3}}
 
     converge(module_config(tmp_path, settings(wrong)), nodes)
@@ -52,7 +52,7 @@ def test_a_refused_key_stops_the_switch_and_the_right_one_renders_every_master(t
         assert (s3["bucket"], s3["region"], s3["rootdirectory"], s3["accesskey"], s3["secretkey"]) == (
             BUCKET, REGION, "/embedded-registry", key, secret), n
     # The check's probe objects are gone; a second run changes nothing.
-    assert bucket_objects(garage) == objects
+    assert bucket_objects(garage, BUCKET) == objects
     before = switch_state(converge.state)[0]
     converge(module_config(tmp_path, settings(secret)), nodes)
     assert switch_state(converge.state)[0] == before
