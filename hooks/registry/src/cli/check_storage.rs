@@ -69,9 +69,9 @@ pub fn spec(args: &Args) -> Result<Spec, String> {
         &access_key,
         &secret_key,
     );
-    spec.root_directory = args.root_directory.clone();
-    spec.force_path_style = args.force_path_style;
-    spec.ca_pem = crate::cli::ca_file(args.ca_file.as_ref())?;
+    spec.s3.root_directory = args.root_directory.clone();
+    spec.s3.force_path_style = args.force_path_style;
+    spec.s3.ca = crate::cli::ca_file(args.ca_file.as_ref())?;
     let limits = args.check.limits()?;
     spec.resolve.extend(limits.resolve);
     (spec.budget, spec.request_timeout) = (limits.budget, limits.request_timeout);

@@ -27,6 +27,7 @@ use serde::Serialize;
 pub use classify::Step;
 
 use crate::distribution::failure::FailureKind;
+use crate::model::switch::S3Target;
 
 /// The caps on what the check reads and how long it waits.
 pub mod limits {
@@ -127,45 +128,18 @@ impl Kind {
 /// (the upstream check's shape, shown as `[kind] message`).
 pub type Failure = crate::distribution::failure::Failure<Kind>;
 
-/// What to check: the fields of the `s3` settings object, and the check's limits.
-#[derive(Clone)]
+/// What to check: the `s3` settings (the same [`S3Target`] the switch keeps), and the
+/// check's limits.
+#[derive(Clone, Debug)]
 pub struct Spec {
-    /// `scheme://host[:port]` of the S3 API.
-    pub endpoint: String,
-    /// The region the server is configured with (Garage: `s3_region`).
-    pub region: String,
-    /// The bucket.
-    pub bucket: String,
-    /// Distribution's `rootdirectory`: the probe object is written below it.
-    pub root_directory: String,
-    /// The access key id.
-    pub access_key: String,
-    /// The secret key; never printed (`Debug` hides it).
-    pub secret_key: String,
-    /// CA bundle (PEM) trusted beside the system roots.
-    pub ca_pem: Option<String>,
-    /// Path-style URLs (`endpoint/bucket/key`) rather than virtual-host style.
-    pub force_path_style: bool,
+    /// The bucket and its credentials; `Debug` hides the secret key.
+    pub s3: S3Target,
     /// DNS overrides (`host`, address), as for the upstream check.
     pub resolve: Vec<(String, std::net::IpAddr)>,
     /// The whole check ends within this.
     pub budget: Duration,
     /// No single request takes longer.
     pub request_timeout: Duration,
-}
-
-impl std::fmt::Debug for Spec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spec")
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .field("bucket", &self.bucket)
-            .field("root_directory", &self.root_directory)
-            .field("access_key", &"<hidden>")
-            .field("secret_key", &"<hidden>")
-            .field("force_path_style", &self.force_path_style)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The default `rootDirectory`.
@@ -185,15 +159,22 @@ impl Spec {
         access_key: &str,
         secret_key: &str,
     ) -> Self {
-        Spec {
+        Spec::for_target(S3Target {
             endpoint: endpoint.into(),
             region: region.into(),
             bucket: bucket.into(),
             root_directory: DEFAULT_ROOT_DIRECTORY.into(),
             access_key: access_key.into(),
             secret_key: secret_key.into(),
-            ca_pem: None,
+            ca: None,
             force_path_style: true,
+        })
+    }
+
+    /// A spec of `s3` with the [`limits`] budget and request time.
+    pub fn for_target(s3: S3Target) -> Self {
+        Spec {
+            s3,
             resolve: crate::distribution::client::resolve_overrides(),
             budget: limits::BUDGET,
             request_timeout: limits::REQUEST,
@@ -203,13 +184,13 @@ impl Spec {
     /// Checks the fields an admin wrote; `Err` is one line naming the field and the fix
     /// (a usage error: no request is sent). Never echoes a key.
     pub fn validate(&self) -> Result<Url, String> {
-        let url = Url::parse(&self.endpoint).map_err(|e| {
-            format!("s3.endpoint {:?} is not a URL ({e}): write scheme://host[:port], e.g. https://s3.example.com:3900", self.endpoint)
+        let url = Url::parse(&self.s3.endpoint).map_err(|e| {
+            format!("s3.endpoint {:?} is not a URL ({e}): write scheme://host[:port], e.g. https://s3.example.com:3900", self.s3.endpoint)
         })?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!(
                 "s3.endpoint {:?}: the scheme must be https or http",
-                self.endpoint
+                self.s3.endpoint
             ));
         }
         if !url.username().is_empty() || url.password().is_some() {
@@ -221,48 +202,54 @@ impl Spec {
         if url.host_str().is_none_or(str::is_empty) {
             return Err(format!(
                 "s3.endpoint {:?} has no host: write scheme://host[:port]",
-                self.endpoint
+                self.s3.endpoint
             ));
         }
         if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
             return Err(format!(
                 "s3.endpoint {:?} must be scheme://host[:port] without a path or query",
-                self.endpoint
+                self.s3.endpoint
             ));
         }
-        let b = self.bucket.as_bytes();
+        let b = self.s3.bucket.as_bytes();
         let bucket_ok = (3..=63).contains(&b.len())
             && b.iter()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
             && b[0].is_ascii_alphanumeric()
             && b[b.len() - 1].is_ascii_alphanumeric();
         if !bucket_ok {
-            return Err(format!("s3.bucket {:?} is not an S3 bucket name: 3 to 63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit", self.bucket));
+            return Err(format!("s3.bucket {:?} is not an S3 bucket name: 3 to 63 lowercase letters, digits, '.' or '-', starting and ending with a letter or digit", self.s3.bucket));
         }
-        if self.region.is_empty()
-            || self.region.len() > 64
+        if self.s3.region.is_empty()
+            || self.s3.region.len() > 64
             || !self
+                .s3
                 .region
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         {
-            return Err(format!("s3.region {:?} must be a region name (letters, digits, '-', '_'), e.g. garage or us-east-1", self.region));
+            return Err(format!("s3.region {:?} must be a region name (letters, digits, '-', '_'), e.g. garage or us-east-1", self.s3.region));
         }
-        let root = &self.root_directory;
+        let root = &self.s3.root_directory;
         if root.len() > 256
             || root.chars().any(char::is_control)
             || root.split('/').any(|c| c == "." || c == "..")
         {
             return Err(format!("s3.rootDirectory {root:?} must be a plain path such as /embedded-registry (no '.' or '..', at most 256 characters)"));
         }
-        if self.access_key.is_empty() || self.access_key.chars().any(|c| c.is_control() || c == ' ')
+        if self.s3.access_key.is_empty()
+            || self
+                .s3
+                .access_key
+                .chars()
+                .any(|c| c.is_control() || c == ' ')
         {
             return Err(
                 "s3.accessKey is empty or holds spaces or control characters: give the key id"
                     .into(),
             );
         }
-        if self.secret_key.is_empty() || self.secret_key.chars().any(char::is_control) {
+        if self.s3.secret_key.is_empty() || self.s3.secret_key.chars().any(char::is_control) {
             return Err(
                 "s3.secretKey is empty or holds control characters: give the secret key".into(),
             );
@@ -272,7 +259,7 @@ impl Spec {
 
     /// The probe object's key for `nonce`: `<root>/_embedded-registry-check/<nonce>`.
     pub fn probe_key(&self, nonce: &str) -> String {
-        let root = self.root_directory.trim_matches('/');
+        let root = self.s3.root_directory.trim_matches('/');
         if root.is_empty() {
             format!("{PROBE_DIR}/{nonce}")
         } else {
@@ -358,9 +345,9 @@ pub fn check(spec: &Spec) -> Report {
     let started = Instant::now();
     let mut report = Report {
         ok: false,
-        endpoint: spec.endpoint.clone(),
-        bucket: spec.bucket.clone(),
-        region: spec.region.clone(),
+        endpoint: spec.s3.endpoint.clone(),
+        bucket: spec.s3.bucket.clone(),
+        region: spec.s3.region.clone(),
         failure: None,
         steps: Vec::new(),
         requests: 0,
@@ -400,7 +387,7 @@ impl<'a> Run<'a> {
         report: &'a mut Report,
     ) -> Result<Self, Failure> {
         let tls_endpoint = crate::distribution::Endpoint {
-            ca_pem: spec.ca_pem.clone(),
+            ca_pem: spec.s3.ca.clone(),
             ..Default::default()
         };
         let tls = crate::distribution::client::tls_config(&tls_endpoint).map_err(|f| {
@@ -420,13 +407,13 @@ impl<'a> Run<'a> {
         let http = builder
             .build()
             .map_err(|e| Failure::new(Kind::Http, format!("client setup: {e}")))?;
-        let style = if spec.force_path_style {
+        let style = if spec.s3.force_path_style {
             rusty_s3::UrlStyle::Path
         } else {
             rusty_s3::UrlStyle::VirtualHost
         };
-        let bucket = rusty_s3::Bucket::new(endpoint.clone(), style, spec.bucket.clone(), spec.region.clone())
-            .map_err(|e| Failure::new(Kind::NotS3, format!("s3.bucket {:?} with s3.endpoint {:?}: {e}; use forcePathStyle: true for an IP address or a dotted bucket name", spec.bucket, spec.endpoint)))?;
+        let bucket = rusty_s3::Bucket::new(endpoint.clone(), style, spec.s3.bucket.clone(), spec.s3.region.clone())
+            .map_err(|e| Failure::new(Kind::NotS3, format!("s3.bucket {:?} with s3.endpoint {:?}: {e}; use forcePathStyle: true for an IP address or a dotted bucket name", spec.s3.bucket, spec.s3.endpoint)))?;
         Ok(Run {
             spec,
             http,
@@ -545,8 +532,8 @@ impl<'a> Run<'a> {
             a.status,
             &body,
             a.region.as_deref(),
-            &self.spec.region,
-            &self.spec.bucket,
+            &self.spec.s3.region,
+            &self.spec.s3.bucket,
             &self.endpoint_shown(step),
             proven,
         )
@@ -585,10 +572,10 @@ impl<'a> Run<'a> {
             &jiff::Timestamp::now(),
             s3_method,
             url,
-            &self.spec.access_key,
-            &self.spec.secret_key,
+            &self.spec.s3.access_key,
+            &self.spec.s3.secret_key,
             None,
-            &self.spec.region,
+            &self.spec.s3.region,
             limits::PRESIGN.as_secs(),
             query.iter().copied(),
             std::iter::empty(),

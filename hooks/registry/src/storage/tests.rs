@@ -16,18 +16,21 @@ fn spec() -> Spec {
 fn bad_fields_are_one_line_naming_the_field_and_never_the_keys() {
     type Case = (fn(&mut Spec), &'static str);
     let cases: Vec<Case> = vec![
-        (|s| s.endpoint = "127.0.0.1:3900".into(), "s3.endpoint"),
-        (|s| s.endpoint = "ftp://h".into(), "s3.endpoint"),
+        (|s| s.s3.endpoint = "127.0.0.1:3900".into(), "s3.endpoint"),
+        (|s| s.s3.endpoint = "ftp://h".into(), "s3.endpoint"),
         (
-            |s| s.endpoint = "http://GKabc:s3cr3t@h".into(),
+            |s| s.s3.endpoint = "http://GKabc:s3cr3t@h".into(),
             "s3.endpoint",
         ),
-        (|s| s.endpoint = "http://h/path".into(), "s3.endpoint"),
-        (|s| s.bucket = "UP".into(), "s3.bucket"),
-        (|s| s.region = String::new(), "s3.region"),
-        (|s| s.root_directory = "/a/../b".into(), "s3.rootDirectory"),
-        (|s| s.secret_key = String::new(), "s3.secretKey"),
-        (|s| s.access_key = "a b".into(), "s3.accessKey"),
+        (|s| s.s3.endpoint = "http://h/path".into(), "s3.endpoint"),
+        (|s| s.s3.bucket = "UP".into(), "s3.bucket"),
+        (|s| s.s3.region = String::new(), "s3.region"),
+        (
+            |s| s.s3.root_directory = "/a/../b".into(),
+            "s3.rootDirectory",
+        ),
+        (|s| s.s3.secret_key = String::new(), "s3.secretKey"),
+        (|s| s.s3.access_key = "a b".into(), "s3.accessKey"),
     ];
     for (change, field) in cases {
         let mut s = spec();
@@ -50,7 +53,7 @@ fn the_probe_lives_under_the_root_directory() {
         s.probe_key("n"),
         "embedded-registry/_embedded-registry-check/n"
     );
-    s.root_directory = "/".into();
+    s.s3.root_directory = "/".into();
     assert_eq!(s.probe_key("n"), "_embedded-registry-check/n");
     assert_ne!(nonce(), nonce());
 }

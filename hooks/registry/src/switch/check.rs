@@ -78,16 +78,7 @@ pub fn run_storage(
         return Err(CheckError::NotStorage);
     };
     let b = t.s3.as_ref().ok_or(CheckError::NotStorage)?;
-    let mut spec = crate::storage::Spec::new(
-        &b.endpoint,
-        &b.region,
-        &b.bucket,
-        &b.access_key,
-        &b.secret_key,
-    );
-    spec.root_directory = b.root_directory.clone();
-    spec.ca_pem = b.ca.clone();
-    spec.force_path_style = b.force_path_style;
+    let mut spec = crate::storage::Spec::for_target(b.clone());
     spec.budget = STORAGE_BUDGET;
     spec.request_timeout = REQUEST_TIMEOUT;
     let report = checker.check(&spec);

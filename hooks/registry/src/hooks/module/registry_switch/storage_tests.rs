@@ -30,14 +30,14 @@ impl storage::Checker for Bucket {
             let failure = b.0.map(|k| {
                 Failure::new(
                     k,
-                    format!("{}: refused (fake); fix s3.secretKey", spec.endpoint),
+                    format!("{}: refused (fake); fix s3.secretKey", spec.s3.endpoint),
                 )
             });
             Report {
                 ok: failure.is_none(),
-                endpoint: spec.endpoint.clone(),
-                bucket: spec.bucket.clone(),
-                region: spec.region.clone(),
+                endpoint: spec.s3.endpoint.clone(),
+                bucket: spec.s3.bucket.clone(),
+                region: spec.s3.region.clone(),
                 failure,
                 steps: vec![],
                 requests: 1,
@@ -167,10 +167,10 @@ fn a_bucket_that_fails_its_check_is_never_rendered_and_the_failure_is_named() {
     let spec = &asked[0];
     assert_eq!(
         (
-            spec.endpoint.as_str(),
-            spec.bucket.as_str(),
-            spec.root_directory.as_str(),
-            spec.secret_key.as_str()
+            spec.s3.endpoint.as_str(),
+            spec.s3.bucket.as_str(),
+            spec.s3.root_directory.as_str(),
+            spec.s3.secret_key.as_str()
         ),
         ("https://s3.example.com:3900", "registry", "/er", "wrong")
     );

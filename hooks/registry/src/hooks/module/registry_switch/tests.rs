@@ -120,7 +120,7 @@ pub(super) struct NoStorage;
 
 impl crate::storage::Checker for NoStorage {
     fn check(&self, spec: &crate::storage::Spec) -> crate::storage::Report {
-        panic!("no storage check expected (asked for {})", spec.endpoint)
+        panic!("no storage check expected (asked for {})", spec.s3.endpoint)
     }
 }
 
